@@ -1,0 +1,120 @@
+"""Kaldi-compatible log-mel filterbank in pure PyTorch.
+
+Hand-written because torchaudio's native libraries need the CUDA build of torch (unusable here)
+and because the streaming extractor must share every step of the offline computation.
+Per frame (snip_edges=True, as Kaldi): remove DC offset, pre-emphasis, window, zero-padded FFT,
+power spectrum, triangular mel filters on Kaldi's mel scale (1127 ln(1 + f/700)), log with an
+energy floor. Frames are independent of each other, so streaming equals offline exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.features.config import FbankConfig
+from models.features.pcen import Pcen, PcenState
+
+
+def mel_scale(freq_hz: torch.Tensor | float) -> torch.Tensor:
+    return 1127.0 * torch.log1p(torch.as_tensor(freq_hz, dtype=torch.float64) / 700.0)
+
+
+def mel_filterbank(cfg: FbankConfig) -> torch.Tensor:
+    """Triangular filters, shape (fft_size // 2 + 1, num_mel_bins), float64.
+
+    Kaldi defines filters on the fft_size // 2 bins below Nyquist; the Nyquist row is zero.
+    """
+    n_fft_bins = cfg.fft_size // 2
+    bin_hz = cfg.sample_rate / cfg.fft_size
+    mel_low = float(mel_scale(cfg.low_freq_hz))
+    mel_high = float(mel_scale(cfg.upper_freq_hz))
+    delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
+    b = torch.arange(cfg.num_mel_bins, dtype=torch.float64)
+    left = (mel_low + b * delta)[None, :]  # (1, M)
+    center = left + delta
+    right = left + 2 * delta
+    mel = mel_scale(torch.arange(n_fft_bins, dtype=torch.float64) * bin_hz)[:, None]  # (K, 1)
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    weights = torch.where(mel <= center, up, down)
+    weights = torch.where((mel > left) & (mel < right), weights, torch.zeros_like(weights))
+    nyquist_row = torch.zeros(1, cfg.num_mel_bins, dtype=torch.float64)
+    return torch.cat([weights, nyquist_row], dim=0)  # (K + 1, M)
+
+
+def window_function(cfg: FbankConfig) -> torch.Tensor:
+    n = cfg.window_samples
+    i = torch.arange(n, dtype=torch.float64)
+    a = 2 * math.pi / (n - 1)
+    if cfg.window_type == "povey":
+        return (0.5 - 0.5 * torch.cos(a * i)) ** 0.85
+    if cfg.window_type == "hann":
+        return 0.5 - 0.5 * torch.cos(a * i)
+    if cfg.window_type == "hamming":
+        return 0.54 - 0.46 * torch.cos(a * i)
+    raise ValueError(f"FbankConfig.window_type must be povey|hann|hamming, got {cfg.window_type!r}")
+
+
+class Fbank:
+    """Offline extractor: `Fbank(cfg)(waveform (S,)) -> features (T, num_mel_bins)`.
+
+    `waveform` is float in [-1, 1] at `cfg.sample_rate`.
+    """
+
+    def __init__(self, cfg: FbankConfig | None = None, *, dtype: torch.dtype = torch.float32):
+        self.cfg = cfg or FbankConfig()
+        self.cfg.validate()
+        self.dtype = dtype
+        self.window = window_function(self.cfg).to(dtype)  # (W,)
+        self.mel = mel_filterbank(self.cfg).to(dtype)  # (K + 1, M)
+        self.pcen = Pcen(self.cfg.pcen, hop_ms=self.cfg.hop_ms)
+
+    @property
+    def num_mel_bins(self) -> int:
+        return self.cfg.num_mel_bins
+
+    def frame(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(S,) -> (T, W) overlapping frames (snip_edges=True)."""
+        cfg = self.cfg
+        n = cfg.num_frames(waveform.shape[0])
+        if n == 0:
+            return waveform.new_zeros((0, cfg.window_samples))
+        return waveform[: (n - 1) * cfg.hop_samples + cfg.window_samples].unfold(
+            0, cfg.window_samples, cfg.hop_samples
+        )
+
+    def mel_energies(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, W) frames at int16 scale -> (T, M) mel power energies."""
+        cfg = self.cfg
+        x = frames.to(self.dtype)
+        if x.shape[0] == 0:
+            return x.new_zeros((0, cfg.num_mel_bins))
+        if cfg.remove_dc_offset:
+            x = x - x.mean(dim=1, keepdim=True)
+        if cfg.preemphasis != 0.0:
+            prev = torch.cat([x[:, :1], x[:, :-1]], dim=1)  # Kaldi: x[0] -= c * x[0]
+            x = x - cfg.preemphasis * prev
+        x = x * self.window
+        spec = torch.fft.rfft(x, n=cfg.fft_size, dim=1)  # (T, K + 1)
+        power = spec.real.square() + spec.imag.square()
+        return power @ self.mel  # (T, M)
+
+    def log(self, energies: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.clamp(energies, min=self.cfg.energy_floor))
+
+    def compress(
+        self, energies: torch.Tensor, pcen_state: PcenState | None = None
+    ) -> tuple[torch.Tensor, PcenState | None]:
+        """Mel energies (T, M) -> features (T, M), threading the PCEN state when used."""
+        if self.cfg.compression == "log":
+            return self.log(energies), None
+        return self.pcen(energies, pcen_state)
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() != 1:
+            raise ValueError(f"Fbank expects a mono waveform of shape (S,), got {tuple(waveform.shape)}")
+        frames = self.frame(waveform.to(self.dtype) * self.cfg.input_scale)
+        feats, _ = self.compress(self.mel_energies(frames))
+        return feats
