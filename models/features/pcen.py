@@ -26,7 +26,9 @@ class Pcen:
         """(T, M) -> (T, M) smoothed energies (the recursion runs in float64)."""
         e = energies.to(torch.float64)
         out = torch.empty_like(e)
-        m = e[0] if state is None and e.shape[0] else state
+        if e.shape[0] == 0:
+            return out
+        m = e[0] if state is None else state
         for t in range(e.shape[0]):
             m = (1.0 - self.s) * m + self.s * e[t]
             out[t] = m

@@ -1,0 +1,48 @@
+# Chorus: `make serve` and `make test` set everything up from nothing (Debian packages, venv).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= train,dev
+# torch: CPU build unless an NVIDIA driver answers (an unpinned torch pulls a multi-GB CUDA build).
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CONSTRAINTS := .ci/constraints-$(if $(HAS_CUDA),gpu,cpu).txt
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.installed-$(if $(HAS_CUDA),gpu,cpu)
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: setup system venv test lint serve bench clean
+
+setup: system venv
+
+system:
+	@.ci/system-packages.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Python packages into $(VENV) (constraints: $(CONSTRAINTS))"
+	@$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[$(EXTRAS)]' $(PIP_QUIET) \
+	  || $(BIN)/pip install -q --extra-index-url $(TORCH_CPU_INDEX) -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	@$(BIN)/python -c "import torch, models, training" 
+	@rm -f $(VENV)/.installed-* && touch $@
+
+test: setup
+	$(BIN)/ruff check models server training clients loadtest tests
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check models server training clients loadtest tests
+	$(BIN)/mypy
+
+# Until the server lands (issue: server), `make serve` runs the offline feature demo.
+serve: setup
+	$(BIN)/chorus demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

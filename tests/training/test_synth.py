@@ -1,0 +1,100 @@
+"""A real (small) synthesized corpus: every installed engine, real manifests, split asserted."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from training.data.synth import engines as engines_mod
+from training.data.synth.corpus import SynthConfig, available_voices, synthesize_corpus
+from training.data.text.normalize import is_normalized
+
+SPLIT_WEIGHTS = {"train": 0.5, "dev": 0.2, "test": 0.3}  # small corpus, every split populated
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("corpus")
+    cfg = SynthConfig(out=out, hours=0.02, seed=11, jobs=2, split_weights=SPLIT_WEIGHTS, block=16)
+    return out, synthesize_corpus(cfg, progress=False)
+
+
+def load_cuts(out: Path, split: str):
+    from lhotse import CutSet
+
+    return CutSet.from_file(out / f"cuts_{split}.jsonl.gz")
+
+
+def test_manifests_and_audio(corpus) -> None:
+    out, stats = corpus
+    assert stats["hours"] >= 0.02 and stats["failures"] == 0
+    assert len(stats["engines"]) >= 3
+    for split in ("train", "dev", "test"):
+        cuts = load_cuts(out, split)
+        assert len(cuts) > 0, split
+        for cut in cuts:
+            sup = cut.supervisions[0]
+            assert is_normalized(sup.text)
+            assert sup.speaker.startswith(cut.custom["engine"] + ":")
+            info = sf.info(cut.recording.sources[0].source)
+            assert info.samplerate == 16000 and info.channels == 1
+            assert abs(info.duration - cut.duration) < 1e-3
+            audio = cut.load_audio()
+            assert audio.shape == (1, cut.num_samples)
+            assert abs(audio).max() > 0.05  # speech, not silence
+
+
+def test_test_split_has_unseen_voices_and_sentences(corpus) -> None:
+    out, _ = corpus
+    train, dev, test = (load_cuts(out, s) for s in ("train", "dev", "test"))
+    train_voices = {c.supervisions[0].speaker for c in train}
+    train_texts = {c.supervisions[0].text for c in train}
+    test_voices = {c.supervisions[0].speaker for c in test}
+    assert test_voices and not test_voices & train_voices
+    assert not {c.supervisions[0].text for c in test} & train_texts
+    assert not {c.supervisions[0].text for c in dev} & train_texts
+    pools = json.loads((out / "voices.json").read_text())
+    assert not set(pools["test"]) & set(pools["train"])  # the whole inventory, not just used
+
+
+def test_deterministic_for_a_seed_whatever_the_jobs(corpus, tmp_path) -> None:
+    out, _ = corpus
+    cfg = SynthConfig(out=tmp_path, hours=0.02, seed=11, jobs=1, split_weights=SPLIT_WEIGHTS,
+                      block=16)
+    synthesize_corpus(cfg, progress=False)
+
+    def digest(root: Path) -> dict[str, tuple[str, str, str]]:
+        result = {}
+        for split in ("train", "dev", "test"):
+            for c in load_cuts(root, split):
+                audio = Path(c.recording.sources[0].source).read_bytes()
+                result[c.id] = (c.supervisions[0].text, c.supervisions[0].speaker,
+                                hashlib.sha1(audio).hexdigest())
+        return result
+
+    assert digest(out) == digest(tmp_path)
+
+
+def test_missing_engine_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog) -> None:
+    class Missing(engines_mod.Engine):
+        name = "missing-tts"
+        install_hint = "Debian package missing-tts-voices"
+        binaries = ("chorus-no-such-tts-binary",)
+
+        def voices(self):
+            return []
+
+    monkeypatch.setitem(engines_mod.ENGINES, "missing-tts", Missing())
+    with caplog.at_level(logging.WARNING):
+        voices = available_voices(SynthConfig(out=tmp_path, hours=0.01,
+                                              engines=("missing-tts", "flite")))
+    assert voices and all(v.engine == "flite" for v in voices)
+    assert "missing-tts-voices" in caplog.text
+
+
+def test_unknown_engine_is_an_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        available_voices(SynthConfig(out=tmp_path, hours=0.01, engines=("nope",)))

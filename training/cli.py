@@ -1,0 +1,50 @@
+"""`chorus data ...` subcommands (training-side tools)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="training data tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser(
+        "synth", help="synthesize a speech corpus with every offline TTS voice",
+        description="Synthesize 16 kHz WAVs + Lhotse manifests (train/dev/test; test has unseen "
+                    "voices and sentences).")
+    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.add_argument("--hours", type=float, required=True, help="hours of audio to produce")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--jobs", type=int, default=None, help="parallel workers (default: CPUs)")
+    synth.add_argument("--engines", default=None,
+                       help="comma-separated subset of engines (default: all installed)")
+    synth.add_argument("--no-progress", action="store_true")
+    synth.set_defaults(func=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from training.data.synth.corpus import SynthConfig, synthesize_corpus
+    except ImportError as exc:
+        raise SystemExit(f"`chorus data synth` needs the train extra ({exc.name} is missing): "
+                         "pip install 'chorus-asr[train]'") from exc
+
+    if args.hours <= 0:
+        raise SystemExit("--hours must be positive")
+    cfg = SynthConfig(out=args.out, hours=args.hours, seed=args.seed,
+                      jobs=args.jobs or os.cpu_count() or 1)
+    if args.engines:
+        engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+        cfg = dataclasses.replace(cfg, engines=engines)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stats = synthesize_corpus(cfg, progress=not args.no_progress)
+    print(json.dumps({k: stats[k] for k in ("hours", "utterances", "distinct_voices",
+                                            "voices_per_engine", "failures",
+                                            "audio_seconds_per_wall_second")}, indent=1))
+    return 0

@@ -1,0 +1,1 @@
+"""Synthetic speech corpus: every offline TTS voice, perturbed, with Lhotse manifests."""

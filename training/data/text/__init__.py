@@ -1,0 +1,1 @@
+"""Training text: normalisation to the tokenizer's alphabet, offline sources and templates."""
