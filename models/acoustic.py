@@ -1,0 +1,86 @@
+"""The acoustic model: streaming encoder + head, with the streaming-step contract (DESIGN 3.2).
+
+`init_state(batch)`, `step(features, state) -> (outputs, state)`, `forward(features, lengths)`,
+and static facts (subsampling, lookahead frames, output kind). Heads plug in behind one
+interface: encoder outputs (B, T', D) -> head outputs (B, T', V). CTC is the first; RNN-T and
+Gram-CTC add their own head modules without reshaping the encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from models.nn.encoder import EncoderConfig, State, StreamingEncoder
+
+HeadType = Literal["ctc"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: EncoderConfig
+    vocab_size: int
+    head: HeadType = "ctc"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_dict(), "vocab_size": self.vocab_size, "head": self.head}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        unknown = set(d) - {"encoder", "vocab_size", "head"}
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        if d.get("head", "ctc") != "ctc":
+            raise ValueError(f"head must be 'ctc' (RNN-T / Gram-CTC to come), got {d.get('head')!r}")
+        return cls(EncoderConfig.from_dict(d["encoder"]), int(d["vocab_size"]), d.get("head", "ctc"))
+
+
+class CtcHead(nn.Module):
+    output_kind = "log_probs"
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, vocab_size)
+
+    def forward(self, enc: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.proj(enc), dim=-1)  # (B, T', V)
+
+
+class AcousticModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = StreamingEncoder(cfg.encoder)
+        self.head = CtcHead(cfg.encoder.d_model, cfg.vocab_size)
+
+    # static facts
+    @property
+    def subsampling(self) -> int:
+        return self.cfg.encoder.subsampling
+
+    @property
+    def lookahead_frames(self) -> int:
+        return self.cfg.encoder.lookahead_frames
+
+    @property
+    def output_kind(self) -> str:
+        return self.cfg.head
+
+    def init_state(self, batch: int) -> State:
+        return self.encoder.init_state(batch)
+
+    def step(self, features: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        enc, state = self.encoder.step(features, state)
+        return self.head(enc), state
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, out_lengths = self.encoder(features, lengths)
+        return self.head(enc), out_lengths
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

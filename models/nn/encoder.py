@@ -1,0 +1,146 @@
+"""Forward-only streaming encoder (Deep Speech 2 style, unidirectional).
+
+features (B, T, F) -> global CMVN -> causal conv subsampling x4 -> unidirectional GRU/LSTM
+layers -> row convolution over tau future frames -> LayerNorm -> (B, T/4, D).
+
+`step` and `forward` share `_advance` (conv + RNN from a state). Lookahead comes in on the input
+side: a step gets T_chunk + 4 * tau frames; the chunk part advances (and commits) the state, the
+lookahead part runs from the committed state only to feed the row convolution. `forward` is the
+same computation over the whole (zero-padded) utterance, so the two agree to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from models.nn.rowconv import RowConv
+from models.nn.subsampling import SUBSAMPLING, ConvSubsampling
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    num_mel_bins: int = 80
+    conv_channels: int = 32
+    d_model: int = 256
+    num_layers: int = 3
+    rnn: Literal["gru", "lstm"] = "gru"
+    lookahead: int = 2  # tau, in subsampled frames (x 40 ms)
+    dropout: float = 0.1
+
+    @property
+    def subsampling(self) -> int:
+        return SUBSAMPLING
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Input (10 ms) frames of lookahead a step needs beyond its chunk."""
+        return self.lookahead * SUBSAMPLING
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+class StreamingEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("feat_mean", torch.zeros(cfg.num_mel_bins))
+        self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
+        self.subsampling = ConvSubsampling(cfg.num_mel_bins, cfg.conv_channels, cfg.d_model)
+        rnn_cls = nn.GRU if cfg.rnn == "gru" else nn.LSTM
+        self.rnn = rnn_cls(cfg.d_model, cfg.d_model, cfg.num_layers, batch_first=True,
+                           dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rowconv = RowConv(cfg.d_model, cfg.lookahead)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    # ---- state -----------------------------------------------------------------------------
+    def init_state(self, batch: int) -> State:
+        c1, c2 = self.subsampling.init_cache(batch, self.cfg.num_mel_bins)
+        h = torch.zeros(batch, self.cfg.num_layers, self.cfg.d_model)  # (B, L, D)
+        state = {"conv1": c1, "conv2": c2, "rnn_h": h}
+        if self.cfg.rnn == "lstm":
+            state["rnn_c"] = torch.zeros_like(h)
+        dev = self.feat_mean.device
+        return {k: v.to(dev) for k, v in state.items()}
+
+    def set_normalizer(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp(min=1e-3))
+
+    @property
+    def pad_frame(self) -> torch.Tensor:
+        """The raw feature frame that normalises to zero: what ends of streams are padded with."""
+        return self.feat_mean
+
+    # ---- shared core -------------------------------------------------------------------------
+    def _advance(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Normalised x (B, T, F), T % 4 == 0 -> RNN outputs (B, T/4, D), new state."""
+        y, c1, c2 = self.subsampling(x, state["conv1"], state["conv2"])
+        y = self.dropout(y)
+        h0 = state["rnn_h"].transpose(0, 1).contiguous()  # (L, B, D)
+        if self.cfg.rnn == "lstm":
+            c0 = state["rnn_c"].transpose(0, 1).contiguous()
+            y, (h, c) = self.rnn(y, (h0, c0))
+            new = {"conv1": c1, "conv2": c2, "rnn_h": h.transpose(0, 1), "rnn_c": c.transpose(0, 1)}
+        else:
+            y, h = self.rnn(y, h0)
+            new = {"conv1": c1, "conv2": c2, "rnn_h": h.transpose(0, 1)}
+        return y, new
+
+    def _finish(self, h: torch.Tensor) -> torch.Tensor:
+        """RNN outputs (B, T' + tau, D) -> encoder outputs (B, T', D)."""
+        return self.norm(self.dropout(self.rowconv(h)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.feat_mean) / self.feat_std
+
+    # ---- streaming ---------------------------------------------------------------------------
+    def step(self, features: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """features (B, T + 4 tau, F) raw fbank, T % 4 == 0 -> (B, T/4, D), new state."""
+        la = self.cfg.lookahead_frames
+        t = features.shape[1] - la
+        if t <= 0 or t % SUBSAMPLING:
+            raise ValueError(f"step needs T + {la} frames with T a positive multiple of "
+                             f"{SUBSAMPLING}; got {features.shape[1]} frames")
+        x = self.normalize(features)
+        h_chunk, new_state = self._advance(x[:, :t], state)
+        if la:
+            h_look, _ = self._advance(x[:, t:], new_state)
+            h_chunk = torch.cat([h_chunk, h_look], dim=1)
+        return self._finish(h_chunk), new_state
+
+    # ---- whole utterance ---------------------------------------------------------------------
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, F), lengths (B,) -> outputs (B, ceil(T/4), D), output lengths (B,).
+
+        Frames past each length, the tail up to a multiple of 4 and the lookahead are
+        normalised zeros, exactly what a stream is padded with when it ends.
+        """
+        b, t, _ = features.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=features.device)
+        x = self.normalize(features)
+        mask = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        x = x * mask[..., None]
+        t_out = -(-t // SUBSAMPLING)
+        pad = t_out * SUBSAMPLING - t + self.cfg.lookahead_frames
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))  # (B, 4 (T' + tau), F)
+        h, _ = self._advance(x, self.init_state(b))
+        out = self._finish(h)  # (B, T', D)
+        return out, -(-lengths // SUBSAMPLING)

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from models.acoustic import AcousticModel, ModelConfig
+from models.nn.encoder import EncoderConfig
+
+TOL = 1e-5
+
+
+def make_model(rnn: str = "gru", lookahead: int = 2, seed: int = 0) -> AcousticModel:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(EncoderConfig(num_mel_bins=80, conv_channels=8, d_model=32, num_layers=2,
+                                    rnn=rnn, lookahead=lookahead), vocab_size=29)  # type: ignore[arg-type]
+    model = AcousticModel(cfg).eval()
+    with torch.no_grad():  # a non-trivial normaliser and row convolution
+        model.encoder.set_normalizer(torch.randn(80), torch.rand(80) + 0.5)
+        model.encoder.rowconv.conv.weight.normal_()
+    return model
+
+
+def stream(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Chunked decode of one utterance (1, T, F) the way a session does it."""
+    la = model.lookahead_frames
+    t = feats.shape[1]
+    t_pad = -(-t // 4) * 4
+    pad = model.encoder.pad_frame.expand(1, t_pad - t + la, -1)
+    x = torch.cat([feats, pad], dim=1)
+    state = model.init_state(1)
+    outs = []
+    for start in range(0, t_pad, chunk):
+        end = min(start + chunk, t_pad)
+        out, state = model.step(x[:, start : end + la], state)
+        outs.append(out)
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("lookahead", [0, 1, 3])
+@pytest.mark.parametrize("chunk", [4, 16, 32])
+def test_step_equals_forward(rnn: str, lookahead: int, chunk: int) -> None:
+    model = make_model(rnn, lookahead)
+    feats = torch.randn(1, 123, 80) * 3 + 5
+    with torch.no_grad():
+        offline, lengths = model(feats)
+        streamed = stream(model, feats, chunk)
+    assert lengths.tolist() == [31] and offline.shape == (1, 31, 29)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max().item() <= TOL
+
+
+def test_batched_forward_equals_single() -> None:
+    model = make_model()
+    a, b = torch.randn(1, 90, 80), torch.randn(1, 57, 80)
+    batch = torch.zeros(2, 90, 80)
+    batch[0], batch[1, :57] = a[0], b[0]
+    with torch.no_grad():
+        out, lengths = model(batch, torch.tensor([90, 57]))
+        out_b, _ = model(b)
+    assert lengths.tolist() == [23, 15]
+    assert (out[1, :15] - out_b[0]).abs().max().item() <= TOL
+
+
+def test_states_are_batched_on_dim0() -> None:
+    model = make_model("lstm")
+    state = model.init_state(3)
+    assert set(state) == {"conv1", "conv2", "rnn_h", "rnn_c"}
+    assert all(v.shape[0] == 3 for v in state.values())
+
+
+def test_step_rejects_bad_chunk() -> None:
+    model = make_model()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model.step(torch.zeros(1, 6 + model.lookahead_frames, 80), model.init_state(1))
+
+
+def test_lookahead_is_used() -> None:
+    model = make_model(lookahead=2)
+    feats = torch.randn(1, 40, 80)
+    changed = feats.clone()
+    changed[:, 36:] += 5.0  # only the last 4 frames (one output frame) change
+    with torch.no_grad():
+        a, _ = model(feats)
+        b, _ = model(changed)
+    # outputs 7 and 8 see frame 9's input through the row convolution; earlier ones don't
+    assert torch.allclose(a[:, :7], b[:, :7], atol=TOL)
+    assert not torch.allclose(a[:, 7], b[:, 7], atol=1e-4)
