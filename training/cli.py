@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=run_synth)
 
+    tr = sub.add_parser("train", help="train a streaming CTC model and export a bundle")
+    tr.add_argument("--config", type=Path, default=None, help="recipe YAML (training/recipes/)")
+    tr.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=run_train)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     import os
@@ -47,4 +53,16 @@ def run_synth(args: argparse.Namespace) -> int:
     print(json.dumps({k: stats[k] for k in ("hours", "utterances", "distinct_voices",
                                             "voices_per_engine", "failures",
                                             "audio_seconds_per_wall_second")}, indent=1))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"chorus train: bad config: {exc}") from exc
+    print(f"bundle written to {train(cfg, progress=not args.no_progress)}")
     return 0

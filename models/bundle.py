@@ -1,0 +1,123 @@
+"""Model bundles (DESIGN 3.1): a directory with bundle.json, model.safetensors, tokens.txt.
+
+`load(path)` validates everything and fails with a message naming the file and field; weights
+are safetensors (loading a bundle never executes code).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.acoustic import AcousticModel, ModelConfig
+from models.features import FbankConfig
+from models.tokenizer import CharTokenizer
+
+FORMAT_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+WEIGHTS = "model.safetensors"
+TOKENS = "tokens.txt"
+DEFAULT_BUNDLE = Path(__file__).parent / "pretrained" / "default"
+
+
+class BundleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DecodingDefaults:
+    chunk_frames: int = 32  # 10 ms feature frames per step (multiple of the subsampling)
+    decoder: str = "greedy"
+
+
+@dataclass
+class Bundle:
+    path: Path
+    model: AcousticModel
+    features: FbankConfig
+    tokenizer: CharTokenizer
+    decoding: DecodingDefaults
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per model output frame."""
+        return self.features.hop_ms / 1000.0 * self.model.subsampling
+
+
+def save(path: str | Path, model: AcousticModel, *, features: FbankConfig,
+         tokenizer: CharTokenizer, decoding: DecodingDefaults | None = None,
+         provenance: dict[str, Any] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model.cfg.to_dict(),
+        "features": features.to_dict(),
+        "decoding": (decoding or DecodingDefaults()).__dict__,
+        "tokens": TOKENS,
+        "provenance": provenance or {},
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    tokenizer.save(out / TOKENS)
+    (out / BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    root = Path(path) if path is not None else DEFAULT_BUNDLE
+    if not root.is_dir():
+        raise BundleError(f"bundle directory not found: {root}")
+    for name in (BUNDLE_JSON, WEIGHTS, TOKENS):
+        if not (root / name).is_file():
+            raise BundleError(f"bundle {root} is missing {name}")
+    try:
+        meta = json.loads((root / BUNDLE_JSON).read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{root / BUNDLE_JSON} is not valid JSON: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{root / BUNDLE_JSON}: format_version must be {FORMAT_VERSION}, "
+                          f"got {meta.get('format_version')!r}")
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+        feats = FbankConfig.from_dict(meta["features"])
+        decoding = DecodingDefaults(**meta.get("decoding", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{root / BUNDLE_JSON}: invalid field: {exc}") from exc
+    tokenizer = CharTokenizer.load(root / TOKENS)
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise BundleError(f"{root / TOKENS} has {tokenizer.vocab_size} tokens but "
+                          f"bundle.json model.vocab_size is {cfg.vocab_size}")
+    if feats.num_mel_bins != cfg.encoder.num_mel_bins:
+        raise BundleError(f"bundle.json: features.num_mel_bins {feats.num_mel_bins} != "
+                          f"model.encoder.num_mel_bins {cfg.encoder.num_mel_bins}")
+    if decoding.chunk_frames <= 0 or decoding.chunk_frames % cfg.encoder.subsampling:
+        raise BundleError(f"bundle.json: decoding.chunk_frames must be a positive multiple of "
+                          f"{cfg.encoder.subsampling}, got {decoding.chunk_frames}")
+    model = AcousticModel(cfg)
+    try:
+        state = load_file(str(root / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{root / WEIGHTS} cannot be read: {exc}") from exc
+    expected = model.state_dict()
+    missing, extra = set(expected) - set(state), set(state) - set(expected)
+    if missing or extra:
+        raise BundleError(f"{root / WEIGHTS} does not match bundle.json: missing tensors "
+                          f"{sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise BundleError(f"{root / WEIGHTS}: tensor {k} has shape {tuple(v.shape)}, "
+                              f"bundle.json implies {tuple(expected[k].shape)}")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Bundle(root, model, feats, tokenizer, decoding, meta.get("provenance", {}))

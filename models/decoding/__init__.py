@@ -1,0 +1,1 @@
+"""Decoders over acoustic model outputs (CTC first)."""

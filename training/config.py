@@ -1,0 +1,102 @@
+"""Training configuration: one typed dataclass tree, loaded from YAML, overridable from the CLI.
+
+`chorus train --config training/recipes/NAME.yaml model.d_model=320 optim.max_steps=2000`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.nn.encoder import EncoderConfig
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # Lhotse CutSet manifests
+    dev: list[str] = field(default_factory=list)
+    max_duration_s: float = 120.0  # audio seconds per batch (duration-bucketed)
+    num_buckets: int = 10
+    num_workers: int = 1
+    dev_max_cuts: int = 200
+
+
+@dataclass
+class AugmentConfig:
+    speed: tuple[float, ...] = (0.9, 1.0, 1.1)
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    telephone_prob: float = 0.1  # 300-3400 Hz band-limit + 8 kHz mu-law round trip
+    reverb_prob: float = 0.2
+    spec_time_masks: int = 2
+    spec_time_width: int = 20
+    spec_freq_masks: int = 2
+    spec_freq_width: int = 15
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 300
+    max_steps: int = 5000
+    grad_clip: float = 5.0
+    val_every_steps: int = 500
+
+
+@dataclass
+class TrainConfig:
+    name: str = "ctc"
+    out_dir: str = "runs/ctc"
+    seed: int = 0
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    chunk_frames: int = 32
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    threads: int = 1
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = {"model": EncoderConfig, "data": DataConfig, "augment": AugmentConfig,
+               "optim": OptimConfig}.get(name) if cls is TrainConfig else None
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+        elif isinstance(value, list) and "tuple" in str(ftype):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
+    raw: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        raw = loaded or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return _build(TrainConfig, raw, "config")

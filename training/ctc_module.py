@@ -1,0 +1,63 @@
+"""Lightning module for CTC training of the streaming acoustic model.
+
+The loss is torch's own `ctc_loss` (native on CPU and CUDA). Validation decodes greedily and
+logs dev WER/CER (jiwer); the best checkpoint by dev WER is exported as a bundle by train.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from models.acoustic import AcousticModel, ModelConfig
+from models.decoding.ctc_greedy import greedy_batch
+from models.tokenizer import CharTokenizer
+from training.config import OptimConfig
+
+
+class CtcModule(L.LightningModule):
+    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig, tokenizer: CharTokenizer):
+        super().__init__()
+        self.model = AcousticModel(model_cfg)
+        self.optim = optim
+        self.tok = tokenizer
+        self._refs: list[str] = []
+        self._hyps: list[str] = []
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs, out_lengths = self.model(batch["features"], batch["lengths"])  # (B, T', V)
+        loss = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), batch["targets"], out_lengths, batch["target_lengths"],
+            blank=self.tok.blank_id, reduction="sum", zero_infinity=True,
+        ) / batch["target_lengths"].sum().clamp(min=1)
+        return loss, log_probs, out_lengths
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, log_probs, out_lengths = self.loss(batch)
+        self.log("dev_loss", loss, prog_bar=True, batch_size=len(batch["texts"]), sync_dist=True)
+        self._hyps += greedy_batch(log_probs, out_lengths, self.tok)
+        self._refs += batch["texts"]
+
+    def on_validation_epoch_end(self) -> None:
+        import jiwer
+
+        if self._refs:
+            hyps = [h or "<empty>" for h in self._hyps]
+            self.log("dev_wer", jiwer.wer(self._refs, hyps), prog_bar=True, sync_dist=True)
+            self.log("dev_cer", jiwer.cer(self._refs, hyps), sync_dist=True)
+        self._refs, self._hyps = [], []
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=o.lr, total_steps=max(o.max_steps, 2),
+            pct_start=min(0.5, o.warmup_steps / max(o.max_steps, 1)), anneal_strategy="cos")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

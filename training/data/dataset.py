@@ -1,0 +1,77 @@
+"""Lhotse CutSet -> padded batches with on-the-fly features and augmentation.
+
+Lhotse's DynamicBucketingSampler yields CutSets of similar duration (max_duration seconds of
+audio per batch); this map-style dataset turns one into tensors. Features are our fbank, so
+training and serving share the front end exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.features import Fbank, FbankConfig
+from models.tokenizer import CharTokenizer
+from training.config import AugmentConfig
+from training.data.augment import augment_waveform, spec_augment
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    def __init__(self, *, tokenizer: CharTokenizer, features: FbankConfig,
+                 augment: AugmentConfig | None, feat_mean: torch.Tensor, seed: int = 0):
+        self.tok = tokenizer
+        self.fbank = Fbank(features)
+        self.augment = augment
+        self.fill = feat_mean
+        self.rng = np.random.default_rng(seed)
+
+    def __getitem__(self, cuts: Any) -> dict[str, Any]:
+        feats, targets, texts, ids = [], [], [], []
+        for cut in cuts:
+            audio = cut.load_audio()[0].astype(np.float32)  # (S,)
+            if self.augment is not None:
+                audio = augment_waveform(audio, self.augment, self.rng)
+            f = self.fbank(torch.from_numpy(audio))
+            if self.augment is not None:
+                f = spec_augment(f, self.augment, self.rng, self.fill)
+            text = cut.supervisions[0].text
+            feats.append(f)
+            targets.append(torch.tensor(self.tok.encode(text), dtype=torch.long))
+            texts.append(text)
+            ids.append(cut.id)
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        x = self.fill.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
+        for i, f in enumerate(feats):
+            x[i, : f.shape[0]] = f
+        return {
+            "features": x, "lengths": lengths,
+            "targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets]),
+            "texts": texts, "ids": ids,
+        }
+
+
+def worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.rng = np.random.default_rng(info.seed % 2**32)  # type: ignore[attr-defined]
+
+
+def feature_stats(cuts: Any, features: FbankConfig, max_cuts: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean/std of fbank over (a sample of) the training cuts: the model's normaliser."""
+    fbank = Fbank(features)
+    total = torch.zeros(features.num_mel_bins, dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    n = 0
+    for i, cut in enumerate(cuts):
+        if i >= max_cuts:
+            break
+        f = fbank(torch.from_numpy(cut.load_audio()[0].astype(np.float32))).double()
+        total += f.sum(0)
+        sq += (f**2).sum(0)
+        n += f.shape[0]
+    mean = total / max(n, 1)
+    std = (sq / max(n, 1) - mean**2).clamp(min=1e-6).sqrt()
+    return mean.float(), std.float()

@@ -1,0 +1,125 @@
+"""`chorus train`: train a streaming CTC model from Lhotse manifests and export a bundle.
+
+Launch:
+- single process:  chorus train --config training/recipes/default.yaml
+- multi-process (one node, DDP; gloo on CPU, NCCL on GPU):
+      chorus train --config ... devices=2
+- multi-node: run the same command on every node with num_nodes=N devices=G and the
+  torch.distributed variables set (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE), or under
+  `torchrun --nnodes N --nproc-per-node G -m clients.cli train ...` / SLURM `srun`, which
+  Lightning detects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.acoustic import ModelConfig
+from models.bundle import DecodingDefaults, save
+from models.features import FbankConfig
+from models.tokenizer import CharTokenizer
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def _cuts(paths: list[str]) -> Any:
+    from lhotse import CutSet
+
+    if not paths:
+        raise ValueError("config data.train / data.dev: at least one manifest is needed")
+    sets = [CutSet.from_file(p) for p in paths]
+    out = sets[0]
+    for s in sets[1:]:
+        out = out + s
+    return out
+
+
+def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
+                    mean: torch.Tensor) -> Any:
+    import lightning as L
+    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+
+    from training.data.dataset import AsrDataset, worker_init
+
+    class DataModule(L.LightningDataModule):
+        def train_dataloader(self) -> Any:
+            cuts = _cuts(cfg.data.train)
+            sampler = DynamicBucketingSampler(cuts, max_duration=cfg.data.max_duration_s,
+                                              num_buckets=cfg.data.num_buckets, shuffle=True,
+                                              drop_last=True, seed=cfg.seed)
+            ds = AsrDataset(tokenizer=tok, features=feats, augment=cfg.augment, feat_mean=mean,
+                            seed=cfg.seed)
+            return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None,
+                                               num_workers=cfg.data.num_workers,
+                                               worker_init_fn=worker_init,
+                                               persistent_workers=cfg.data.num_workers > 0)
+
+        def val_dataloader(self) -> Any:
+            cuts = _cuts(cfg.data.dev).subset(first=cfg.data.dev_max_cuts)
+            sampler = SimpleCutSampler(cuts, max_duration=cfg.data.max_duration_s)
+            ds = AsrDataset(tokenizer=tok, features=feats, augment=None, feat_mean=mean)
+            return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0)
+
+    return DataModule()
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Train; export the best checkpoint (by dev WER) as a bundle under out_dir/bundle."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from training.ctc_module import CtcModule
+    from training.data.dataset import feature_stats
+
+    torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = CharTokenizer()
+    feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
+    mean, std = feature_stats(_cuts(cfg.data.train), feats)
+    model_cfg = ModelConfig(cfg.model, tok.vocab_size)
+    module = CtcModule(model_cfg, cfg.optim, tok)
+    module.model.encoder.set_normalizer(mean, std)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
+                           save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
+    trainer = L.Trainer(
+        max_steps=cfg.optim.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
+        num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
+        gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
+        check_val_every_n_epoch=None, logger=CSVLogger(out, name="logs"), callbacks=[ckpt],
+        enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    start = time.monotonic()
+    trainer.fit(module, datamodule=make_datamodule(cfg, tok, feats, mean))
+    seconds = time.monotonic() - start
+    if trainer.global_rank != 0:
+        return out / "bundle"
+    best = ckpt.best_model_path
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    provenance = {
+        "recipe": cfg.name, "config": _jsonable(cfg), "steps": trainer.global_step,
+        "train_seconds": round(seconds, 1),
+        "best_dev_wer": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+    }
+    path = save(out / "bundle", module.model.cpu(), features=feats, tokenizer=tok,
+                decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
+    (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return path
+
+
+def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
