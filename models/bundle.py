@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from models.acoustic import AcousticModel, ModelConfig
 from models.features import FbankConfig
 from models.tokenizer import CharTokenizer

@@ -53,7 +53,7 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
             cuts = _cuts(cfg.data.train)
             sampler = DynamicBucketingSampler(cuts, max_duration=cfg.data.max_duration_s,
                                               num_buckets=cfg.data.num_buckets, shuffle=True,
-                                              drop_last=True, seed=cfg.seed)
+                                              drop_last=False, seed=cfg.seed)
             ds = AsrDataset(tokenizer=tok, features=feats, augment=cfg.augment, feat_mean=mean,
                             seed=cfg.seed)
             return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None,

@@ -54,6 +54,9 @@ class EncoderConfig:
 
 
 class StreamingEncoder(nn.Module):
+    feat_mean: torch.Tensor  # (F,) global CMVN mean (a buffer, saved with the weights)
+    feat_std: torch.Tensor  # (F,)
+
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg

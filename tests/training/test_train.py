@@ -1,0 +1,76 @@
+"""A tiny model trains for a few steps on a tiny real corpus: the loss falls, a bundle comes out
+that loads and streams with streaming == offline transcripts."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.audio import load_audio
+from models.bundle import load
+from models.streaming import StreamingTranscriber, transcribe
+from training.config import load_config
+from training.data.synth.corpus import SynthConfig, synthesize_corpus
+from training.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    synthesize_corpus(SynthConfig(out=out, hours=0.01, seed=5, jobs=2, engines=("flite",),
+                                  split_weights={"train": 0.8, "dev": 0.2, "test": 0.0}),
+                      progress=False)
+    return out
+
+
+def overrides(corpus: Path, out: Path, steps: int) -> list[str]:
+    return [f"data.train=[{corpus / 'cuts_train.jsonl.gz'}]",
+            f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]", f"out_dir={out}",
+            f"optim.max_steps={steps}", f"optim.val_every_steps={steps}", "optim.warmup_steps=15",
+            "optim.lr=0.01", "model.d_model=96", "model.num_layers=1", "model.conv_channels=8",
+            "data.max_duration_s=20", "data.num_buckets=2", "data.num_workers=0", "augment.noise_prob=0.0",
+            "augment.reverb_prob=0.0", "augment.telephone_prob=0.0", "augment.speed=[1.0]",
+            "augment.spec_time_masks=0", "augment.spec_freq_masks=0", "chunk_frames=16"]
+
+
+def test_loss_falls_and_bundle_streams(tiny_corpus, tmp_path) -> None:
+    cfg = load_config(None, overrides(tiny_corpus, tmp_path / "run", 500))
+    bundle_path = train(cfg, progress=False)
+    rows = (tmp_path / "run/logs/version_0/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("train_loss")
+    losses = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert len(losses) >= 3
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+    bundle = load(bundle_path)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["steps"] == 500 and bundle.provenance["recipe"] == "ctc"
+    from lhotse import CutSet
+
+    cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")))
+    audio = load_audio(cut.recording.sources[0].source)
+    offline = transcribe(bundle, audio)
+    rng = np.random.default_rng(0)
+    t = StreamingTranscriber(bundle)
+    pos = 0
+    while pos < audio.size:
+        n = int(rng.integers(1, 4000))
+        t.accept_waveform(audio[pos : pos + n])
+        pos += n
+    assert t.finalize() == offline
+
+
+def test_bad_config_is_specific() -> None:
+    with pytest.raises(ValueError, match=r"config.optim: unknown field\(s\) \['lr_max'\]"):
+        load_config(None, ["optim.lr_max=1"])
+    with pytest.raises(ValueError, match="section.field=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_default_recipe_parses() -> None:
+    from pathlib import Path as P
+
+    cfg = load_config(P(__file__).parents[2] / "training/recipes/default.yaml", ["optim.max_steps=7"])
+    assert cfg.model.d_model == 256 and cfg.optim.max_steps == 7 and cfg.chunk_frames % 4 == 0
