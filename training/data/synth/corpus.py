@@ -145,10 +145,14 @@ def plan_utterances(cfg: SynthConfig, pools: dict[str, list[Voice]], texts: Text
         yield UttPlan(f"{split}-{i:07d}", split, domain, text, speak, voice, prosody)
 
 
+def wav_path(out_dir: str | Path, plan: UttPlan) -> Path:
+    return Path(out_dir) / "wavs" / plan.split / f"{plan.id}.wav"
+
+
 def synthesize_one(args: tuple[UttPlan, str]) -> tuple[UttPlan, float | None, str]:
     """Worker: returns (plan, duration or None, error message)."""
     plan, out_dir = args
-    out = Path(out_dir) / "wavs" / plan.split / f"{plan.id}.wav"
+    out = wav_path(out_dir, plan)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix="chorus-synth-") as tmp:
@@ -199,7 +203,7 @@ def synthesize_corpus(cfg: SynthConfig, *, progress: bool = True) -> dict:
             block = [(next(plans), str(cfg.out)) for _ in range(cfg.block)]
             for plan, duration, err in pool.imap(synthesize_one, block):
                 if total_s >= target_s:  # past the target inside this block: discard the rest
-                    (cfg.out / "wavs" / plan.split / f"{plan.id}.wav").unlink(missing_ok=True)
+                    wav_path(cfg.out, plan).unlink(missing_ok=True)
                     continue
                 if duration is None:
                     failures[plan.voice.id] += 1
@@ -212,7 +216,7 @@ def synthesize_corpus(cfg: SynthConfig, *, progress: bool = True) -> dict:
     wall = time.monotonic() - start
 
     for split in SPLITS:
-        cuts = [_cut(p, cfg.out / "wavs" / p.split / f"{p.id}.wav", d) for p, d in done
+        cuts = [_cut(p, wav_path(cfg.out, p), d) for p, d in done
                 if p.split == split]
         CutSet.from_cuts(cuts).to_file(cfg.out / f"cuts_{split}.jsonl.gz")
     stats = corpus_stats(done, pools, failures, wall, cfg)
