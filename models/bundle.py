@@ -29,7 +29,8 @@ class BundleError(ValueError):
 @dataclass(frozen=True)
 class DecodingDefaults:
     chunk_frames: int = 32  # 10 ms feature frames per step (multiple of the subsampling)
-    decoder: str = "greedy"
+    decoder: str = "greedy"  # or "beam" (CTC prefix beam search)
+    beam_size: int = 8
 
 
 @dataclass
@@ -99,6 +100,9 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
     if feats.num_mel_bins != cfg.encoder.num_mel_bins:
         raise BundleError(f"bundle.json: features.num_mel_bins {feats.num_mel_bins} != "
                           f"model.encoder.num_mel_bins {cfg.encoder.num_mel_bins}")
+    if decoding.decoder not in ("greedy", "beam") or decoding.beam_size < 1:
+        raise BundleError(f"bundle.json: decoding.decoder must be 'greedy' or 'beam' and "
+                          f"beam_size >= 1, got {decoding.decoder!r}, {decoding.beam_size}")
     if decoding.chunk_frames <= 0 or decoding.chunk_frames % cfg.encoder.subsampling:
         raise BundleError(f"bundle.json: decoding.chunk_frames must be a positive multiple of "
                           f"{cfg.encoder.subsampling}, got {decoding.chunk_frames}")

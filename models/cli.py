@@ -1,10 +1,13 @@
-"""`chorus features`: inspect the streaming feature front end on audio files."""
+"""Model-side commands: `chorus transcribe` (offline files), `chorus features` (front end)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+# `chorus bench` subparsers, so other packages' modules can add their own benchmarks
+BENCH_SUBCOMMANDS: list[argparse._SubParsersAction] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +16,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-ms", type=float, default=100.0, help="streaming chunk size")
     p.add_argument("--pcen", action="store_true", help="PCEN instead of log compression")
     p.set_defaults(func=run)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files offline (any sample rate)",
+                       description="Runs the streaming model path over each file; prints text or "
+                                   "one JSON line per file with word timings and confidences.")
+    t.add_argument("audio", nargs="+", type=Path)
+    t.add_argument("--bundle", type=Path, default=None,
+                   help="model bundle directory (default: the shipped models/pretrained/default)")
+    t.add_argument("--format", choices=("text", "jsonl"), default="text")
+    t.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                   help="default: the bundle's decoding.decoder")
+    t.add_argument("--chunk-ms", type=float, default=None,
+                   help="feed the audio in pieces of this many ms (default: whole file)")
+    t.set_defaults(func=run_transcribe)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON + markdown)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    BENCH_SUBCOMMANDS.append(bench_sub)
+    bm = bench_sub.add_parser("model", help="real-time streams per CPU core for bundles")
+    bm.add_argument("--bundle", type=Path, action="append", default=None,
+                    help="bundle directory; repeat to compare (default: shipped)")
+    bm.add_argument("--threads", type=int, default=1)
+    bm.add_argument("--json", type=Path, default=None)
+    bm.add_argument("--markdown", type=Path, default=None)
+    bm.set_defaults(func=run_bench_model)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,4 +63,52 @@ def run(args: argparse.Namespace) -> int:
             "chunks": len(parts), "max_abs_diff_streaming_vs_offline":
                 float((streamed - offline).abs().max()) if offline.numel() else 0.0,
         }))
+    return 0
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.audio import load_audio
+    from models.bundle import BundleError, load
+    from models.streaming import StreamingTranscriber
+
+    torch.set_num_threads(1)
+    try:
+        bundle = load(args.bundle)
+    except BundleError as exc:
+        raise SystemExit(f"chorus transcribe: {exc}") from exc
+    rate = bundle.features.sample_rate
+    for path in args.audio:
+        wave = load_audio(path, sample_rate=rate)
+        stream = StreamingTranscriber(bundle, decoder=args.decoder)
+        step = int(rate * args.chunk_ms / 1000) if args.chunk_ms else max(wave.size, 1)
+        for i in range(0, wave.size, step):
+            stream.accept_waveform(wave[i : i + step])
+        hyp = stream.finalize()
+        if args.format == "text":
+            print(hyp.text if len(args.audio) == 1 else f"{path}\t{hyp.text}", flush=True)
+        else:
+            print(json.dumps({"path": str(path), "text": hyp.text, "confidence": hyp.confidence,
+                              "words": [w.__dict__ for w in hyp.words]}), flush=True)
+    return 0
+
+
+def run_bench_model(args: argparse.Namespace) -> int:
+    from models.benchmark import BenchConfig, bench_model, markdown
+    from models.bundle import BundleError, load
+
+    results = []
+    for path in args.bundle or [None]:
+        try:
+            bundle = load(path)
+        except BundleError as exc:
+            raise SystemExit(f"chorus bench model: {exc}") from exc
+        results.append(bench_model(bundle, BenchConfig(threads=args.threads)))
+    table = markdown(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+    print(table)
     return 0

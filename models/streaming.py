@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle
-from models.decoding.ctc_greedy import CtcGreedyDecoder, Hypothesis
+from models.decoding import Hypothesis, make_decoder
 from models.features import Fbank, StreamingFbank
 
 
 class StreamingTranscriber:
-    def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None):
+    def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None,
+                 decoder: str | None = None, beam_size: int | None = None):
         self.bundle = bundle
         self.model = bundle.model
         self.chunk = chunk_frames or bundle.decoding.chunk_frames
@@ -25,7 +26,9 @@ class StreamingTranscriber:
             raise ValueError(f"chunk_frames must be a positive multiple of "
                              f"{self.model.subsampling}, got {self.chunk}")
         self.fbank = StreamingFbank(fbank=Fbank(bundle.features))
-        self.decoder = CtcGreedyDecoder(bundle.tokenizer, frame_seconds=bundle.frame_seconds)
+        self.decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
+                                    frame_seconds=bundle.frame_seconds,
+                                    beam_size=beam_size or bundle.decoding.beam_size)
         self.reset()
 
     def reset(self) -> None:
@@ -66,8 +69,8 @@ class StreamingTranscriber:
         return self.decoder.finalize()
 
 
-def transcribe(bundle: Bundle, samples: np.ndarray) -> Hypothesis:
+def transcribe(bundle: Bundle, samples: np.ndarray, *, decoder: str | None = None) -> Hypothesis:
     """Offline transcription: the same path with the whole utterance as one piece."""
-    t = StreamingTranscriber(bundle)
+    t = StreamingTranscriber(bundle, decoder=decoder)
     t.accept_waveform(samples)
     return t.finalize()

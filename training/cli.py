@@ -31,6 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=run_train)
 
+    ev = sub.add_parser("eval", help="WER/CER of a bundle on a manifest (per engine, domain, voice)")
+    ev.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: shipped)")
+    ev.add_argument("--manifest", type=Path, required=True, help="Lhotse cuts (.jsonl.gz)")
+    ev.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                    help="default: the bundle's decoding.decoder")
+    ev.add_argument("--beam-size", type=int, default=None)
+    ev.add_argument("--peer", action="append", default=[], choices=("pocketsphinx",),
+                    help="also transcribe the same audio with an offline peer")
+    ev.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    ev.add_argument("--json", type=Path, default=None, help="write the full result here")
+    ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=run_eval)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     import os
@@ -65,4 +79,23 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise SystemExit(f"chorus train: bad config: {exc}") from exc
     print(f"bundle written to {train(cfg, progress=not args.no_progress)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from models.bundle import BundleError
+    from training.eval.run import evaluate, report_markdown
+
+    try:
+        result = evaluate(args.bundle, args.manifest, decoder=args.decoder,
+                          beam_size=args.beam_size, peers=tuple(args.peer), limit=args.limit,
+                          progress=not args.no_progress)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"chorus eval: {exc}") from exc
+    table = report_markdown(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+    print(table)
     return 0

@@ -44,6 +44,10 @@ class OptimConfig:
     weight_decay: float = 1e-2
     warmup_steps: int = 300
     max_steps: int = 5000
+    # A wall-clock budget (minutes, 0 = none): training stops when it is spent and the
+    # cosine decay follows elapsed time instead of steps, so a fixed-compute run always
+    # anneals fully whatever the machine's speed. The steps reached land in the summary.
+    max_minutes: float = 0.0
     grad_clip: float = 5.0
     val_every_steps: int = 500
 

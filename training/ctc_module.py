@@ -57,7 +57,33 @@ class CtcModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.optim
         opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        if o.max_minutes > 0:
+            sched: Any = torch.optim.lr_scheduler.LambdaLR(
+                opt, TimeBudgetSchedule(o.warmup_steps, o.max_minutes * 60.0))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=o.lr, total_steps=max(o.max_steps, 2),
             pct_start=min(0.5, o.warmup_steps / max(o.max_steps, 1)), anneal_strategy="cos")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class TimeBudgetSchedule:
+    """LR factor: linear warm-up over steps, then cosine decay over the wall-clock budget."""
+
+    def __init__(self, warmup_steps: int, budget_s: float, floor: float = 0.02):
+        self.warmup = max(warmup_steps, 1)
+        self.budget = budget_s
+        self.floor = floor
+        self.start: float | None = None
+
+    def __call__(self, step: int) -> float:
+        import math
+        import time
+
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        frac = min(1.0, (now - self.start) / self.budget)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac))

@@ -74,7 +74,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train; export the best checkpoint (by dev WER) as a bundle under out_dir/bundle."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
     from training.ctc_module import CtcModule
     from training.data.dataset import feature_stats
@@ -91,11 +91,21 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     module.model.encoder.set_normalizer(mean, std)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
+    loggers: list[Logger] = [CSVLogger(out, name="logs")]
+    try:
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out, name="tb"))
+    except ImportError:
+        log.info("tensorboard not installed: CSV logs only (pip install tensorboard)")
+    budget = cfg.optim.max_minutes
     trainer = L.Trainer(
-        max_steps=cfg.optim.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
+        max_steps=cfg.optim.max_steps if budget <= 0 else -1,
+        max_time={"minutes": budget} if budget > 0 else None,
+        accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
         gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
-        check_val_every_n_epoch=None, logger=CSVLogger(out, name="logs"), callbacks=[ckpt],
+        check_val_every_n_epoch=None, logger=loggers, callbacks=[ckpt],
         enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
@@ -110,6 +120,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         module.load_state_dict(state)
     provenance = {
         "recipe": cfg.name, "config": _jsonable(cfg), "steps": trainer.global_step,
+        "world_size": trainer.world_size,
         "train_seconds": round(seconds, 1),
         "best_dev_wer": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
     }

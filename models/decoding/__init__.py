@@ -1,1 +1,39 @@
-"""Decoders over acoustic model outputs (CTC first)."""
+"""Decoders over acoustic model outputs: CTC greedy and CTC prefix beam search.
+
+Every decoder is a per-stream object with `reset()`, `update(log_probs (T', V))`, `result()`
+(partial) and `finalize()` (final), returning a `Hypothesis`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from models.decoding.ctc_beam import BeamConfig, CtcPrefixBeamDecoder
+from models.decoding.ctc_greedy import CtcGreedyDecoder
+from models.decoding.hypothesis import Hypothesis, Word
+from models.tokenizer import CharTokenizer
+
+DECODERS = ("greedy", "beam")
+
+
+class Decoder(Protocol):
+    def reset(self) -> None: ...
+    def update(self, log_probs: torch.Tensor) -> None: ...
+    def result(self) -> Hypothesis: ...
+    def finalize(self) -> Hypothesis: ...
+
+
+def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
+                 beam_size: int = 8) -> Decoder:
+    if name == "greedy":
+        return CtcGreedyDecoder(tokenizer, frame_seconds=frame_seconds)
+    if name == "beam":
+        return CtcPrefixBeamDecoder(tokenizer, frame_seconds=frame_seconds,
+                                    config=BeamConfig(beam_size=beam_size))
+    raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
+
+
+__all__ = ["DECODERS", "BeamConfig", "CtcGreedyDecoder", "CtcPrefixBeamDecoder", "Decoder",
+           "Hypothesis", "Word", "make_decoder"]

@@ -1,47 +1,30 @@
 """Streaming CTC greedy decoding with word timestamps and confidences.
 
 Interface shared by all decoders: `reset()`, `update(log_probs (T', V))` per chunk,
-`result()` for the partial, `finalize()` for the final. The alignment gives word timing: a word
-starts at its first emitted token's frame and ends after its last; confidence is the mean of the
-per-token max probabilities (per word and per utterance).
+`result()` for the partial, `finalize()` for the final. Each emitted token keeps its frame and
+max probability; `hypothesis()` turns them into timed words with confidences.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
+from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.tokenizer import CharTokenizer
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float  # seconds
-    end: float
-    confidence: float
-
-
-@dataclass
-class Hypothesis:
-    text: str
-    words: list[Word] = field(default_factory=list)
-    confidence: float = 0.0
 
 
 class CtcGreedyDecoder:
     def __init__(self, tokenizer: CharTokenizer, *, frame_seconds: float):
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
-        self.space_id = tokenizer.symbols.index(" ")
         self.reset()
 
     def reset(self) -> None:
         self.frames = 0
         self.prev = self.tok.blank_id
-        self.tokens: list[tuple[int, int, float]] = []  # (id, frame, prob)
+        self.tokens: list[Emission] = []
 
     def update(self, log_probs: torch.Tensor) -> None:
         """log_probs (T', V) for the next T' frames of this stream."""
@@ -53,26 +36,7 @@ class CtcGreedyDecoder:
         self.frames += int(log_probs.shape[0])
 
     def result(self) -> Hypothesis:
-        words: list[Word] = []
-        current: list[tuple[int, int, float]] = []
-
-        def flush() -> None:
-            if current:
-                text = self.tok.decode([k for k, _, _ in current])
-                conf = sum(p for _, _, p in current) / len(current)
-                start = current[0][1] * self.frame_seconds
-                end = (current[-1][1] + 1) * self.frame_seconds
-                words.append(Word(text, round(start, 3), round(end, 3), round(conf, 4)))
-                current.clear()
-
-        for item in self.tokens:
-            if item[0] == self.space_id:
-                flush()
-            else:
-                current.append(item)
-        flush()
-        conf = sum(w.confidence for w in words) / len(words) if words else 0.0
-        return Hypothesis(" ".join(w.word for w in words), words, round(conf, 4))
+        return hypothesis(self.tokens, self.tok, self.frame_seconds)
 
     def finalize(self) -> Hypothesis:
         return self.result()

@@ -24,3 +24,64 @@ def test_features_cli_reports_unreadable_audio(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "chorus: error: cannot read audio" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def tiny_bundle(path):
+    """A random-weight bundle: enough to exercise the commands' plumbing."""
+    import torch
+
+    from models.acoustic import AcousticModel, ModelConfig
+    from models.bundle import save
+    from models.features import FbankConfig
+    from models.nn.encoder import EncoderConfig
+    from models.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    model = AcousticModel(ModelConfig(EncoderConfig(d_model=32, num_layers=1, conv_channels=4),
+                                      tok.vocab_size))
+    return save(path, model, features=FbankConfig(), tokenizer=tok)
+
+
+def test_transcribe_cli_jsonl_any_rate_and_chunking_agree(tmp_path) -> None:
+    bundle = tiny_bundle(tmp_path / "b")
+    rng = np.random.default_rng(0)
+    for name, rate in (("a.wav", 8000), ("b.flac", 44100)):
+        sf.write(tmp_path / name, (0.1 * rng.standard_normal(rate * 2)).astype(np.float32), rate)
+    outs = []
+    for extra in ([], ["--chunk-ms", "70"]):
+        proc = subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--bundle",
+                               str(bundle), "--format", "jsonl", str(tmp_path / "a.wav"),
+                               str(tmp_path / "b.flac"), *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [x["path"] for x in lines] == [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
+        for x in lines:
+            assert set(x) == {"path", "text", "confidence", "words"}
+            assert " ".join(w["word"] for w in x["words"]) == x["text"]
+            assert all(set(w) == {"word", "start", "end", "confidence"} for w in x["words"])
+            assert all(0 <= w["start"] < w["end"] <= 2.0 for w in x["words"])
+        outs.append(lines)
+    assert outs[0] == outs[1]
+
+
+def test_transcribe_cli_errors_are_specific(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--bundle",
+                           str(tmp_path / "nope"), "x.wav"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "bundle directory not found" in proc.stderr
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--bundle", str(bundle),
+                           str(tmp_path / "missing.wav")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "missing.wav" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_model_cli(tmp_path) -> None:
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "bench", "model", "--bundle",
+                           str(bundle), "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads((tmp_path / "r.json").read_text())
+    assert r["chunk_ms"] == 320 and r["sweep"][0]["batch"] == 1
+    assert r["realtime_streams_per_core"] >= 1 and "| real-time streams / core |" in proc.stdout

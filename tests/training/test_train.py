@@ -69,8 +69,30 @@ def test_bad_config_is_specific() -> None:
         load_config(None, ["optim.lr"])
 
 
-def test_default_recipe_parses() -> None:
-    from pathlib import Path as P
+RECIPES = sorted((Path(__file__).parents[2] / "training/recipes").glob("*.yaml"))
 
-    cfg = load_config(P(__file__).parents[2] / "training/recipes/default.yaml", ["optim.max_steps=7"])
-    assert cfg.model.d_model == 256 and cfg.optim.max_steps == 7 and cfg.chunk_frames % 4 == 0
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_recipes_parse(recipe: Path) -> None:
+    cfg = load_config(recipe, ["optim.max_steps=7"])
+    assert cfg.optim.max_steps == 7 and cfg.chunk_frames % cfg.model.subsampling == 0
+    assert cfg.name == f"{recipe.stem}-ctc" and cfg.data.train and cfg.data.dev
+
+
+def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
+    """The documented multi-process launch: 2 CPU processes (gloo) train a few steps."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = [a for a in overrides(tiny_corpus, out, 4) if not a.startswith("data.max_duration_s")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "train", "--no-progress", *args,
+         "data.max_duration_s=8", "devices=2", "accelerator=cpu"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert "gloo" in proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr

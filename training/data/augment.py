@@ -59,7 +59,8 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(n) / RATE
     ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
     ir[0] = 1.0 / rng.uniform(0.3, 1.0)  # direct path
-    y = np.convolve(x, ir)[: x.size]
+    size = 1 << int(x.size + n - 1).bit_length()  # FFT convolution: np.convolve is 20x slower
+    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), size)[: x.size]
     return (y / (np.max(np.abs(y)) + 1e-9) * np.max(np.abs(x))).astype(np.float32)
 
 

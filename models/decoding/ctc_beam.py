@@ -1,0 +1,140 @@
+"""Streaming CTC prefix beam search; its state (the beam) is carried across chunks.
+
+Hand-written rather than taken from a library: the streaming contract needs `update()` per
+chunk with partials in between and per-token frames for word timestamps, which the offline
+decoders (e.g. torchaudio's, which also needs the native build we cannot use) do not expose.
+
+The algorithm is the standard CTC prefix search (Graves 2012, Hannun et al. 2014): each prefix
+keeps two log scores, paths ending in blank and paths ending in its last token; per frame only
+tokens above `token_floor` (log prob) and in the frame's `top_k` are tried; the `beam_size`
+best prefixes survive. A prefix is a node pointing at its parent, so extending one is O(1) and
+pruned prefixes are freed (memory stays bounded on hour-long streams). A token's frame is the
+frame where its emission was most probable while its prefix was alive: the CTC spike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.tokenizer import CharTokenizer
+
+NEG_INF = float("-inf")
+
+
+def _logadd(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    hi, lo = (a, b) if a > b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))
+
+
+class _Node:
+    """A prefix: its last token, parent prefix, and where that token spiked."""
+
+    __slots__ = ("token", "parent", "frame", "peak")
+
+    def __init__(self, token: int, parent: _Node | None):
+        self.token = token
+        self.parent = parent
+        self.frame = -1
+        self.peak = NEG_INF  # best emission log prob seen for this token
+
+    def emissions(self) -> list[Emission]:
+        out: list[Emission] = []
+        node: _Node | None = self
+        while node is not None and node.parent is not None:
+            out.append((node.token, node.frame, math.exp(node.peak)))
+            node = node.parent
+        return out[::-1]
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    beam_size: int = 8
+    top_k: int = 8  # tokens tried per frame
+    token_floor: float = math.log(1e-4)  # tokens below this log prob are not tried
+
+
+class CtcPrefixBeamDecoder:
+    def __init__(self, tokenizer: CharTokenizer, *, frame_seconds: float,
+                 config: BeamConfig | None = None):
+        self.tok = tokenizer
+        self.frame_seconds = frame_seconds
+        self.cfg = config or BeamConfig()
+        if self.cfg.beam_size < 1 or self.cfg.top_k < 1:
+            raise ValueError(f"beam_size and top_k must be >= 1, got {self.cfg}")
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = 0
+        self.root = _Node(self.tok.blank_id, None)
+        # prefix -> (log p ending in blank, log p ending in its last token)
+        self.beam: dict[_Node, tuple[float, float]] = {self.root: (0.0, NEG_INF)}
+
+    def update(self, log_probs: torch.Tensor) -> None:
+        """log_probs (T', V) for the next T' frames of this stream."""
+        if log_probs.shape[0] == 0:
+            return
+        k = min(self.cfg.top_k, log_probs.shape[-1])
+        top_lp, top_id = log_probs.topk(k, dim=-1)
+        blank = self.tok.blank_id
+        for t, (lps, ids, row) in enumerate(zip(top_lp.tolist(), top_id.tolist(),
+                                                log_probs[:, blank].tolist(), strict=True)):
+            frame = self.frames + t
+            cands = [(c, lp) for c, lp in zip(ids, lps, strict=True)
+                     if c != blank and lp >= self.cfg.token_floor]
+            self._step(frame, row, cands)
+        self.frames += int(log_probs.shape[0])
+
+    def _step(self, frame: int, blank_lp: float, cands: list[tuple[int, float]]) -> None:
+        nxt: dict[_Node, list[float]] = {}
+        # live prefixes by (parent, token), so re-extending a parent finds its existing child
+        index: dict[tuple[_Node | None, int], _Node] = {(n.parent, n.token): n for n in self.beam}
+
+        def slot(node: _Node) -> list[float]:
+            s = nxt.get(node)
+            if s is None:
+                s = nxt[node] = [NEG_INF, NEG_INF]
+            return s
+
+        for node, (pb, pnb) in self.beam.items():
+            total = _logadd(pb, pnb)
+            s = slot(node)
+            s[0] = _logadd(s[0], total + blank_lp)  # stay, via blank
+            for c, lp in cands:
+                if c == node.token:
+                    s[1] = _logadd(s[1], pnb + lp)  # repeat collapses into the same prefix
+                    via = pb + lp  # a new token only after a blank
+                else:
+                    via = total + lp
+                if via == NEG_INF:
+                    continue
+                child = index.get((node, c))
+                if child is None:
+                    child = index[(node, c)] = _Node(c, node)
+                if lp > child.peak:
+                    child.peak, child.frame = lp, frame
+                cs = slot(child)
+                cs[1] = _logadd(cs[1], via)
+        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]), reverse=True)
+        self.beam = {node: (s[0], s[1]) for node, s in ranked[: self.cfg.beam_size]}
+
+    def best(self) -> _Node:
+        return max(self.beam.items(), key=lambda kv: _logadd(*kv[1]))[0]
+
+    def nbest(self) -> list[tuple[str, float]]:
+        """All surviving prefixes as (text, log prob), best first."""
+        items = sorted(self.beam.items(), key=lambda kv: _logadd(*kv[1]), reverse=True)
+        return [(self.tok.decode([k for k, _, _ in n.emissions()]), _logadd(*s)) for n, s in items]
+
+    def result(self) -> Hypothesis:
+        return hypothesis(self.best().emissions(), self.tok, self.frame_seconds)
+
+    def finalize(self) -> Hypothesis:
+        return self.result()

@@ -1,0 +1,59 @@
+"""Decoder results shared by every decoder: words with timing and confidence.
+
+A decoder reduces its best path to emitted tokens `(token_id, frame, prob)`; `hypothesis()`
+turns them into words. A word starts at its first token's frame and ends after its last; its
+confidence is the mean of its tokens' probabilities; the utterance confidence is the mean over
+words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from models.tokenizer import CharTokenizer
+
+Emission = tuple[int, int, float]  # (token id, output frame, probability)
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    confidence: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"text": self.text, "confidence": self.confidence,
+                "words": [w.__dict__ for w in self.words]}
+
+
+def hypothesis(emissions: Iterable[Emission], tok: CharTokenizer, frame_seconds: float) -> Hypothesis:
+    space_id = tok.symbols.index(" ")
+    words: list[Word] = []
+    current: list[Emission] = []
+
+    def flush() -> None:
+        if current:
+            text = tok.decode([k for k, _, _ in current])
+            conf = sum(p for _, _, p in current) / len(current)
+            start = current[0][1] * frame_seconds
+            end = (current[-1][1] + 1) * frame_seconds
+            words.append(Word(text, round(start, 3), round(end, 3), round(conf, 4)))
+            current.clear()
+
+    for item in emissions:
+        if item[0] == space_id:
+            flush()
+        else:
+            current.append(item)
+    flush()
+    conf = sum(w.confidence for w in words) / len(words) if words else 0.0
+    return Hypothesis(" ".join(w.word for w in words), words, round(conf, 4))

@@ -1,0 +1,113 @@
+"""CTC decoders: prefix beam search against exhaustive enumeration, streaming == whole."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.decoding import BeamConfig, CtcGreedyDecoder, CtcPrefixBeamDecoder, make_decoder
+from models.tokenizer import CharTokenizer
+
+SMALL = CharTokenizer(("<blk>", " ", "a", "b"))
+
+
+def exact_prefix_logprobs(log_probs: torch.Tensor) -> dict[tuple[int, ...], float]:
+    """Sum over every alignment (V^T of them) of its probability, keyed by collapsed labels."""
+    T, V = log_probs.shape
+    out: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(V), repeat=T):
+        lp = sum(float(log_probs[t, k]) for t, k in enumerate(path))
+        labels = tuple(k for k, _ in itertools.groupby(path) if k != 0)
+        out[labels] = math.log(math.exp(out[labels]) + math.exp(lp)) if labels in out else lp
+    return out
+
+
+def random_log_probs(T: int, V: int, seed: int, sharp: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(sharp * torch.randn(T, V, generator=g), dim=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_wide_beam_finds_the_most_probable_labelling(seed: int) -> None:
+    lp = random_log_probs(6, 4, seed)
+    exact = exact_prefix_logprobs(lp)
+    dec = CtcPrefixBeamDecoder(SMALL, frame_seconds=0.04,
+                               config=BeamConfig(beam_size=4096, top_k=4, token_floor=-math.inf))
+    dec.update(lp)
+    for text, score in dec.nbest():
+        labels = tuple(SMALL.encode(text))
+        assert score == pytest.approx(exact[labels], abs=1e-9)
+    best_labels = max(exact, key=lambda k: exact[k])
+    assert dec.nbest()[0][0] == SMALL.decode(list(best_labels))
+
+
+def test_beam_beats_greedy_where_alignments_add_up() -> None:
+    # per frame: blank .5, "a" .4, "b" .1 -> greedy says "", but P("a") = .56 > P("") = .25
+    lp = torch.tensor([[0.5, 0.0, 0.4, 0.1]] * 2).clamp_min(1e-9).log()
+    greedy = CtcGreedyDecoder(SMALL, frame_seconds=0.04)
+    greedy.update(lp)
+    beam = CtcPrefixBeamDecoder(SMALL, frame_seconds=0.04)
+    beam.update(lp)
+    assert greedy.finalize().text == ""
+    assert beam.finalize().text == "a"
+
+
+def spiky(text: str, tok: CharTokenizer, seed: int) -> torch.Tensor:
+    """Peaky CTC-like outputs: each token one frame spike between blank runs."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for k in [0, *sum(([t, 0, 0] for t in tok.encode(text)), [])]:
+        logits = torch.randn(tok.vocab_size, generator=g)
+        logits[k] += 8.0
+        rows.append(logits)
+    return torch.log_softmax(torch.stack(rows), dim=-1)
+
+
+def test_peaky_outputs_give_the_greedy_result_with_timestamps() -> None:
+    tok = CharTokenizer()
+    lp = spiky("the cat sat", tok, seed=1)
+    greedy = make_decoder("greedy", tok, frame_seconds=0.04)
+    beam = make_decoder("beam", tok, frame_seconds=0.04)
+    greedy.update(lp)
+    beam.update(lp)
+    g, b = greedy.finalize(), beam.finalize()
+    assert g.text == b.text == "the cat sat"
+    assert [w.word for w in b.words] == ["the", "cat", "sat"]
+    # token i spikes at frame 1 + 3 i; "the" = tokens 0..2, "cat" = tokens 4..6
+    assert (b.words[0].start, b.words[0].end) == pytest.approx((0.04, (7 + 1) * 0.04))
+    assert b.words[1].start == pytest.approx(13 * 0.04)
+    assert [(w.start, w.end) for w in b.words] == [(w.start, w.end) for w in g.words]
+    assert all(0.5 < w.confidence <= 1.0 for w in b.words)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=6), seed=st.integers(0, 99))
+def test_streaming_beam_equals_whole_utterance(cuts: list[int], seed: int) -> None:
+    tok = CharTokenizer()
+    lp = random_log_probs(40, tok.vocab_size, seed, sharp=3.0)
+    whole = CtcPrefixBeamDecoder(tok, frame_seconds=0.04)
+    whole.update(lp)
+    parts = CtcPrefixBeamDecoder(tok, frame_seconds=0.04)
+    edges = [0, *sorted(cuts), 40]
+    for a, b in itertools.pairwise(edges):
+        parts.update(lp[a:b])
+        parts.result()  # partials in between must not disturb the state
+    assert parts.finalize() == whole.finalize()
+    assert parts.nbest() == whole.nbest()
+
+
+def test_reset_and_bad_config() -> None:
+    tok = CharTokenizer()
+    dec = CtcPrefixBeamDecoder(tok, frame_seconds=0.04)
+    dec.update(spiky("hi", tok, 0))
+    dec.reset()
+    assert dec.finalize().text == ""
+    with pytest.raises(ValueError, match="beam_size"):
+        CtcPrefixBeamDecoder(tok, frame_seconds=0.04, config=BeamConfig(beam_size=0))
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        make_decoder("viterbi", tok, frame_seconds=0.04)

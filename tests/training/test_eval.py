@@ -1,0 +1,70 @@
+"""Scoring (jiwer, pooled per group) and `chorus eval` end to end with the pocketsphinx peer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from training.eval.metrics import breakdown, error_rates
+
+
+def test_error_rates_pool_edits() -> None:
+    r = error_rates(["the cat sat", "a dog"], ["the cat sat down", ""])
+    # 1 insertion + 2 deletions over 5 reference words
+    assert (r.words, r.insertions, r.deletions, r.substitutions) == (5, 1, 2, 0)
+    assert r.wer == pytest.approx(3 / 5)
+    per = breakdown(["a b", "c d", "e f"], ["a b", "c x", "e f"], ["x", "y", "x"])
+    assert per["x"].wer == 0.0 and per["y"].wer == 0.5 and per["y"].cer == pytest.approx(0.5 / 1.5)
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        error_rates(["a", "b"], ["a"])
+
+
+def test_pocketsphinx_peer_transcribes(tmp_path) -> None:
+    from models.audio import load_audio
+    from training.eval.peers import make_peer
+
+    wav = tmp_path / "a.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", "the weather is nice today", "-o", str(wav)],
+                   check=True)
+    text = make_peer("pocketsphinx").transcribe(load_audio(wav, sample_rate=16_000))
+    assert error_rates(["the weather is nice today"], [text]).wer <= 0.6, text
+
+
+def test_eval_cli_with_peer(tmp_path) -> None:
+    from tests.models.test_cli import tiny_bundle
+    from training.data.synth.corpus import SynthConfig, synthesize_corpus
+
+    synthesize_corpus(SynthConfig(out=tmp_path / "c", hours=0.005, seed=2, jobs=2,
+                                  engines=("flite", "espeak-ng"),
+                                  split_weights={"train": 0.0, "dev": 0.0, "test": 1.0}),
+                      progress=False)
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "eval", "--bundle", str(bundle), "--manifest",
+         str(tmp_path / "c/cuts_test.jsonl.gz"), "--peer", "pocketsphinx", "--decoder", "beam",
+         "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert set(r["systems"]) == {"chorus", "pocketsphinx"} and r["decoder"] == "beam"
+    n = r["utterances"]
+    assert n >= 2 and len(r["hypotheses"]) == n
+    for s in r["systems"].values():
+        assert sum(g["utterances"] for g in s["per_engine"].values()) == n
+        assert s["cpu_seconds_per_audio_second"] > 0
+    # the peer is a working recogniser: far better than the random-weight bundle
+    assert r["systems"]["pocketsphinx"]["overall"]["wer"] < r["systems"]["chorus"]["overall"]["wer"]
+    assert "| engine |" in (tmp_path / "r.md").read_text()
+
+
+def test_eval_cli_missing_manifest(tmp_path) -> None:
+    from tests.models.test_cli import tiny_bundle
+
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "eval", "--bundle", str(bundle),
+                           "--manifest", str(tmp_path / "none.jsonl.gz")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "manifest not found" in proc.stderr

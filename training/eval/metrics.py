@@ -1,0 +1,70 @@
+"""Word and character error rates (jiwer), overall and per group (voice, engine, domain).
+
+Rates are pooled over a group (total edits / total reference words), never an average of
+per-utterance rates.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rates:
+    utterances: int
+    words: int
+    wer: float
+    cer: float
+    substitutions: int
+    deletions: int
+    insertions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["wer"], d["cer"] = round(self.wer, 4), round(self.cer, 4)
+        return d
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> Rates:
+    import jiwer
+
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        raise ValueError("nothing to score: no utterances")
+    # jiwer rejects empty strings; an empty hypothesis is all deletions, which "" -> " " keeps
+    h = [x if x.strip() else " " for x in hyps]
+    w = jiwer.process_words(list(refs), h)
+    c = jiwer.process_characters(list(refs), h)
+    words = w.hits + w.substitutions + w.deletions
+    return Rates(len(refs), words, w.wer, c.cer, w.substitutions, w.deletions, w.insertions)
+
+
+def breakdown(refs: Sequence[str], hyps: Sequence[str], keys: Sequence[str]) -> dict[str, Rates]:
+    """Rates per distinct key (keys[i] is utterance i's group), sorted by key."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        groups[k].append(i)
+    return {k: error_rates([refs[i] for i in idx], [hyps[i] for i in idx])
+            for k, idx in sorted(groups.items())}
+
+
+def markdown_table(title: str, columns: dict[str, dict[str, Rates]],
+                   fmt: Callable[[Rates], str] | None = None) -> str:
+    """One row per group, one column per system: 'WER % / CER %'."""
+    fmt = fmt or (lambda r: f"{100 * r.wer:.1f} / {100 * r.cer:.1f}")
+    systems = list(columns)
+    rows = sorted({g for col in columns.values() for g in col})
+    first = columns[systems[0]]
+    head = f"| {title} | utts | words | " + " | ".join(f"{s} WER / CER %" for s in systems) + " |"
+    sep = "|" + "---|" * (3 + len(systems))
+    lines = [head, sep]
+    for g in rows:
+        r0 = first.get(g)
+        cells = [fmt(columns[s][g]) if g in columns[s] else "-" for s in systems]
+        lines.append(f"| {g} | {r0.utterances if r0 else '-'} | {r0.words if r0 else '-'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)

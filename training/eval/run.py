@@ -1,0 +1,180 @@
+"""`chorus eval`: transcribe a manifest with a bundle (and optionally a peer), score, report.
+
+Our model runs the offline batched `forward` (identical outputs to chunked streaming, which a
+test checks transcript by transcript) and then the chosen streaming decoder per utterance. A
+peer runs in a second process at the same time on the same audio. Compute cost is reported as
+CPU seconds per audio second (process CPU time, robust to the two sharing the machine).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.eval.metrics import Rates, breakdown, error_rates, markdown_table
+
+GROUPS = ("engine", "domain", "voice")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    ref: str
+    engine: str
+    domain: str
+    voice: str
+    duration: float
+    cut: Any = field(repr=False, compare=False)
+
+    def audio(self) -> np.ndarray:
+        return self.cut.load_audio()[0].astype(np.float32)
+
+
+def load_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]:
+    from lhotse import CutSet
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"manifest not found: {p}")
+    out = []
+    for cut in CutSet.from_file(p):
+        if cut.sampling_rate != 16_000:
+            raise ValueError(f"{p}: cut {cut.id} is {cut.sampling_rate} Hz; eval expects 16 kHz")
+        sup = cut.supervisions[0]
+        custom = sup.custom or {}
+        out.append(Utterance(cut.id, sup.text, custom.get("engine", "?"),
+                             custom.get("domain", "?"), sup.speaker or "?", cut.duration, cut))
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise ValueError(f"{p}: no utterances")
+    return out
+
+
+@torch.no_grad()
+def transcribe_ours(bundle: Any, utts: list[Utterance], *, decoder: str, beam_size: int,
+                    batch_seconds: float = 120.0, progress: bool = True) -> tuple[list[str], float]:
+    """Texts in `utts` order and CPU seconds spent (features + model + decoding)."""
+    from tqdm import tqdm
+
+    from models.decoding import make_decoder
+    from models.features import Fbank
+
+    fbank = Fbank(bundle.features)
+    model = bundle.model
+    pad = model.encoder.pad_frame  # (F,) the normaliser's zero
+    order = sorted(range(len(utts)), key=lambda i: utts[i].duration)
+    hyps: list[str] = [""] * len(utts)
+    cpu = 0.0
+    bar = tqdm(total=round(sum(u.duration for u in utts)), unit="audio-s", disable=not progress,
+               desc=f"chorus ({decoder})")
+    i = 0
+    while i < len(order):
+        batch = [order[i]]
+        while (i + len(batch) < len(order)
+               and utts[order[i + len(batch)]].duration * (len(batch) + 1) <= batch_seconds):
+            batch.append(order[i + len(batch)])
+        i += len(batch)
+        waves = [utts[j].audio() for j in batch]
+        t0 = time.process_time()
+        feats = [fbank(torch.from_numpy(w)) for w in waves]
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        x = pad.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
+        for b, f in enumerate(feats):
+            x[b, : f.shape[0]] = f
+        log_probs, out_len = model(x, lengths)  # (B, T', V)
+        for b, j in enumerate(batch):
+            dec = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
+                               beam_size=beam_size)
+            dec.update(log_probs[b, : int(out_len[b])])
+            hyps[j] = dec.finalize().text
+        cpu += time.process_time() - t0
+        bar.update(round(sum(utts[j].duration for j in batch)))
+    bar.close()
+    return hyps, cpu
+
+
+def _peer_worker(name: str, paths: list[str]) -> tuple[list[str], float]:
+    import os
+
+    import soundfile as sf
+
+    from training.eval.peers import make_peer
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    peer = make_peer(name)
+    t0 = time.process_time()
+    out = []
+    for p in paths:
+        audio, rate = sf.read(p, dtype="float32", always_2d=True)
+        if rate != peer.sample_rate:
+            raise ValueError(f"{p}: {rate} Hz, the {name} peer expects {peer.sample_rate}")
+        out.append(peer.transcribe(audio[:, 0]))
+    return out, time.process_time() - t0
+
+
+def _source_path(u: Utterance) -> str:
+    return str(u.cut.recording.sources[0].source)
+
+
+def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: str | None = None,
+             beam_size: int | None = None, peers: tuple[str, ...] = (), limit: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    from models.bundle import load
+
+    bundle = load(bundle_path)
+    decoder = decoder or bundle.decoding.decoder
+    beam_size = beam_size or bundle.decoding.beam_size
+    utts = load_manifest(manifest, limit)
+    audio_s = sum(u.duration for u in utts)
+    texts: dict[str, list[str]] = {}
+    cpu: dict[str, float] = {}
+    start = time.monotonic()
+    with cf.ProcessPoolExecutor(max_workers=max(1, len(peers))) as pool:
+        futures = {p: pool.submit(_peer_worker, p, [_source_path(u) for u in utts]) for p in peers}
+        texts["chorus"], cpu["chorus"] = transcribe_ours(bundle, utts, decoder=decoder,
+                                                         beam_size=beam_size, progress=progress)
+        for p, fut in futures.items():
+            texts[p], cpu[p] = fut.result()
+    refs = [u.ref for u in utts]
+    systems: dict[str, Any] = {}
+    for name, hyps in texts.items():
+        systems[name] = {
+            "overall": error_rates(refs, hyps).to_dict(),
+            "cpu_seconds_per_audio_second": round(cpu[name] / audio_s, 4),
+            **{f"per_{g}": {k: r.to_dict() for k, r in
+                            breakdown(refs, hyps, [getattr(u, g) for u in utts]).items()}
+               for g in GROUPS},
+        }
+    return {
+        "bundle": str(bundle.path), "manifest": str(manifest), "decoder": decoder,
+        "beam_size": beam_size if decoder == "beam" else None,
+        "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
+        "wall_seconds": round(time.monotonic() - start, 1), "systems": systems,
+        "hypotheses": [{"id": u.id, "engine": u.engine, "domain": u.domain, "voice": u.voice,
+                        "ref": u.ref, **{n: texts[n][i] for n in texts}}
+                       for i, u in enumerate(utts)],
+    }
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    systems = result["systems"]
+
+    def cols(key: str) -> dict[str, dict[str, Rates]]:
+        return {n: {k: Rates(**v) for k, v in s[key].items()} for n, s in systems.items()}
+
+    overall = {n: {"all": Rates(**s["overall"])} for n, s in systems.items()}
+    cost = " · ".join(f"{n}: {s['cpu_seconds_per_audio_second']:.3f} CPU-s per audio-s"
+                      for n, s in systems.items())
+    return "\n\n".join([
+        f"{result['utterances']} utterances, {result['audio_hours']} h, decoder "
+        f"{result['decoder']}; {cost}",
+        markdown_table("overall", overall), markdown_table("engine", cols("per_engine")),
+        markdown_table("domain", cols("per_domain")),
+    ]) + "\n"
