@@ -8,6 +8,9 @@ Launch:
   torch.distributed variables set (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE), or under
   `torchrun --nnodes N --nproc-per-node G -m clients.cli train ...` / SLURM `srun`, which
   Lightning detects.
+With more than one process each rank's DynamicBucketingSampler takes its share of the cuts
+(Lhotse reads rank / world size from torch.distributed) and, with drop_last=False, Lhotse
+redistributes the last batches so every rank runs the same number of steps (no DDP hang).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train; export the best checkpoint (by dev WER) as a bundle under out_dir/bundle."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
     from training.ctc_module import CtcModule
@@ -105,7 +108,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
         gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
-        check_val_every_n_epoch=None, logger=loggers, callbacks=[ckpt],
+        check_val_every_n_epoch=None, logger=loggers,
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="step")],
         enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
