@@ -15,6 +15,7 @@ redistributes the last batches so every rank runs the same number of steps (no D
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     budget = cfg.optim.max_minutes
     trainer = L.Trainer(
         max_steps=cfg.optim.max_steps if budget <= 0 else -1,
-        max_time={"minutes": budget} if budget > 0 else None,
+        max_time=datetime.timedelta(minutes=budget) if budget > 0 else None,
         accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
         gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
