@@ -30,6 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feed the audio in pieces of this many ms (default: whole file)")
     t.set_defaults(func=run_transcribe)
 
+    ex = sub.add_parser("export", help="export a bundle's streaming step (ONNX, TensorRT)",
+                        description="Writes encoder.onnx (state in/out, dynamic batch and time) "
+                                    "into the bundle, or a TensorRT engine built from it.")
+    ex.add_argument("--bundle", type=Path, default=None, help="default: the shipped bundle")
+    ex.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    ex.add_argument("--out", type=Path, default=None, help="default: inside the bundle")
+    ex.add_argument("--fp16", action="store_true", help="TensorRT: build an fp16 engine")
+    ex.add_argument("--max-batch", type=int, default=64, help="TensorRT profile batch bound")
+    ex.set_defaults(func=run_export)
+
     bench = sub.add_parser("bench", help="benchmarks (JSON + markdown)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     BENCH_SUBCOMMANDS.append(bench_sub)
@@ -111,4 +121,46 @@ def run_bench_model(args: argparse.Namespace) -> int:
     if args.markdown:
         args.markdown.write_text(table)
     print(table)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.backends import BackendConfig, BackendUnavailable, make_backend
+    from models.bundle import BundleError, load
+
+    try:
+        bundle = load(args.bundle)
+    except BundleError as exc:
+        raise SystemExit(f"chorus export: {exc}") from exc
+    if args.format == "tensorrt":
+        from models.backends.trt_backend import build_engine
+
+        cfg = BackendConfig(device="cuda", fp16=args.fp16, max_batch=args.max_batch)
+        try:
+            path = build_engine(bundle, cfg, args.out)
+        except BackendUnavailable as exc:
+            raise SystemExit(f"chorus export: {exc}") from exc
+        print(json.dumps({"engine": str(path), "fp16": args.fp16, "max_batch": args.max_batch}))
+        return 0
+    from models.export.onnx import export_onnx
+
+    path = export_onnx(bundle, args.out)
+    # verify: onnxruntime vs torch on random features and states, batch 3
+    rng = np.random.default_rng(0)
+    frames = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
+    torch_be = make_backend("torch", bundle)
+    inputs = {k: rng.standard_normal(v.shape).astype(np.float32)
+              for k, v in torch_be.init_state(3).items()}
+    inputs["features"] = (bundle.model.encoder.feat_mean.numpy() + rng.standard_normal(
+        (3, frames, bundle.features.num_mel_bins)).astype(np.float32))
+    ref = torch_be.step(inputs)
+    from models.backends.ort_backend import OrtBackend
+
+    got = OrtBackend(bundle, BackendConfig()).session.run(None, inputs)
+    names = ["log_probs", *(f"new_state_{n}" for n in torch_be.state_names)]
+    diff = max(float(np.abs(g - ref[n]).max()) for g, n in zip(got, names, strict=True))
+    print(json.dumps({"onnx": str(path), "bytes": path.stat().st_size,
+                      "max_abs_diff_vs_torch": diff}))
     return 0

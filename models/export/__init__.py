@@ -1,0 +1,1 @@
+"""Exporters: ONNX (encoder step with explicit streaming state) and TensorRT engines from it."""

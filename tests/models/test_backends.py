@@ -1,0 +1,119 @@
+"""Backends: onnxruntime equals torch chunk by chunk; missing libraries fail loudly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from models.backends import BackendConfig, BackendUnavailable, make_backend
+from models.bundle import DEFAULT_BUNDLE, load
+from models.decoding import make_decoder
+from models.features import Fbank
+from tests.models.test_cli import tiny_bundle
+
+
+def stream_through(backend, bundle, audio: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Chunk by chunk through a backend, padded at the end exactly like StreamingTranscriber."""
+    feats = Fbank(bundle.features)(torch.from_numpy(audio))
+    model = bundle.model
+    chunk, la = bundle.decoding.chunk_frames, model.lookahead_frames
+    t_pad = -(-feats.shape[0] // model.subsampling) * model.subsampling
+    pad = model.encoder.pad_frame.expand(t_pad - feats.shape[0] + la, -1)
+    x = torch.cat([feats, pad]).numpy()
+    state = backend.init_state(1)
+    dec = make_decoder("greedy", bundle.tokenizer, frame_seconds=bundle.frame_seconds)
+    outs = []
+    for start in range(0, t_pad, chunk):
+        end = min(start + chunk, t_pad)
+        res = backend.step({"features": x[None, start : end + la], **state})
+        state = {k.removeprefix("new_"): v for k, v in res.items() if k.startswith("new_state_")}
+        outs.append(res["log_probs"][0])
+        dec.update(torch.from_numpy(res["log_probs"][0]))
+    return outs, dec.finalize().text
+
+
+@pytest.fixture(scope="module")
+def default_copy(tmp_path_factory):
+    """The shipped bundle copied, so encoder.onnx is written outside the repository."""
+    dst = tmp_path_factory.mktemp("bundle") / "default"
+    shutil.copytree(DEFAULT_BUNDLE, dst, ignore=shutil.ignore_patterns("*.onnx", "*.plan"))
+    return load(dst)
+
+
+@pytest.mark.parametrize("voice", [("espeak-ng", "en-us+m3"), ("flite", "slt")])
+def test_onnxruntime_equals_torch_on_speech(default_copy, tmp_path, voice) -> None:
+    from models.audio import load_audio
+
+    engine, name = voice
+    wav = tmp_path / "a.wav"
+    text = "please call stella and ask her to bring these things with her from the store"
+    cmd = (["espeak-ng", "-v", name, "-w", str(wav), text] if engine == "espeak-ng"
+           else ["flite", "-voice", name, "-t", text, "-o", str(wav)])
+    subprocess.run(cmd, check=True)
+    audio = load_audio(wav, sample_rate=16_000)
+    ref, ref_text = stream_through(make_backend("torch", default_copy), default_copy, audio)
+    got, got_text = stream_through(make_backend("onnxruntime", default_copy), default_copy, audio)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True))
+    assert diff < 1e-3, diff  # log-probabilities, fp32, a few hundred frames of recurrence
+    assert got_text == ref_text
+
+
+def test_onnx_batch_rows_are_independent(tmp_path) -> None:
+    bundle = load(tiny_bundle(tmp_path / "b"))
+    ort_be = make_backend("onnxruntime", bundle)
+    rng = np.random.default_rng(1)
+    frames = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
+    inputs = {k: rng.standard_normal(v.shape).astype(np.float32)
+              for k, v in ort_be.init_state(3).items()}
+    inputs["features"] = rng.standard_normal((3, frames, 80)).astype(np.float32)
+    batched = ort_be.step(inputs)
+    for i in range(3):
+        single = ort_be.step({k: v[i : i + 1] for k, v in inputs.items()})
+        for k, v in single.items():
+            np.testing.assert_allclose(batched[k][i : i + 1], v, atol=1e-5)
+    # other chunk sizes than the exported one (dynamic time axis)
+    for t in (4, 16, 64):
+        x = {**ort_be.init_state(2), "features": rng.standard_normal(
+            (2, t + bundle.model.lookahead_frames, 80)).astype(np.float32)}
+        ref = make_backend("torch", bundle).step(x)
+        got = ort_be.step(x)
+        assert got["log_probs"].shape == (2, t // 4, bundle.tokenizer.vocab_size)
+        assert all(np.abs(got[k] - ref[k]).max() < 1e-4 for k in ref)
+
+
+def test_missing_libraries_and_devices_fail_with_what_to_install(tmp_path) -> None:
+    bundle = load(tiny_bundle(tmp_path / "b"))
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA build of torch"):
+            make_backend("torch", bundle, BackendConfig(device="cuda"))
+        with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+            make_backend("onnxruntime", bundle, BackendConfig(device="cuda"))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
+            make_backend("tensorrt", bundle, BackendConfig(device="cuda"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_backend("openvino", bundle)
+
+
+def test_export_cli_verifies_against_torch(tmp_path) -> None:
+    import json
+    import sys
+
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "export", "--bundle", str(bundle)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["max_abs_diff_vs_torch"] < 1e-4 and (bundle / "encoder.onnx").is_file()
+    import onnx
+
+    graph = onnx.load(str(bundle / "encoder.onnx")).graph
+    assert [i.name for i in graph.input] == ["features", "state_conv1", "state_conv2", "state_rnn_h"]
+    assert [o.name for o in graph.output] == ["log_probs", "new_state_conv1", "new_state_conv2",
+                                              "new_state_rnn_h"]
