@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.acoustic import AcousticModel
+
 ONNX_FILE = "encoder.onnx"
 OPSET = 17
 
@@ -25,7 +27,7 @@ OPSET = 17
 class _StepGraph(nn.Module):
     """step(features, state) with the state dict flattened into positional tensors."""
 
-    def __init__(self, model: nn.Module, names: list[str]):
+    def __init__(self, model: AcousticModel, names: list[str]):
         super().__init__()
         self.model = model
         self.names = names
