@@ -1,9 +1,10 @@
 """One stream through the whole model path, sans I/O: samples in, hypotheses out.
 
-samples -> StreamingFbank -> feature buffer -> model.step on chunk (+ lookahead) frames ->
-decoder. `finalize()` pads with the normaliser's zero frame, as `forward` does, so a stream fed
-in any pieces gives the offline transcript. The server's dispatcher batches `step` across
-streams; this class is the single-stream reference and the offline/CLI path.
+samples -> StreamingFbank -> `Chunker` (feature buffer -> step inputs of chunk + lookahead
+frames) -> model step -> decoder. At the end of a stream the Chunker pads with the normaliser's
+zero frame, as `forward` does, so a stream fed in any pieces gives the offline transcript. The
+server's dispatcher runs the step for many streams at once and reuses the Chunker;
+`StreamingTranscriber` is the single-stream reference and the offline/CLI path.
 """
 
 from __future__ import annotations
@@ -12,8 +13,51 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle
-from models.decoding import Hypothesis, make_decoder
+from models.decoding import Decoder, Hypothesis, make_decoder
 from models.features import Fbank, StreamingFbank
+
+
+class Chunker:
+    """Samples -> model step inputs (chunk + lookahead, F); `finish()` pads the tail."""
+
+    def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None, fbank: Fbank | None = None):
+        model = bundle.model
+        self.chunk = chunk_frames or bundle.decoding.chunk_frames
+        if self.chunk <= 0 or self.chunk % model.subsampling:
+            raise ValueError(f"chunk_frames must be a positive multiple of "
+                             f"{model.subsampling}, got {self.chunk}")
+        self.lookahead = model.lookahead_frames
+        self.subsampling = model.subsampling
+        self.pad_frame = model.encoder.pad_frame.detach().cpu()  # (F,)
+        self.fbank = StreamingFbank(fbank=fbank or Fbank(bundle.features))
+        self.num_bins = bundle.features.num_mel_bins
+        self.reset()
+
+    def reset(self) -> None:
+        self.fbank.reset()
+        self.pending = torch.zeros(0, self.num_bins)  # (P, F) features not yet stepped past
+        self.finished = False
+
+    def accept(self, samples: np.ndarray) -> list[torch.Tensor]:
+        if self.finished:
+            raise RuntimeError("stream already finalized; call reset() to start another")
+        self.pending = torch.cat([self.pending, self.fbank.accept(samples)])
+        out = []
+        while self.pending.shape[0] >= self.chunk + self.lookahead:
+            out.append(self.pending[: self.chunk + self.lookahead])
+            self.pending = self.pending[self.chunk :]
+        return out
+
+    def finish(self) -> list[torch.Tensor]:
+        """The remaining frames, padded to a multiple of the subsampling plus the lookahead."""
+        if self.finished:
+            return []
+        self.finished = True
+        rest = self.pending.shape[0]
+        t_pad = -(-rest // self.subsampling) * self.subsampling
+        x = torch.cat([self.pending, self.pad_frame.expand(t_pad - rest + self.lookahead, -1)])
+        self.pending = self.pending[:0]
+        return [x[s : min(s + self.chunk, t_pad) + self.lookahead] for s in range(0, t_pad, self.chunk)]
 
 
 class StreamingTranscriber:
@@ -21,22 +65,16 @@ class StreamingTranscriber:
                  decoder: str | None = None, beam_size: int | None = None):
         self.bundle = bundle
         self.model = bundle.model
-        self.chunk = chunk_frames or bundle.decoding.chunk_frames
-        if self.chunk <= 0 or self.chunk % self.model.subsampling:
-            raise ValueError(f"chunk_frames must be a positive multiple of "
-                             f"{self.model.subsampling}, got {self.chunk}")
-        self.fbank = StreamingFbank(fbank=Fbank(bundle.features))
-        self.decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
-                                    frame_seconds=bundle.frame_seconds,
-                                    beam_size=beam_size or bundle.decoding.beam_size)
+        self.chunker = Chunker(bundle, chunk_frames=chunk_frames)
+        self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
+                                             frame_seconds=bundle.frame_seconds,
+                                             beam_size=beam_size or bundle.decoding.beam_size)
         self.reset()
 
     def reset(self) -> None:
-        self.fbank.reset()
+        self.chunker.reset()
         self.decoder.reset()
         self.state = self.model.init_state(1)
-        self.pending = torch.zeros(0, self.bundle.features.num_mel_bins)  # (P, F) features
-        self.finished = False
 
     @torch.no_grad()
     def _run(self, frames: torch.Tensor) -> None:
@@ -45,27 +83,13 @@ class StreamingTranscriber:
 
     def accept_waveform(self, samples: np.ndarray) -> Hypothesis:
         """Float samples at the bundle's sample rate; returns the current partial."""
-        if self.finished:
-            raise RuntimeError("stream already finalized; call reset() to start another")
-        self.pending = torch.cat([self.pending, self.fbank.accept(samples)])
-        la = self.model.lookahead_frames
-        while self.pending.shape[0] >= self.chunk + la:
-            self._run(self.pending[: self.chunk + la])
-            self.pending = self.pending[self.chunk :]
+        for frames in self.chunker.accept(samples):
+            self._run(frames)
         return self.decoder.result()
 
     def finalize(self) -> Hypothesis:
-        if not self.finished:
-            la = self.model.lookahead_frames
-            rest = self.pending.shape[0]
-            t_pad = -(-rest // self.model.subsampling) * self.model.subsampling
-            pad = self.model.encoder.pad_frame.expand(t_pad - rest + la, -1)
-            x = torch.cat([self.pending, pad])
-            for start in range(0, t_pad, self.chunk):
-                end = min(start + self.chunk, t_pad)
-                self._run(x[start : end + la])
-            self.pending = self.pending[:0]
-            self.finished = True
+        for frames in self.chunker.finish():
+            self._run(frames)
         return self.decoder.finalize()
 
 

@@ -12,24 +12,18 @@ import torch
 from models.backends import BackendConfig, BackendUnavailable, make_backend
 from models.bundle import DEFAULT_BUNDLE, load
 from models.decoding import make_decoder
-from models.features import Fbank
+from models.streaming import Chunker
 from tests.models.test_cli import tiny_bundle
 
 
 def stream_through(backend, bundle, audio: np.ndarray) -> tuple[list[np.ndarray], str]:
-    """Chunk by chunk through a backend, padded at the end exactly like StreamingTranscriber."""
-    feats = Fbank(bundle.features)(torch.from_numpy(audio))
-    model = bundle.model
-    chunk, la = bundle.decoding.chunk_frames, model.lookahead_frames
-    t_pad = -(-feats.shape[0] // model.subsampling) * model.subsampling
-    pad = model.encoder.pad_frame.expand(t_pad - feats.shape[0] + la, -1)
-    x = torch.cat([feats, pad]).numpy()
+    """Chunk by chunk through a backend (the Chunker pads the end like StreamingTranscriber)."""
+    chunker = Chunker(bundle)
     state = backend.init_state(1)
     dec = make_decoder("greedy", bundle.tokenizer, frame_seconds=bundle.frame_seconds)
     outs = []
-    for start in range(0, t_pad, chunk):
-        end = min(start + chunk, t_pad)
-        res = backend.step({"features": x[None, start : end + la], **state})
+    for frames in chunker.accept(audio) + chunker.finish():
+        res = backend.step({"features": frames[None].numpy(), **state})
         state = {k.removeprefix("new_"): v for k, v in res.items() if k.startswith("new_state_")}
         outs.append(res["log_probs"][0])
         dec.update(torch.from_numpy(res["log_probs"][0]))

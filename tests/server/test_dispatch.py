@@ -1,0 +1,167 @@
+"""Batch Dispatch invariants: a stream's outputs do not depend on who it was batched with."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from models.audio import load_audio
+from models.backends import make_backend
+from models.bundle import load
+from models.streaming import Chunker, StreamingTranscriber
+from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
+from server.stream import DispatchedStream
+from tests.models.test_cli import tiny_bundle
+
+SENTENCES = ["turn on the lights", "what is the weather like in paris tomorrow",
+             "call mom", "set a timer for twenty minutes please",
+             "play some music", "the quick brown fox jumps over the lazy dog"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load(tiny_bundle(tmp_path_factory.mktemp("b") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def audios(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wav")
+    out = []
+    for i, text in enumerate(SENTENCES):
+        subprocess.run(["espeak-ng", "-v", f"en-us+m{i + 1}", "-w", str(d / f"{i}.wav"), text],
+                       check=True)
+        out.append(load_audio(d / f"{i}.wav", sample_rate=16_000))
+    return out
+
+
+def alone(bundle, audio) -> tuple[list[np.ndarray], str]:
+    """The single-stream reference: StreamingTranscriber's own model steps."""
+    outs: list[np.ndarray] = []
+    t = StreamingTranscriber(bundle)
+    run = t._run
+
+    def spy(frames: torch.Tensor) -> None:
+        with torch.no_grad():
+            out, _ = bundle.model.step(frames[None], t.state)
+        outs.append(out[0].numpy())
+        run(frames)
+
+    t._run = spy  # type: ignore[method-assign]
+    t.accept_waveform(audio)
+    return outs, t.finalize().text
+
+
+class RecordingStream(DispatchedStream):
+    """Keeps every chunk's outputs, to compare with the single-stream reference."""
+
+    outs: list[np.ndarray]
+
+    async def _run(self, chunks: list[torch.Tensor]) -> None:
+        for frames in chunks:
+            out = await self.dispatcher.step(self.sid, frames.numpy())
+            self.outs.append(out)
+            self.decoder.update(torch.from_numpy(out))
+
+
+async def feed(stream: RecordingStream, audio: np.ndarray, seed: int) -> tuple[list, str]:
+    rng = np.random.default_rng(seed)
+    stream.outs = []
+    pos = 0
+    while pos < audio.size:
+        n = int(rng.integers(400, 6000))
+        await stream.accept_waveform(audio[pos : pos + n])
+        pos += n
+        await asyncio.sleep(0)
+    return stream.outs, (await stream.finalize()).text
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("policy", ["eager", "timeout", "none"])
+def test_stream_outputs_identical_alone_or_batched(bundle, audios, backend, policy) -> None:
+    refs = [alone(bundle, a) for a in audios]
+
+    async def main() -> tuple[list, dict]:
+        be = make_backend(backend, bundle)
+        async with Dispatcher(be, DispatchConfig(policy=policy, max_wait_ms=5)) as disp:
+            streams = [RecordingStream(bundle, disp) for _ in audios]
+            results = await asyncio.gather(*(feed(s, a, i) for i, (s, a) in
+                                             enumerate(zip(streams, audios, strict=True))))
+            assert disp.active_streams == 0
+            return results, disp.metrics.summary()
+
+    results, metrics = asyncio.run(main())
+    for (ref_outs, ref_text), (outs, text) in zip(refs, results, strict=True):
+        assert len(outs) == len(ref_outs)
+        assert max(float(np.abs(a - b).max()) for a, b in zip(outs, ref_outs, strict=True)) < 1e-4
+        assert text == ref_text
+    if policy == "none":
+        assert set(metrics["batch_sizes"]) == {1}
+    else:
+        assert metrics["mean_batch"] > 1.5, metrics
+    assert metrics["failed_chunks"] == 0 and metrics["chunks"] == sum(len(r[0]) for r in refs)
+
+
+class PoisonOnNaN:
+    """A real backend that refuses NaN input, to fail one batch on purpose."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.state_names = inner.state_names
+
+    def init_state(self, batch):
+        return self.inner.init_state(batch)
+
+    def step(self, inputs):
+        if np.isnan(inputs["features"]).any():
+            raise ValueError("features contain NaN")
+        return self.inner.step(inputs)
+
+
+def test_failing_batch_fails_only_its_streams(bundle) -> None:
+    chunk = Chunker(bundle).chunk + bundle.model.lookahead_frames
+    good = np.tile(bundle.model.encoder.pad_frame.numpy(), (chunk, 1))
+    bad = np.full_like(good, np.nan)
+
+    async def main() -> None:
+        disp = Dispatcher(PoisonOnNaN(make_backend("torch", bundle)), DispatchConfig(policy="none"))
+        async with disp:
+            a, b = disp.open_stream(), disp.open_stream()
+            ra, rb = await asyncio.gather(disp.step(a, bad), disp.step(b, good),
+                                          return_exceptions=True)
+            assert isinstance(ra, StreamError) and "features contain NaN" in str(ra)
+            assert isinstance(rb, np.ndarray) and rb.shape == (chunk // 4 - 2, 29)
+            # the failed stream's state is untouched and both streams keep working
+            assert (await disp.step(a, good)).shape == rb.shape
+            assert disp.metrics.failed_chunks == 1 and disp.metrics.chunks == 2
+
+    asyncio.run(main())
+
+
+def test_admission_control_and_protocol_errors(bundle) -> None:
+    chunk = Chunker(bundle).chunk + bundle.model.lookahead_frames
+    x = np.tile(bundle.model.encoder.pad_frame.numpy(), (chunk, 1))
+
+    async def main() -> None:
+        async with Dispatcher(make_backend("torch", bundle), DispatchConfig(max_streams=2)) as disp:
+            a = disp.open_stream()
+            disp.open_stream()
+            with pytest.raises(Overloaded, match="max_streams=2"):
+                disp.open_stream()
+            assert disp.metrics.refused == 1
+            disp.close_stream(a)
+            c = disp.open_stream()
+            first = asyncio.ensure_future(disp.step(c, x))
+            await asyncio.sleep(0)
+            with pytest.raises(StreamError, match="already has a chunk in flight"):
+                await disp.step(c, x)
+            await first
+            with pytest.raises(StreamError, match="unknown or closed stream"):
+                await disp.step(a, x)
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="policy must be one of"):
+        DispatchConfig(policy="lazy")  # type: ignore[arg-type]
