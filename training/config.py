@@ -57,6 +57,9 @@ class TrainConfig:
     name: str = "ctc"
     out_dir: str = "runs/ctc"
     seed: int = 0
+    # warm start: a bundle directory whose weights (and feature normaliser) training continues
+    # from; its model config must equal `model`. The summary chains the earlier runs' history.
+    init_from: str | None = None
     model: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

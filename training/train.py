@@ -89,10 +89,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = CharTokenizer()
     feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
-    mean, std = feature_stats(_cuts(cfg.data.train), feats)
     model_cfg = ModelConfig(cfg.model, tok.vocab_size)
     module = CtcModule(model_cfg, cfg.optim, tok)
-    module.model.encoder.set_normalizer(mean, std)
+    history: list[dict[str, Any]] = []
+    if cfg.init_from:
+        history = warm_start(module, cfg.init_from)
+        mean = module.model.encoder.feat_mean.clone()
+    else:
+        mean, std = feature_stats(_cuts(cfg.data.train), feats)
+        module.model.encoder.set_normalizer(mean, std)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
     loggers: list[Logger] = [CSVLogger(out, name="logs")]
@@ -125,7 +130,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         module.load_state_dict(state)
     provenance = {
         "recipe": cfg.name, "config": _jsonable(cfg), "steps": trainer.global_step,
-        "world_size": trainer.world_size,
+        "world_size": trainer.world_size, "init_from": cfg.init_from,
+        "history": history,  # earlier runs this one continued from, oldest first
         "train_seconds": round(seconds, 1),
         "best_dev_wer": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
     }
@@ -139,3 +145,18 @@ def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     import dataclasses
 
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def warm_start(module: Any, bundle_dir: str) -> list[dict[str, Any]]:
+    """Load a bundle's weights (and normaliser) into `module`; return the runs behind it."""
+    from models.bundle import load
+
+    bundle = load(bundle_dir)
+    if bundle.model.cfg != module.model.cfg:
+        raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from the "
+                         f"config's {module.model.cfg}")
+    module.model.load_state_dict(bundle.model.state_dict())
+    prov = dict(bundle.provenance)
+    earlier = prov.pop("history", [])
+    prov.pop("config", None)
+    return [*earlier, prov]

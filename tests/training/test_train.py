@@ -61,6 +61,18 @@ def test_loss_falls_and_bundle_streams(tiny_corpus, tmp_path) -> None:
         pos += n
     assert t.finalize() == offline
 
+    # warm start: a second run continues from the bundle (loss starts where the first ended)
+    cfg2 = load_config(None, [*overrides(tiny_corpus, tmp_path / "run2", 20),
+                              f"init_from={bundle_path}"])
+    bundle2 = load(train(cfg2, progress=False))
+    rows2 = (tmp_path / "run2/logs/version_0/metrics.csv").read_text().splitlines()
+    first2 = next(float(r.split(",")[col]) for r in rows2[1:] if r.split(",")[col])
+    assert first2 < 0.8 * sum(losses[:3]) / 3, (first2, losses[:3])
+    assert [h["steps"] for h in bundle2.provenance["history"]] == [500]
+    with pytest.raises(ValueError, match="differs from the config"):
+        train(load_config(None, [*overrides(tiny_corpus, tmp_path / "run3", 2), "model.d_model=64",
+                                 f"init_from={bundle_path}"]), progress=False)
+
 
 def test_bad_config_is_specific() -> None:
     with pytest.raises(ValueError, match=r"config.optim: unknown field\(s\) \['lr_max'\]"):
