@@ -18,9 +18,9 @@ from server.dispatch import Dispatcher
 
 class DispatchedStream:
     def __init__(self, bundle: Bundle, dispatcher: Dispatcher, *, fbank: Fbank | None = None,
-                 decoder: str | None = None):
+                 decoder: str | None = None, chunk_frames: int | None = None):
         self.dispatcher = dispatcher
-        self.chunker = Chunker(bundle, fbank=fbank)
+        self.chunker = Chunker(bundle, fbank=fbank, chunk_frames=chunk_frames)
         self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
                                              frame_seconds=bundle.frame_seconds,
                                              beam_size=bundle.decoding.beam_size)

@@ -165,3 +165,21 @@ def test_admission_control_and_protocol_errors(bundle) -> None:
     asyncio.run(main())
     with pytest.raises(ValueError, match="policy must be one of"):
         DispatchConfig(policy="lazy")  # type: ignore[arg-type]
+
+
+def test_bench_dispatch_cli_writes_json_table_and_plot(bundle, tmp_path) -> None:
+    import json
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "bench", "dispatch", "--bundle", str(bundle.path),
+         "--streams", "1,3", "--policy", "eager,none", "--backend", "onnxruntime",
+         "--seconds", "1.5", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "dispatch.json").read_text())
+    assert [(x["policy"], x["streams"]) for x in r["rows"]] == [("eager", 1), ("eager", 3),
+                                                                ("none", 1), ("none", 3)]
+    assert all(x["errors"] == 0 and x["chunks"] > 0 and x["p99_ms"] > 0 for x in r["rows"])
+    assert r["matmul_peak_gflops"] > 1 and r["model_mflops_per_audio_second"] > 0
+    assert (tmp_path / "dispatch.png").stat().st_size > 1000
+    assert "| capacity (eager) |" in (tmp_path / "dispatch.md").read_text().replace("| backend ", "")

@@ -1,0 +1,274 @@
+"""`chorus bench dispatch`: N real-time streams through Batch Dispatch, per policy and backend.
+
+Each simulated stream plays real speech (a test manifest, or sentences synthesized on the spot)
+in pieces of `chunk_ms`, paced by the wall clock (piece k of a stream is due at its start
+offset + k x chunk_ms; offsets are spread over the first chunk so arrivals interleave). The
+model chunk is set to the same duration, so every piece triggers exactly one step. Latency of
+a piece = the moment its partial result is ready - the moment it was due. One event loop runs
+streams and dispatcher (the backend step runs in the dispatcher's worker thread).
+
+Reported per (policy, backend, N): p50/p95/p99 partial latency, mean batch size, real-time
+factor (dispatcher compute seconds per audio second), CPU cores used (process CPU time / wall),
+errors, and the roofline fraction: model FLOPs per audio second x N / the fp32 matmul peak of
+this machine measured in the same run (same thread count). Capacity = the largest N whose p99
+latency <= the target with no errors (a stream that falls behind real time shows up as a
+growing latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
+
+
+@dataclass(frozen=True)
+class BenchDispatchConfig:
+    streams: tuple[int, ...] = (1, 8, 32, 64)
+    policies: tuple[str, ...] = ("eager", "none")
+    backends: tuple[str, ...] = ("onnxruntime", "torch")
+    chunk_ms: int = 160
+    seconds: float = 20.0  # measured time per configuration (after a 2 s warm-up)
+    threads: int = 1
+    max_batch: int = 256
+    latency_target_ms: float = 250.0
+
+
+# ---- model cost and machine peak -------------------------------------------------------------
+def model_flops_per_audio_second(bundle: Any, chunk_frames: int) -> float:
+    """Multiply-adds x 2 of one stream's steps per second of audio (chunk + lookahead recompute)."""
+    from models.nn.subsampling import conv_out
+
+    enc = bundle.model.cfg.encoder
+    d, c, f = enc.d_model, enc.conv_channels, enc.num_mel_bins
+    f1 = conv_out(f)
+    f2 = conv_out(f1)
+    v = bundle.tokenizer.vocab_size
+    out_fps = 100 / enc.subsampling  # encoder frames per audio second
+    per_out_frame = (
+        2 * 9 * c * f1 * 2  # conv1: two of its output frames per encoder frame
+        + 2 * 9 * c * c * f2  # conv2
+        + 2 * c * f2 * d  # projection
+        + enc.num_layers * 2 * 3 * d * (d + d)  # GRU (LSTM: 4 gates)
+        * (4 / 3 if enc.rnn == "lstm" else 1)
+    )
+    tail = 2 * d * (enc.lookahead + 1) + 2 * d * v  # row conv + head, chunk frames only
+    chunk_out = chunk_frames / enc.subsampling
+    recompute = (chunk_out + enc.lookahead) / chunk_out  # lookahead frames run twice
+    return out_fps * (per_out_frame * recompute + tail)
+
+
+def matmul_peak_flops(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+# ---- audio -----------------------------------------------------------------------------------
+def load_audio_pool(manifest: Path | None, limit: int = 40) -> list[np.ndarray]:
+    if manifest is not None:
+        from lhotse import CutSet
+
+        return [c.load_audio()[0].astype(np.float32)
+                for c in CutSet.from_file(manifest).subset(first=limit)]
+    import subprocess
+    import tempfile
+
+    from models.audio import load_audio
+
+    texts = ["turn on the kitchen lights and set the temperature to twenty one degrees",
+             "what is the weather going to be like in paris tomorrow morning",
+             "please call stella and ask her to bring these things with her from the store",
+             "the meeting has been moved to thursday at three thirty in room two hundred",
+             "read me the last message from my sister and remind me to answer it tonight"]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(texts):
+            for voice in ("en-us", "en-gb+f3"):
+                wav = Path(tmp) / f"{i}-{voice}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+                out.append(load_audio(wav, sample_rate=16_000))
+    return out
+
+
+# ---- one configuration -----------------------------------------------------------------------
+async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: list[np.ndarray],
+                       cfg: BenchDispatchConfig) -> dict[str, Any]:
+    from models.features import Fbank
+    from server.stream import DispatchedStream
+
+    chunk_s = cfg.chunk_ms / 1000
+    rate = bundle.features.sample_rate
+    piece = int(chunk_s * rate)
+    warmup = 2.0
+    fbank = Fbank(bundle.features)  # one per bundle, shared by every stream
+    latencies: list[float] = []
+    errors: list[str] = []
+    lag = [0.0]
+    disp = Dispatcher(backend, DispatchConfig(policy=policy,  # type: ignore[arg-type]
+                                              max_batch=cfg.max_batch, max_streams=n + 1,
+                                              max_wait_ms=chunk_s * 1000 / 4))
+    async with disp:
+        start = time.perf_counter() + 0.2
+        stop = start + warmup + cfg.seconds
+
+        async def one(idx: int) -> None:
+            rng = np.random.default_rng(idx)
+            t_next = start + idx / n * chunk_s  # spread arrivals over one chunk
+            while t_next < stop:
+                stream = DispatchedStream(bundle, disp, fbank=fbank, chunk_frames=cfg.chunk_ms // 10)
+                audio = pool[int(rng.integers(len(pool)))]
+                try:
+                    for pos in range(0, audio.size, piece):
+                        if t_next >= stop:
+                            break
+                        delay = t_next - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        await stream.accept_waveform(audio[pos : pos + piece])
+                        done = time.perf_counter()
+                        if t_next >= start + warmup:
+                            latencies.append(done - t_next)
+                        lag[0] = max(lag[0], done - t_next)
+                        t_next += chunk_s
+                    await stream.finalize()
+                except (StreamError, Overloaded) as exc:
+                    errors.append(str(exc))
+                    stream.close()
+                    t_next += chunk_s
+
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        m0 = dataclasses.replace(disp.metrics)
+        await asyncio.gather(*(one(i) for i in range(n)))
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.perf_counter() - start
+    m = disp.metrics
+    steps, chunks = m.steps - m0.steps, m.chunks - m0.chunks
+    lat = np.asarray(latencies or [float("nan")]) * 1000
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    audio_s = chunks * chunk_s
+    return {
+        "policy": policy, "streams": n,
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "max_lag_ms": round(1000 * lag[0], 1),
+        "mean_batch": round(chunks / steps, 2) if steps else 0.0,
+        "rtf": round(m.compute_s / audio_s, 4) if audio_s else None,
+        "cpu_cores": round(cpu / wall, 2), "errors": len(errors),
+        "error_examples": errors[:3], "chunks": chunks,
+    }
+
+
+def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
+                  manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    from models.backends import BackendConfig, make_backend
+    from models.bundle import load
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    bundle = load(bundle_path)
+    if cfg.chunk_ms % 40:
+        raise ValueError(f"--chunk-ms must be a multiple of 40 (the model's frame), got {cfg.chunk_ms}")
+    pool = load_audio_pool(manifest)
+    peak = matmul_peak_flops(cfg.threads)
+    flops = model_flops_per_audio_second(bundle, cfg.chunk_ms // 10)
+    rows = []
+    for backend_name in cfg.backends:
+        backend = make_backend(backend_name, bundle, BackendConfig(threads=cfg.threads))
+        for policy in cfg.policies:
+            for n in cfg.streams:
+                row = asyncio.run(_run_streams(bundle, backend, policy, n, pool, cfg))
+                row["backend"] = backend_name
+                row["roofline"] = round(flops * n / peak, 4)
+                row["ok"] = (row["errors"] == 0 and row["p99_ms"] <= cfg.latency_target_ms)
+                rows.append(row)
+                if progress:
+                    print(f"[bench] {backend_name:12s} {policy:7s} N={n:4d}  p50 {row['p50_ms']:7.1f} "
+                          f"p99 {row['p99_ms']:7.1f} ms  batch {row['mean_batch']:6.2f}  "
+                          f"cpu {row['cpu_cores']:.2f}  {'ok' if row['ok'] else 'FAIL'}", flush=True)
+                if not row["ok"] and row["p99_ms"] > 4 * cfg.latency_target_ms:
+                    break  # far past capacity: larger N only takes longer to say the same
+    capacity: dict[str, dict[str, int]] = {}
+    for r in rows:
+        cap = capacity.setdefault(r["backend"], {}).setdefault(r["policy"], 0)
+        if r["ok"]:
+            capacity[r["backend"]][r["policy"]] = max(cap, r["streams"])
+    return {"bundle": str(bundle.path), "parameters": bundle.model.num_parameters(),
+            "config": dataclasses.asdict(cfg), "matmul_peak_gflops": round(peak / 1e9, 1),
+            "model_mflops_per_audio_second": round(flops / 1e6, 1), "rows": rows,
+            "capacity": capacity, "date": time.strftime("%Y-%m-%d")}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"bundle {result['bundle']} ({result['parameters'] / 1e6:.2f} M params), "
+             f"{result['model_mflops_per_audio_second']} MFLOP per audio second, matmul peak "
+             f"{result['matmul_peak_gflops']} GFLOP/s ({result['config']['threads']} thread(s)), "
+             f"chunk {result['config']['chunk_ms']} ms, target p99 <= "
+             f"{result['config']['latency_target_ms']} ms", "",
+             "| backend | policy | streams | p50 ms | p95 ms | p99 ms | mean batch | RTF | CPU cores "
+             "| roofline | errors | ok |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['backend']} | {r['policy']} | {r['streams']} | {r['p50_ms']} | "
+                     f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['rtf']} | "
+                     f"{r['cpu_cores']} | {100 * r['roofline']:.1f}% | {r['errors']} | "
+                     f"{'yes' if r['ok'] else 'no'} |")
+    lines += ["", "| backend | " + " | ".join(f"capacity ({p})" for p in result["config"]["policies"])
+              + " | ratio |", "|---|" + "---|" * (len(result["config"]["policies"]) + 1)]
+    for be, caps in result["capacity"].items():
+        vals = [caps.get(p, 0) for p in result["config"]["policies"]]
+        ratio = f"{vals[0] / vals[-1]:.1f}x" if len(vals) > 1 and vals[-1] else "-"
+        lines.append(f"| {be} | " + " | ".join(str(v) for v in vals) + f" | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for be in result["config"]["backends"]:
+        for policy in result["config"]["policies"]:
+            rows = [r for r in result["rows"] if r["backend"] == be and r["policy"] == policy]
+            if rows:
+                ax.plot([r["streams"] for r in rows], [r["p99_ms"] for r in rows], marker="o",
+                        label=f"{policy} ({be})")
+    ax.axhline(result["config"]["latency_target_ms"], color="gray", ls="--", label="target")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent real-time streams")
+    ax.set_ylabel("p99 partial latency (ms)")
+    ax.set_title("Batch Dispatch: eager batching vs batch size 1")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], out_dir: Path, stem: str = "dispatch") -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    paths[0].write_text(json.dumps(result, indent=1) + "\n")
+    paths[1].write_text(markdown(result))
+    plot(result, paths[2])
+    return paths

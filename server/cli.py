@@ -1,0 +1,57 @@
+"""Server-side commands: `chorus bench dispatch` (and, later, `chorus serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from models.cli import BENCH_SUBCOMMANDS
+
+    if not BENCH_SUBCOMMANDS:
+        raise RuntimeError("models.cli must register before server.cli (the `bench` group)")
+    p = BENCH_SUBCOMMANDS[0].add_parser(
+        "dispatch", help="real-time streams through Batch Dispatch: latency, batch size, capacity",
+        description="N simulated real-time streams of real speech per policy and backend; "
+                    "writes JSON, a markdown table and a PNG plot.")
+    p.add_argument("--bundle", type=Path, default=None, help="default: the shipped bundle")
+    p.add_argument("--streams", type=_ints, default=(1, 8, 32, 64), help="e.g. 1,8,32,64")
+    p.add_argument("--policy", type=_names, default=("eager", "none"), help="eager,timeout,none")
+    p.add_argument("--backend", type=_names, default=("onnxruntime", "torch"))
+    p.add_argument("--chunk-ms", type=int, default=160)
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--target-ms", type=float, default=250.0, help="p99 latency target")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="Lhotse cuts to play (default: sentences synthesized with espeak-ng)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    p.add_argument("--stem", default="dispatch", help="output file name stem")
+    p.set_defaults(func=run_bench_dispatch)
+
+
+def run_bench_dispatch(args: argparse.Namespace) -> int:
+    from models.backends import BackendUnavailable
+    from models.bundle import BundleError
+    from server.bench import BenchDispatchConfig, markdown, run_benchmark, write
+
+    cfg = BenchDispatchConfig(streams=args.streams, policies=args.policy, backends=args.backend,
+                              chunk_ms=args.chunk_ms, seconds=args.seconds, threads=args.threads,
+                              latency_target_ms=args.target_ms)
+    try:
+        result = run_benchmark(args.bundle, cfg, args.manifest)
+    except (BundleError, BackendUnavailable, ValueError) as exc:
+        raise SystemExit(f"chorus bench dispatch: {exc}") from exc
+    paths = write(result, args.out, args.stem)
+    print(markdown(result))
+    print(json.dumps({"wrote": [str(p) for p in paths]}))
+    return 0
