@@ -56,7 +56,7 @@ def model_flops_per_audio_second(bundle: Any, chunk_frames: int) -> float:
     v = bundle.tokenizer.vocab_size
     out_fps = 100 / enc.subsampling  # encoder frames per audio second
     per_out_frame = (
-        2 * 9 * c * f1 * 2  # conv1: two of its output frames per encoder frame
+        2 * 9 * c * f1 * (enc.subsampling / 2)  # conv1 runs at 50 frames/s
         + 2 * 9 * c * c * f2  # conv2
         + 2 * c * f2 * d  # projection
         + enc.num_layers * 2 * 3 * d * (d + d)  # GRU (LSTM: 4 gates)

@@ -1,10 +1,10 @@
 """Forward-only streaming encoder (Deep Speech 2 style, unidirectional).
 
-features (B, T, F) -> global CMVN -> causal conv subsampling x4 -> unidirectional GRU/LSTM
-layers -> row convolution over tau future frames -> LayerNorm -> (B, T/4, D).
+features (B, T, F) -> global CMVN -> causal conv subsampling x s (4, or 2) -> unidirectional
+GRU/LSTM layers -> row convolution over tau future frames -> LayerNorm -> (B, T/s, D).
 
 `step` and `forward` share `_advance` (conv + RNN from a state). Lookahead comes in on the input
-side: a step gets T_chunk + 4 * tau frames; the chunk part advances (and commits) the state, the
+side: a step gets T_chunk + s * tau frames; the chunk part advances (and commits) the state, the
 lookahead part runs from the committed state only to feed the row convolution. `forward` is the
 same computation over the whole (zero-padded) utterance, so the two agree to float rounding.
 """
@@ -30,17 +30,14 @@ class EncoderConfig:
     d_model: int = 256
     num_layers: int = 3
     rnn: Literal["gru", "lstm"] = "gru"
-    lookahead: int = 2  # tau, in subsampled frames (x 40 ms)
+    lookahead: int = 2  # tau, in subsampled frames (x 10 ms x subsampling)
     dropout: float = 0.1
-
-    @property
-    def subsampling(self) -> int:
-        return SUBSAMPLING
+    subsampling: int = SUBSAMPLING  # 4 (40 ms frames) or 2 (20 ms)
 
     @property
     def lookahead_frames(self) -> int:
         """Input (10 ms) frames of lookahead a step needs beyond its chunk."""
-        return self.lookahead * SUBSAMPLING
+        return self.lookahead * self.subsampling
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +59,8 @@ class StreamingEncoder(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.num_mel_bins))
         self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
-        self.subsampling = ConvSubsampling(cfg.num_mel_bins, cfg.conv_channels, cfg.d_model)
+        self.subsampling = ConvSubsampling(cfg.num_mel_bins, cfg.conv_channels, cfg.d_model,
+                                           cfg.subsampling)
         rnn_cls = nn.GRU if cfg.rnn == "gru" else nn.LSTM
         self.rnn = rnn_cls(cfg.d_model, cfg.d_model, cfg.num_layers, batch_first=True,
                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
@@ -91,7 +89,7 @@ class StreamingEncoder(nn.Module):
 
     # ---- shared core -------------------------------------------------------------------------
     def _advance(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Normalised x (B, T, F), T % 4 == 0 -> RNN outputs (B, T/4, D), new state."""
+        """Normalised x (B, T, F), T % s == 0 -> RNN outputs (B, T/s, D), new state."""
         y, c1, c2 = self.subsampling(x, state["conv1"], state["conv2"])
         y = self.dropout(y)
         h0 = state["rnn_h"].transpose(0, 1).contiguous()  # (L, B, D)
@@ -113,12 +111,13 @@ class StreamingEncoder(nn.Module):
 
     # ---- streaming ---------------------------------------------------------------------------
     def step(self, features: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """features (B, T + 4 tau, F) raw fbank, T % 4 == 0 -> (B, T/4, D), new state."""
+        """features (B, T + s tau, F) raw fbank, T % s == 0 -> (B, T / s, D), new state (s: subsampling)."""
         la = self.cfg.lookahead_frames
         t = features.shape[1] - la
-        if t <= 0 or t % SUBSAMPLING:
+        sub = self.cfg.subsampling
+        if t <= 0 or t % sub:
             raise ValueError(f"step needs T + {la} frames with T a positive multiple of "
-                             f"{SUBSAMPLING}; got {features.shape[1]} frames")
+                             f"{sub}; got {features.shape[1]} frames")
         x = self.normalize(features)
         h_chunk, new_state = self._advance(x[:, :t], state)
         if la:
@@ -130,9 +129,9 @@ class StreamingEncoder(nn.Module):
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, T, F), lengths (B,) -> outputs (B, ceil(T/4), D), output lengths (B,).
+        """features (B, T, F), lengths (B,) -> outputs (B, ceil(T/s), D), output lengths (B,).
 
-        Frames past each length, the tail up to a multiple of 4 and the lookahead are
+        Frames past each length, the tail up to a multiple of s and the lookahead are
         normalised zeros, exactly what a stream is padded with when it ends.
         """
         b, t, _ = features.shape
@@ -141,9 +140,10 @@ class StreamingEncoder(nn.Module):
         x = self.normalize(features)
         mask = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
         x = x * mask[..., None]
-        t_out = -(-t // SUBSAMPLING)
-        pad = t_out * SUBSAMPLING - t + self.cfg.lookahead_frames
+        sub = self.cfg.subsampling
+        t_out = -(-t // sub)
+        pad = t_out * sub - t + self.cfg.lookahead_frames
         x = torch.nn.functional.pad(x, (0, 0, 0, pad))  # (B, 4 (T' + tau), F)
         h, _ = self._advance(x, self.init_state(b))
         out = self._finish(h)  # (B, T', D)
-        return out, -(-lengths // SUBSAMPLING)
+        return out, -(-lengths // sub)

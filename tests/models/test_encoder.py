@@ -7,10 +7,11 @@ from models.nn.encoder import EncoderConfig
 TOL = 1e-5
 
 
-def make_model(rnn: str = "gru", lookahead: int = 2, seed: int = 0) -> AcousticModel:
+def make_model(rnn: str = "gru", lookahead: int = 2, seed: int = 0, subsampling: int = 4) -> AcousticModel:
     torch.manual_seed(seed)
     cfg = ModelConfig(EncoderConfig(num_mel_bins=80, conv_channels=8, d_model=32, num_layers=2,
-                                    rnn=rnn, lookahead=lookahead), vocab_size=29)  # type: ignore[arg-type]
+                                    rnn=rnn, lookahead=lookahead,  # type: ignore[arg-type]
+                                    subsampling=subsampling), vocab_size=29)
     model = AcousticModel(cfg).eval()
     with torch.no_grad():  # a non-trivial normaliser and row convolution
         model.encoder.set_normalizer(torch.randn(80), torch.rand(80) + 0.5)
@@ -22,7 +23,8 @@ def stream(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tenso
     """Chunked decode of one utterance (1, T, F) the way a session does it."""
     la = model.lookahead_frames
     t = feats.shape[1]
-    t_pad = -(-t // 4) * 4
+    s = model.subsampling
+    t_pad = -(-t // s) * s
     pad = model.encoder.pad_frame.expand(1, t_pad - t + la, -1)
     x = torch.cat([feats, pad], dim=1)
     state = model.init_state(1)
@@ -37,13 +39,15 @@ def stream(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tenso
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])
 @pytest.mark.parametrize("lookahead", [0, 1, 3])
 @pytest.mark.parametrize("chunk", [4, 16, 32])
-def test_step_equals_forward(rnn: str, lookahead: int, chunk: int) -> None:
-    model = make_model(rnn, lookahead)
+@pytest.mark.parametrize("subsampling", [4, 2])
+def test_step_equals_forward(rnn: str, lookahead: int, chunk: int, subsampling: int) -> None:
+    model = make_model(rnn, lookahead, subsampling=subsampling)
     feats = torch.randn(1, 123, 80) * 3 + 5
     with torch.no_grad():
         offline, lengths = model(feats)
         streamed = stream(model, feats, chunk)
-    assert lengths.tolist() == [31] and offline.shape == (1, 31, 29)
+    t_out = -(-123 // subsampling)
+    assert lengths.tolist() == [t_out] and offline.shape == (1, t_out, 29)
     assert streamed.shape == offline.shape
     assert (streamed - offline).abs().max().item() <= TOL
 
