@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,7 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
     fbank = Fbank(bundle.features)  # one per bundle, shared by every stream
     latencies: list[float] = []
     errors: list[str] = []
+    stages: defaultdict[str, float] = defaultdict(float)  # event-loop seconds per stage
     lag = [0.0]
     disp = Dispatcher(backend, DispatchConfig(policy=policy,  # type: ignore[arg-type]
                                               max_batch=cfg.max_batch, max_streams=n + 1,
@@ -151,6 +153,8 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
                         lag[0] = max(lag[0], done - t_next)
                         t_next += chunk_s
                     await stream.finalize()
+                    for k, v in stream.timings.items():
+                        stages[k] += v
                 except (StreamError, Overloaded) as exc:
                     errors.append(str(exc))
                     stream.close()
@@ -176,6 +180,14 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
         "rtf": round(m.compute_s / audio_s, 4) if audio_s else None,
         "cpu_cores": round(cpu / wall, 2), "errors": len(errors),
         "error_examples": errors[:3], "chunks": chunks,
+        # where the time goes, ms per chunk: features + decoding on the event loop, the model
+        # step in the dispatcher thread, and queueing (dispatch wait minus compute)
+        "ms_per_chunk": {
+            "features": round(1000 * stages["features"] / max(chunks, 1), 3),
+            "decode": round(1000 * stages["decode"] / max(chunks, 1), 3),
+            "model_step": round(1000 * (m.compute_s - m0.compute_s) / max(steps, 1), 3),
+            "dispatch_wait": round(1000 * stages["dispatch"] / max(chunks, 1), 3),
+        },
     }
 
 
@@ -231,6 +243,14 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['rtf']} | "
                      f"{r['cpu_cores']} | {100 * r['roofline']:.1f}% | {r['errors']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
+    lines += ["", "Where the time goes (ms per chunk; features and decoding run on the event loop, "
+              "the model step in the dispatcher thread, once per batch):", "",
+              "| backend | policy | streams | features | decode | model step (per batch) | "
+              "dispatch wait |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        t = r["ms_per_chunk"]
+        lines.append(f"| {r['backend']} | {r['policy']} | {r['streams']} | {t['features']} | "
+                     f"{t['decode']} | {t['model_step']} | {t['dispatch_wait']} |")
     lines += ["", "| backend | " + " | ".join(f"capacity ({p})" for p in result["config"]["policies"])
               + " | ratio |", "|---|" + "---|" * (len(result["config"]["policies"]) + 1)]
     for be, caps in result["capacity"].items():
