@@ -116,6 +116,13 @@ class StreamDecoder:
     def source_seconds(self) -> float:
         return self.samples_in / self.fmt.sample_rate if self.fmt else 0.0
 
+    def seconds_in(self, data: bytes) -> float:
+        """Source seconds a frame of bytes holds (0 while the WAV header is still unread)."""
+        if self.fmt is None:
+            return 0.0
+        width = BYTES_PER_SAMPLE[self.fmt.encoding] * self.fmt.channels
+        return len(data) / width / self.fmt.sample_rate
+
     def feed(self, data: bytes) -> np.ndarray:
         """One frame of bytes -> new samples at the target rate (possibly none yet)."""
         if self.fmt is None:  # still reading the WAV header

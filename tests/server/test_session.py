@@ -1,0 +1,102 @@
+"""The sans-I/O session: same transcript as the single-stream path; limits and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import numpy as np
+import pytest
+
+from models.audio import AudioError, load_audio
+from models.backends import make_backend
+from models.bundle import load
+from models.streaming import StreamingTranscriber
+from server.audio_in import AudioFormat
+from server.dispatch import Dispatcher
+from server.session import Final, Limits, Partial, Session, SessionConfig, SessionError
+from tests.models.test_cli import tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load(tiny_bundle(tmp_path_factory.mktemp("b") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> tuple[bytes, np.ndarray]:
+    wav = tmp_path_factory.mktemp("w") / "a.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav),
+                    "turn on the lights in the kitchen please"], check=True)
+    return wav.read_bytes(), load_audio(wav, sample_rate=16_000)
+
+
+def drive(bundle, session: Session, frames: list[bytes]) -> list:
+    """What a protocol adapter does: feed frames, run the steps through Batch Dispatch."""
+
+    async def main() -> list:
+        events: list = []
+        async with Dispatcher(make_backend("torch", bundle)) as disp:
+            sid = disp.open_stream()
+            for i, f in enumerate(frames):
+                for x in session.feed(f, now=float(i)):
+                    events += session.on_output(await disp.step(sid, x))
+            for x in session.finish(now=float(len(frames))):
+                events += session.on_output(await disp.step(sid, x))
+            return events + session.close()
+
+    return asyncio.run(main())
+
+
+def split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_wav_stream_gives_the_offline_transcript(bundle, speech) -> None:
+    wav, audio = speech
+    offline = StreamingTranscriber(bundle)
+    offline.accept_waveform(audio)
+    want = offline.finalize()
+    cfg = SessionConfig(format=AudioFormat("wav", 0), continuous=False)
+    events = drive(bundle, Session(bundle, cfg), split(wav, 3333))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1 and finals[0].text == want.text
+    assert finals[0].words == want.words
+    assert finals[0].audio_processed == pytest.approx(audio.size / 16000, abs=0.01)
+    partials = [e for e in events if isinstance(e, Partial)]
+    assert all(0.0 <= p.stability <= 1.0 for p in partials)
+
+
+def test_pcm16_at_8khz_is_resampled(bundle, speech) -> None:
+    import soxr
+
+    _, audio = speech
+    pcm8 = (soxr.resample(audio, 16000, 8000) * 32767).astype("<i2").tobytes()
+    cfg = SessionConfig(format=AudioFormat("pcm_s16le", 8000), continuous=False)
+    events = drive(bundle, Session(bundle, cfg), split(pcm8, 1600))
+    assert isinstance(events[-1], Final) and events[-1].end > 2.0
+
+
+def test_limits_and_errors_are_specific(bundle) -> None:
+    cfg = SessionConfig(limits=Limits(max_frame_bytes=1000, max_stream_s=0.5, idle_timeout_s=5))
+    s = Session(bundle, cfg, now=0.0)
+    with pytest.raises(SessionError, match="1002 bytes exceeds max_frame_bytes=1000") as e:
+        s.feed(b"\x00" * 1002, now=1.0)
+    assert e.value.code == "frame_too_large"
+    with pytest.raises(AudioError, match="got a frame of 999 bytes"):
+        s.feed(b"\x00" * 999, now=1.0)
+    s.feed(b"\x00" * 1000, now=1.0)  # earlier errors lost nothing: the stream goes on
+    assert not s.idle_expired(5.9) and s.idle_expired(6.1)
+    for _ in range(15):  # 16 x 500 samples = 0.5 s exactly
+        s.feed(b"\x00" * 1000, now=2.0)
+    with pytest.raises(SessionError, match="max_stream_s=0.5") as e:
+        s.feed(b"\x00" * 1000, now=2.0)
+    assert e.value.code == "stream_too_long" and s.audio_seconds == 0.5
+    s.finish(now=3.0)
+    with pytest.raises(SessionError, match="audio after the end") as e:
+        s.feed(b"\x00\x00", now=3.0)
+    for bad, msg in [(SessionConfig(max_alternatives=0), "max_alternatives must be"),
+                     (SessionConfig(format=AudioFormat("pcm_s16le", 0)), "sample_rate must be"),
+                     (SessionConfig(decoder="viterbi"), "decoder must be")]:
+        with pytest.raises(AudioError, match=msg):
+            Session(bundle, bad)
