@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,7 +64,10 @@ class DispatchMetrics:
     chunks: int = 0
     failed_chunks: int = 0
     compute_s: float = 0.0
-    queue_wait_s: list[float] = field(default_factory=list)  # per chunk, submit -> batch start
+    # per chunk, submit -> batch start: the latest waits (bounded: a server runs for months)
+    queue_wait_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    queue_wait_sum_s: float = 0.0
+    compute_s_per_step: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     refused: int = 0
 
     @property
@@ -197,6 +200,7 @@ class Dispatcher:
         start = time.perf_counter()
         for r in group:
             self.metrics.queue_wait_s.append(start - r.submitted)
+            self.metrics.queue_wait_sum_s += start - r.submitted
         try:
             inputs = {"features": np.stack([r.features for r in group])}  # (B, T, F)
             for name in self._states[group[0].sid]:
@@ -211,6 +215,7 @@ class Dispatcher:
                         f"{type(exc).__name__}: {exc}"))
             return
         self.metrics.compute_s += time.perf_counter() - start
+        self.metrics.compute_s_per_step.append(time.perf_counter() - start)
         self.metrics.steps += 1
         self.metrics.chunks += len(group)
         self.metrics.batch_sizes[len(group)] += 1

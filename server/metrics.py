@@ -1,0 +1,83 @@
+"""Prometheus metrics (served at /metrics): streams, audio, results, errors, Batch Dispatch.
+
+One registry per App (tests start many servers in one process). Dispatcher numbers are read at
+scrape time from its own counters, so the hot path never touches prometheus_client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SECONDS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def _buckets(values: Iterable[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    vals = list(values)
+    out = [(str(b), float(sum(1 for v in vals if v <= b))) for b in bounds]
+    return [*out, ("+Inf", float(len(vals)))]
+
+
+class _DispatchCollector:
+    def __init__(self, dispatcher: Any):
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        m = self.dispatcher.metrics
+        yield CounterMetricFamily("chorus_dispatch_steps", "model steps run", value=m.steps)
+        yield CounterMetricFamily("chorus_dispatch_chunks", "stream chunks computed", value=m.chunks)
+        yield CounterMetricFamily("chorus_dispatch_failed_chunks", "chunks whose batch failed",
+                                  value=m.failed_chunks)
+        yield CounterMetricFamily("chorus_dispatch_refused", "streams/chunks refused (capacity)",
+                                  value=m.refused)
+        yield CounterMetricFamily("chorus_dispatch_compute_seconds", "seconds in backend.step",
+                                  value=m.compute_s)
+        sizes = m.batch_sizes  # batch size -> steps
+        cum = [(str(b), float(sum(n for k, n in sizes.items() if k <= b))) for b in BATCH_BUCKETS]
+        yield HistogramMetricFamily("chorus_dispatch_batch_size", "streams per model step",
+                                    buckets=[*cum, ("+Inf", float(sum(sizes.values())))],
+                                    sum_value=float(sum(k * n for k, n in sizes.items())))
+        yield HistogramMetricFamily("chorus_dispatch_queue_wait_seconds",
+                                    "chunk wait before its batch starts (latest 100k)",
+                                    buckets=_buckets(m.queue_wait_s, SECONDS_BUCKETS),
+                                    sum_value=sum(m.queue_wait_s))
+        yield HistogramMetricFamily("chorus_dispatch_step_seconds", "backend.step time (latest 100k)",
+                                    buckets=_buckets(m.compute_s_per_step, SECONDS_BUCKETS),
+                                    sum_value=sum(m.compute_s_per_step))
+        yield GaugeMetricFamily("chorus_active_streams", "open streams",
+                                value=self.dispatcher.active_streams)
+
+
+class Metrics:
+    def __init__(self, dispatcher: Any):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.registry.register(_DispatchCollector(dispatcher))
+        self.streams_total = Counter("chorus_streams", "streams opened", registry=self.registry)
+        self.audio_seconds = Counter("chorus_audio_seconds", "audio received (source seconds)",
+                                     registry=self.registry)
+        self.partials = Counter("chorus_partials", "partial results sent", registry=self.registry)
+        self.finals = Counter("chorus_finals", "final results sent", registry=self.registry)
+        self.errors = Counter("chorus_errors", "errors sent to clients", ["code"],
+                              registry=self.registry)
+        self.active_streams = Gauge("chorus_open_streams", "streams open (adapter view)",
+                                    registry=self.registry)
+
+    def observe_events(self, events: Iterable[Any]) -> None:
+        from server.session import Final
+
+        for e in events:
+            (self.finals if isinstance(e, Final) else self.partials).inc()
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)

@@ -1,0 +1,47 @@
+"""A real server (App + WebSocket) on a loopback port, in a background event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from server.app import App, ServerConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(bundle: Any, **overrides: Any) -> Iterator[App]:
+    from server.ws import serve_ws
+
+    cfg = replace(ServerConfig(ws_port=free_port()), **overrides)
+    loop = asyncio.new_event_loop()
+    app = App(cfg, bundle=bundle)
+    started = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        await app.start()
+        holder["server"] = await serve_ws(app)
+        started.set()
+        await holder["server"].wait_closed()
+        await app.stop()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(30), "server did not start"
+    app.loop = loop  # type: ignore[attr-defined]
+    try:
+        yield app
+    finally:
+        loop.call_soon_threadsafe(holder["server"].close)
+        thread.join(30)
