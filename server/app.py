@@ -89,6 +89,7 @@ class App:
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.metrics = Metrics(self.dispatcher)
         self.draining = False
+        self.drain_event = asyncio.Event()  # set on drain: open streams finish and close
         self.started = False
 
     @property
@@ -118,8 +119,9 @@ class App:
         return Stream(self, session, sid)
 
     async def drain(self) -> None:
-        """Stop accepting streams; wait (bounded) for open ones to finish."""
+        """Stop accepting streams; open ones deliver their owed finals and close (bounded)."""
         self.draining = True
+        self.drain_event.set()
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while self.dispatcher.active_streams and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -18,6 +18,23 @@ def _names(text: str) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     from models.cli import BENCH_SUBCOMMANDS
 
+    sv = sub.add_parser("serve", help="run the streaming recognition server",
+                        description="WebSocket /v1/stream + HTTP (/healthz /readyz /metrics /) with "
+                                    "Batch Dispatch. Settings: --config YAML < CHORUS_* env < flags.")
+    sv.add_argument("--config", type=Path, default=None)
+    sv.add_argument("--bundle", default=None, help="default: the shipped bundle")
+    sv.add_argument("--host", default=None)
+    sv.add_argument("--ws-port", type=int, default=None)
+    sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
+    sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
+    sv.add_argument("--threads", type=int, default=None)
+    sv.add_argument("--max-streams", type=int, default=None)
+    sv.add_argument("--max-batch", type=int, default=None)
+    sv.add_argument("--api-key", action="append", default=None, help="repeat for several keys")
+    sv.add_argument("--tls-cert", default=None)
+    sv.add_argument("--tls-key", default=None)
+    sv.set_defaults(func=run_serve)
+
     if not BENCH_SUBCOMMANDS:
         raise RuntimeError("models.cli must register before server.cli (the `bench` group)")
     p = BENCH_SUBCOMMANDS[0].add_parser(
@@ -55,3 +72,18 @@ def run_bench_dispatch(args: argparse.Namespace) -> int:
     print(markdown(result))
     print(json.dumps({"wrote": [str(p) for p in paths]}))
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from models.backends import BackendUnavailable
+    from models.bundle import BundleError
+    from server.serve import main
+
+    flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port,
+             "backend": args.backend, "policy": args.policy, "threads": args.threads,
+             "max_streams": args.max_streams, "max_batch": args.max_batch,
+             "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    try:
+        return main(args.config, flags)
+    except (BundleError, BackendUnavailable, ValueError, OSError) as exc:
+        raise SystemExit(f"chorus serve: {exc}") from exc

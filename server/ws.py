@@ -30,7 +30,7 @@ START_FIELDS = {"type", "format", "interim_results", "continuous", "max_alternat
 CLOSE = {"invalid_json": 1007, "bad_audio": 1007, "bad_config": 1007, "unknown_type": 1008,
          "audio_before_start": 1008, "expected_start": 1008, "stream_too_long": 1008,
          "idle_timeout": 1008, "audio_after_end": 1008, "frame_too_large": 1009,
-         "client_too_slow": 1008, "overloaded": 1013, "internal": 1011}
+         "client_too_slow": 1008, "overloaded": 1013, "internal": 1011, "server_shutdown": 1001}
 
 
 class ProtocolError(Exception):
@@ -126,15 +126,26 @@ async def handle(app: App, ws: Any) -> None:
             raise ProtocolError("client_too_slow", f"more than {app.cfg.send_queue} results "
                                                    "waiting: the client is not reading") from None
 
+    async def next_message() -> str | bytes:
+        recv = asyncio.ensure_future(ws.recv())
+        drain = asyncio.ensure_future(app.drain_event.wait())
+        done, _ = await asyncio.wait({recv, drain}, timeout=app.cfg.limits.idle_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        drain.cancel()
+        if recv in done:
+            return recv.result()
+        recv.cancel()
+        if drain in done:
+            raise ProtocolError("server_shutdown", "the server is shutting down: finals for the "
+                                                   "audio received were sent; reconnect elsewhere")
+        raise ProtocolError("idle_timeout", f"no message for {app.cfg.limits.idle_timeout_s:g} "
+                                            "seconds (limits.idle_timeout_s)")
+
     send_task = asyncio.create_task(sender())
     code, message = None, ""
     try:
         while True:
-            try:
-                msg = await asyncio.wait_for(ws.recv(), app.cfg.limits.idle_timeout_s)
-            except TimeoutError:
-                raise ProtocolError("idle_timeout", f"no message for {app.cfg.limits.idle_timeout_s:g} "
-                                                    "seconds (limits.idle_timeout_s)") from None
+            msg = await next_message()
             if isinstance(msg, bytes):
                 if stream is None:
                     raise ProtocolError("audio_before_start", "binary audio before the start message")

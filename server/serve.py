@@ -1,0 +1,106 @@
+"""`chorus serve`: configuration (file < environment < flags), TLS, signals and drain.
+
+Config file: YAML with ServerConfig fields (`limits:` and `endpoint:` as mappings). Environment:
+CHORUS_<FIELD> for top-level fields (e.g. CHORUS_WS_PORT=8001, CHORUS_API_KEYS=a,b). SIGTERM
+or SIGINT: stop accepting (new connections get 503), let open streams deliver the finals owed
+for the audio they sent, close, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from server.app import App, ServerConfig
+from server.session import EndpointConfig, Limits
+
+log = logging.getLogger("chorus.serve")
+NESTED = {"limits": Limits, "endpoint": EndpointConfig}
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def load_server_config(path: Path | None, env: dict[str, str], flags: dict[str, Any]) -> ServerConfig:
+    import yaml
+
+    base = ServerConfig()
+    raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {} if path else {}
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    unknown = set(raw) - fields
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}; known: {sorted(fields)}")
+    for name, cls in NESTED.items():
+        if name in raw:
+            sub = raw[name] or {}
+            known = {f.name for f in dataclasses.fields(cls)}
+            if set(sub) - known:
+                raise ValueError(f"{path}: {name}: unknown field(s) {sorted(set(sub) - known)}")
+            raw[name] = cls(**sub)
+    for name in fields - set(NESTED):
+        key = f"CHORUS_{name.upper()}"
+        if key in env:
+            raw[name] = _coerce(env[key], getattr(base, name))
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    if "api_keys" in raw:
+        raw["api_keys"] = tuple(raw["api_keys"])
+    return dataclasses.replace(base, **raw)
+
+
+def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    if not cfg.tls_cert and not cfg.tls_key:
+        return None
+    if not (cfg.tls_cert and cfg.tls_key):
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
+    from server.ws import serve_ws
+
+    app = App(cfg)
+    await app.start()
+    ws_server = await serve_ws(app, ssl=tls_context(cfg))
+    scheme = "wss" if cfg.tls_cert else "ws"
+    log.info("serving %s (%s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path, cfg.backend,
+             cfg.policy, scheme, cfg.host, cfg.ws_port)
+    print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream", flush=True)
+    if ready_file:
+        ready_file.write_text("ready\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
+    print("chorus: draining", flush=True)
+    await app.drain()
+    ws_server.close()
+    await ws_server.wait_closed()
+    await app.stop()
+    print("chorus: stopped", flush=True)
+    return 0
+
+
+def main(config: Path | None, flags: dict[str, Any]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cfg = load_server_config(config, dict(os.environ), flags)
+    return asyncio.run(serve(cfg))

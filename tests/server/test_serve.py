@@ -1,0 +1,94 @@
+"""`chorus serve` as a real process: SIGTERM drains (owed finals, exit 0); TLS; config layers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+from websockets.sync.client import connect
+
+from server.serve import load_server_config
+from tests.models.test_cli import tiny_bundle
+from tests.server.conftest import free_port
+
+
+def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    bundle = tiny_bundle(tmp_path / "b")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle),
+                             "--ws-port", str(port), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            return proc, port
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.stdout.read()}")
+
+
+def test_sigterm_delivers_owed_finals_and_exits_zero(tmp_path) -> None:
+    proc, port = start_server(tmp_path)
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000 * 2) * 32767).astype("<i2").tobytes()
+    got = []
+    with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+        ws.send(json.dumps({"type": "start", "continuous": False}))
+        got.append(json.loads(ws.recv()))
+        ws.send(audio)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            while True:
+                got.append(json.loads(ws.recv()))
+        except ConnectionClosed:
+            pass
+        assert ws.close_code == 1001
+    assert proc.wait(60) == 0
+    kinds = [m["type"] for m in got]
+    assert kinds[0] == "ready" and kinds[-2:] == ["final", "error"], kinds
+    assert got[-1]["code"] == "server_shutdown"
+    assert got[-2]["audio_processed"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_tls(tmp_path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    proc, port = start_server(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with connect(f"wss://127.0.0.1:{port}/v1/stream", ssl=ctx) as ws:
+            ws.send(json.dumps({"type": "start"}))
+            assert json.loads(ws.recv())["type"] == "ready"
+        with pytest.raises(ssl.SSLCertVerificationError):  # a client that does not trust it
+            connect(f"wss://127.0.0.1:{port}/v1/stream", ssl=ssl.create_default_context())
+        with pytest.raises(InvalidMessage):  # plain ws to a TLS port: no valid handshake
+            connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_config_layers(tmp_path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("ws_port: 9000\nmax_streams: 7\nlimits:\n  idle_timeout_s: 3\n")
+    cfg = load_server_config(f, {"CHORUS_WS_PORT": "9100", "CHORUS_API_KEYS": "a,b"},
+                             {"max_streams": 9, "ws_port": None})
+    assert (cfg.ws_port, cfg.max_streams, cfg.api_keys) == (9100, 9, ("a", "b"))
+    assert cfg.limits.idle_timeout_s == 3
+    f.write_text("wsport: 1\n")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['wsport'\]"):
+        load_server_config(f, {}, {})
