@@ -40,9 +40,11 @@ lint: setup
 	$(BIN)/ruff check models server training clients loadtest tests
 	$(BIN)/mypy
 
-# Until the server lands (issue: server), `make serve` runs the offline feature demo.
+# The streaming server with the shipped default bundle (WebSocket + HTTP on port 8000).
+# Override with e.g. `make serve SERVE_ARGS="--backend onnxruntime --ws-port 8001"`.
+SERVE_ARGS ?=
 serve: setup
-	$(BIN)/chorus demo
+	$(BIN)/chorus serve --host 0.0.0.0 $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

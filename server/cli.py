@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--bundle", default=None, help="default: the shipped bundle")
     sv.add_argument("--host", default=None)
     sv.add_argument("--ws-port", type=int, default=None)
+    sv.add_argument("--grpc-port", type=int, default=None)
     sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
     sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
     sv.add_argument("--threads", type=int, default=None)
@@ -79,7 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from models.bundle import BundleError
     from server.serve import main
 
-    flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port,
+    flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port, "grpc_port": args.grpc_port,
              "backend": args.backend, "policy": args.policy, "threads": args.threads,
              "max_streams": args.max_streams, "max_batch": args.max_batch,
              "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key}

@@ -73,15 +73,18 @@ def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
 
 
 async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
+    from server.grpc_server import serve_grpc
     from server.ws import serve_ws
 
     app = App(cfg)
     await app.start()
     ws_server = await serve_ws(app, ssl=tls_context(cfg))
+    grpc_server = await serve_grpc(app)
     scheme = "wss" if cfg.tls_cert else "ws"
     log.info("serving %s (%s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path, cfg.backend,
              cfg.policy, scheme, cfg.host, cfg.ws_port)
-    print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream", flush=True)
+    print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream and gRPC "
+          f"{cfg.host}:{cfg.grpc_port}", flush=True)
     if ready_file:
         ready_file.write_text("ready\n")
     stop = asyncio.Event()
@@ -91,7 +94,11 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     await stop.wait()
     log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
     print("chorus: draining", flush=True)
+    health = getattr(app, "grpc_health", None)
+    if health is not None:
+        await health.enter_graceful_shutdown()  # load balancers see NOT_SERVING
     await app.drain()
+    await grpc_server.stop(app.cfg.drain_timeout_s)  # in-flight RPCs finish, new ones refused
     ws_server.close()
     await ws_server.wait_closed()
     await app.stop()

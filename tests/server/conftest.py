@@ -1,4 +1,4 @@
-"""A real server (App + WebSocket) on a loopback port, in a background event loop."""
+"""A real server (App + WebSocket + gRPC) on loopback ports, in a background event loop."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(bundle: Any, **overrides: Any) -> Iterator[App]:
+    from server.grpc_server import serve_grpc
     from server.ws import serve_ws
 
-    cfg = replace(ServerConfig(ws_port=free_port()), **overrides)
+    cfg = replace(ServerConfig(ws_port=free_port(), grpc_port=free_port()), **overrides)
     loop = asyncio.new_event_loop()
     app = App(cfg, bundle=bundle)
     started = threading.Event()
@@ -32,8 +33,10 @@ def running_server(bundle: Any, **overrides: Any) -> Iterator[App]:
     async def main() -> None:
         await app.start()
         holder["server"] = await serve_ws(app)
+        grpc_server = await serve_grpc(app)
         started.set()
         await holder["server"].wait_closed()
+        await grpc_server.stop(1)
         await app.stop()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)

@@ -24,8 +24,8 @@ def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     bundle = tiny_bundle(tmp_path / "b")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle),
-                             "--ws-port", str(port), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             "--ws-port", str(port), "--grpc-port", str(free_port()), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
     while time.monotonic() < deadline:

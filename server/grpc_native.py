@@ -1,0 +1,109 @@
+"""The native gRPC service `chorus.asr.v1.Asr` (protos/chorus/asr/v1/asr.proto)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from server.app import App
+from server.audio_in import AudioFormat
+from server.grpc_codegen import generated
+from server.grpc_common import abort_for, recognize_whole
+from server.session import Final, Partial, SessionConfig
+
+pb, pb_grpc = generated()
+ENCODINGS = {0: "wav", 1: "pcm_s16le", 2: "pcm_f32le", 3: "mulaw", 4: "wav"}
+
+
+def session_config(app: App, cfg: Any, *, interim: bool = False, continuous: bool = True) -> SessionConfig:
+    f = cfg.format
+    return app.session_config(
+        format=AudioFormat(ENCODINGS.get(f.encoding, f"enum {f.encoding}"), f.sample_rate_hertz,
+                           f.channels or 1),
+        interim_results=interim, continuous=continuous, max_alternatives=cfg.max_alternatives or 1,
+        decoder=cfg.decoder or None)
+
+
+def result_of(e: Final | Partial) -> Any:
+    words = [pb.Word(word=w.word, start=w.start, end=w.end, confidence=w.confidence)
+             for w in e.words]
+    if isinstance(e, Partial):
+        return pb.Result(text=e.text, is_final=False, stability=e.stability, words=words)
+    return pb.Result(text=e.text, is_final=True, stability=1.0, confidence=e.confidence,
+                     words=words, start=e.start, end=e.end, audio_processed=e.audio_processed,
+                     alternatives=[pb.Alternative(text=t, score=s) for t, s in e.alternatives])
+
+
+def response_of(finals: list[Final]) -> Any:
+    return pb.RecognizeResponse(results=[result_of(f) for f in finals],
+                                text=" ".join(f.text for f in finals if f.text))
+
+
+class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
+    def __init__(self, app: App):
+        self.app = app
+
+    async def Recognize(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC names)
+        try:
+            return response_of(await recognize_whole(self.app, session_config(self.app, request.config),
+                                                     request.audio))
+        except Exception as exc:  # noqa: BLE001
+            await abort_for(context, exc)
+
+    async def BatchRecognize(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        try:
+            cfg = session_config(self.app, request.config)
+            cfg.validate()
+        except Exception as exc:  # noqa: BLE001
+            await abort_for(context, exc)
+        sem = asyncio.Semaphore(max(1, self.app.cfg.max_streams // 2))
+
+        async def one(item: Any) -> Any:
+            async with sem:
+                try:
+                    return pb.BatchRecognizeResponse(id=item.id, response=response_of(
+                        await recognize_whole(self.app, cfg, item.audio)))
+                except Exception as exc:  # noqa: BLE001 - one bad item does not stop the rest
+                    return pb.BatchRecognizeResponse(id=item.id, error=f"{type(exc).__name__}: {exc}")
+
+        for done in asyncio.as_completed([one(i) for i in request.items]):
+            yield await done
+
+    async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        stream = None
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("request")
+                if kind == "streaming_config":
+                    if stream is not None:
+                        raise ValueError("streaming_config sent twice")
+                    sc = req.streaming_config
+                    stream = self.app.open(session_config(self.app, sc.config,
+                                                          interim=sc.interim_results,
+                                                          continuous=sc.continuous))
+                    continue
+                if stream is None:
+                    raise ValueError("the first request must carry streaming_config")
+                events = await stream.feed(req.audio)
+                if events:
+                    yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
+                                                        results=[result_of(e) for e in events])
+            if stream is not None:
+                events = await stream.finish()
+                if events:
+                    yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
+                                                        results=[result_of(e) for e in events])
+        except Exception as exc:  # noqa: BLE001
+            if stream is not None and not stream.session.closed:  # owed finals first
+                try:
+                    finals = [e for e in await stream.finish() if isinstance(e, Final)]
+                    if finals:
+                        yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
+                                                            results=[result_of(e) for e in finals])
+                except Exception:  # noqa: BLE001
+                    pass
+            await abort_for(context, exc)
+        finally:
+            if stream is not None:
+                stream.close()

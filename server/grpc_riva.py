@@ -1,0 +1,147 @@
+"""`nvidia.riva.asr.RivaSpeechRecognition` on our server, with the nvidia-riva-client stubs.
+
+So Riva's own client library and scripts work unchanged. Mapping:
+- encoding: LINEAR_PCM -> pcm_s16le, MULAW -> mulaw; audio that starts with a RIFF/WAVE header
+  is read as a WAV file whatever the declared encoding (Riva's file scripts send the file's
+  bytes, header included, sometimes with ENCODING_UNSPECIFIED and sample_rate_hertz 0);
+- language_code: empty means the default (en-US); another language is INVALID_ARGUMENT;
+- word times in milliseconds when enable_word_time_offsets; max_alternatives via the beam;
+- endpointing_config.stop_history (ms) -> trailing silence that ends an utterance;
+- speech_contexts (word boosting) are accepted; boosting is not implemented in our decoder yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from server.app import App, Stream
+from server.audio_in import AudioFormat
+from server.grpc_common import abort_for, looks_like_wav, recognize_whole
+from server.session import Final, Partial, SessionConfig
+
+ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read
+LANGUAGES = ("en-US", "en")
+
+
+def _pb() -> tuple[Any, Any]:
+    import riva.client.proto.riva_asr_pb2 as rasr
+    import riva.client.proto.riva_asr_pb2_grpc as rasr_grpc
+
+    return rasr, rasr_grpc
+
+
+def session_config(app: App, cfg: Any, first_audio: bytes, *, interim: bool = False,
+                   continuous: bool = True) -> SessionConfig:
+    if cfg.language_code and cfg.language_code not in LANGUAGES:
+        raise ValueError(f"language_code {cfg.language_code!r} is not served; this server has "
+                         f"{LANGUAGES[0]} (empty means the default)")
+    if looks_like_wav(first_audio):
+        fmt = AudioFormat("wav", 0)
+    elif cfg.encoding in ENCODINGS:
+        fmt = AudioFormat(ENCODINGS[cfg.encoding], cfg.sample_rate_hertz, cfg.audio_channel_count or 1)
+    else:
+        import riva.client.proto.riva_audio_pb2 as raudio
+
+        name = raudio.AudioEncoding.Name(cfg.encoding) if cfg.encoding in raudio.AudioEncoding.values() \
+            else str(cfg.encoding)
+        raise ValueError(f"encoding {name} is not supported: send LINEAR_PCM, MULAW, or a WAV file's "
+                         "bytes (header included)")
+    sc = app.session_config(format=fmt, interim_results=interim, continuous=continuous,
+                            max_alternatives=max(1, cfg.max_alternatives))
+    ep = cfg.endpointing_config
+    if cfg.HasField("endpointing_config") and ep.stop_history > 0:
+        sc = replace(sc, endpoint=replace(sc.endpoint, trailing_silence_ms=float(ep.stop_history)))
+    return sc
+
+
+def alternatives(e: Final | Partial, cfg: Any) -> list[Any]:
+    rasr, _ = _pb()
+    words = []
+    if cfg.enable_word_time_offsets:
+        words = [rasr.WordInfo(word=w.word, start_time=round(1000 * w.start),
+                               end_time=round(1000 * w.end), confidence=w.confidence)
+                 for w in e.words]
+    first = rasr.SpeechRecognitionAlternative(
+        transcript=e.text, confidence=getattr(e, "confidence", 0.0), words=words)
+    out = [first]
+    if isinstance(e, Final):
+        out += [rasr.SpeechRecognitionAlternative(transcript=t)
+                for t, _ in e.alternatives[1 : max(1, cfg.max_alternatives)]]
+    return out
+
+
+class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
+    def __init__(self, app: App):
+        self.app = app
+
+    async def GetRivaSpeechRecognitionConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        rasr, _ = _pb()
+        resp = rasr.RivaSpeechRecognitionConfigResponse()
+        name = self.app.bundle.provenance.get("recipe", "chorus")
+        for kind in ("online", "offline"):
+            c = resp.model_config.add()
+            c.model_name = f"chorus-{name}-{kind}"
+            c.parameters.update({"type": kind, "language_code": LANGUAGES[0],
+                                 "sample_rate": str(self.app.bundle.features.sample_rate),
+                                 "streaming": "true" if kind == "online" else "false"})
+        return resp
+
+    async def Recognize(self, request: Any, context: Any) -> Any:  # noqa: N802
+        rasr, _ = _pb()
+        try:
+            cfg = session_config(self.app, request.config, request.audio)
+            finals = await recognize_whole(self.app, cfg, request.audio)
+        except Exception as exc:  # noqa: BLE001
+            await abort_for(context, exc)
+        return rasr.RecognizeResponse(results=[
+            rasr.SpeechRecognitionResult(alternatives=alternatives(f, request.config),
+                                         channel_tag=1, audio_processed=f.audio_processed)
+            for f in finals if f.text])
+
+    async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        rasr, _ = _pb()
+        streaming_cfg = None
+        stream: Stream | None = None
+
+        def response(events: list[Any]) -> Any:
+            assert streaming_cfg is not None and stream is not None
+            return rasr.StreamingRecognizeResponse(results=[
+                rasr.StreamingRecognitionResult(
+                    alternatives=alternatives(e, streaming_cfg.config), is_final=isinstance(e, Final),
+                    stability=1.0 if isinstance(e, Final) else e.stability, channel_tag=1,
+                    audio_processed=stream.session.audio_seconds) for e in events])
+
+        try:
+            async for req in requests:
+                if req.HasField("streaming_config"):
+                    if streaming_cfg is not None:
+                        raise ValueError("streaming_config sent twice")
+                    streaming_cfg = req.streaming_config
+                    continue
+                if streaming_cfg is None:
+                    raise ValueError("the first StreamingRecognizeRequest must carry streaming_config")
+                if stream is None:  # the format is known from the first audio bytes
+                    stream = self.app.open(session_config(
+                        self.app, streaming_cfg.config, req.audio_content,
+                        interim=streaming_cfg.interim_results))
+                events = await stream.feed(req.audio_content)
+                if events:
+                    yield response(events)
+            if stream is not None:
+                events = await stream.finish()
+                if events:
+                    yield response(events)
+        except Exception as exc:  # noqa: BLE001
+            if stream is not None and not stream.session.closed:  # owed finals first
+                try:
+                    finals = [e for e in await stream.finish() if isinstance(e, Final)]
+                    if finals:
+                        yield response(finals)
+                except Exception:  # noqa: BLE001
+                    pass
+            await abort_for(context, exc)
+        finally:
+            if stream is not None:
+                stream.close()

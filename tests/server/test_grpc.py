@@ -1,0 +1,138 @@
+"""gRPC on a real server: native API, the unmodified Riva client, health and reflection."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from models.audio import load_audio
+from models.bundle import load
+from models.streaming import StreamingTranscriber
+from tests.models.test_cli import tiny_bundle
+from tests.server.conftest import running_server
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load(tiny_bundle(tmp_path_factory.mktemp("b") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("w") / "a.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "open the garage door"], check=True)
+    return path  # 22.05 kHz PCM16 WAV
+
+
+def offline(bundle, wav: Path) -> str:
+    t = StreamingTranscriber(bundle)
+    t.accept_waveform(load_audio(wav, sample_rate=16_000))
+    return t.finalize().text
+
+
+def test_riva_client_offline_and_streaming(bundle, wav) -> None:
+    import riva.client
+
+    want = offline(bundle, wav)
+    with running_server(bundle) as app:
+        auth = riva.client.Auth(uri=f"127.0.0.1:{app.cfg.grpc_port}")
+        asr = riva.client.ASRService(auth)
+        # offline, the way Riva's transcribe_file_offline script does it: the file's bytes
+        config = riva.client.RecognitionConfig(language_code="en-US", max_alternatives=1,
+                                               enable_word_time_offsets=True)
+        riva.client.add_audio_file_specs_to_config(config, wav)
+        resp = asr.offline_recognize(wav.read_bytes(), config)
+        text = " ".join(r.alternatives[0].transcript for r in resp.results)
+        assert text == want
+        if resp.results:
+            assert all(w.end_time >= w.start_time >= 0 for w in resp.results[0].alternatives[0].words)
+        # streaming, the way its transcribe_file script does it: file chunks, header included
+        sconfig = riva.client.StreamingRecognitionConfig(
+            config=riva.client.RecognitionConfig(language_code="", max_alternatives=1,
+                                                 encoding=riva.client.AudioEncoding.LINEAR_PCM),
+            interim_results=True)
+        riva.client.add_audio_file_specs_to_config(sconfig, wav)
+        with riva.client.AudioChunkFileIterator(wav, 1600) as chunks:
+            finals = [r.alternatives[0].transcript
+                      for resp in asr.streaming_response_generator(chunks, sconfig)
+                      for r in resp.results if r.is_final]
+        assert " ".join(f for f in finals if f) == want
+        cfg = asr.stub.GetRivaSpeechRecognitionConfig(
+            riva.client.proto.riva_asr_pb2.RivaSpeechRecognitionConfigRequest())
+        kinds = {c.parameters["type"] for c in cfg.model_config}
+        assert kinds == {"online", "offline"}
+
+
+def test_riva_errors(bundle, wav) -> None:
+    import riva.client
+
+    with running_server(bundle, api_keys=("k1",)) as app:
+        uri = f"127.0.0.1:{app.cfg.grpc_port}"
+        config = riva.client.RecognitionConfig(encoding=riva.client.AudioEncoding.LINEAR_PCM,
+                                               sample_rate_hertz=16000)
+        pcm = (np.zeros(1600)).astype("<i2").tobytes()
+        with pytest.raises(grpc.RpcError) as e:
+            riva.client.ASRService(riva.client.Auth(uri=uri)).offline_recognize(pcm, config)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        asr = riva.client.ASRService(riva.client.Auth(uri=uri, metadata_args=[["x-api-key", "k1"]]))
+        asr.offline_recognize(pcm, config)
+        for bad, msg in [(dict(sample_rate_hertz=0), "sample_rate must be between"),
+                         (dict(sample_rate_hertz=16000, language_code="de-DE"), "not served"),
+                         (dict(sample_rate_hertz=16000, encoding=riva.client.AudioEncoding.FLAC),
+                          "encoding FLAC is not supported")]:
+            cfg = riva.client.RecognitionConfig(**{"encoding": riva.client.AudioEncoding.LINEAR_PCM,
+                                                   **bad})
+            with pytest.raises(grpc.RpcError) as e:
+                asr.offline_recognize(pcm, cfg)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and msg in e.value.details()
+
+
+def test_native_unary_streaming_batch(bundle, wav) -> None:
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    want = offline(bundle, wav)
+    data = wav.read_bytes()
+    with running_server(bundle) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = pb_grpc.AsrStub(ch)
+            cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.WAV))
+            assert stub.Recognize(pb.RecognizeRequest(config=cfg, audio=data)).text == want
+
+            def requests():
+                yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+                    config=cfg, interim_results=True, continuous=False))
+                for i in range(0, len(data), 4000):
+                    yield pb.StreamingRecognizeRequest(audio=data[i : i + 4000])
+
+            results = [r for resp in stub.StreamingRecognize(requests()) for r in resp.results]
+            assert [r.text for r in results if r.is_final] == [want]
+            items = [pb.BatchItem(id=f"f{i}", audio=data) for i in range(3)]
+            items.append(pb.BatchItem(id="bad", audio=b"RIFF????WAVEjunk"))
+            out = {r.id: r for r in stub.BatchRecognize(pb.BatchRecognizeRequest(config=cfg,
+                                                                                 items=items))}
+            assert {k: v.response.text for k, v in out.items() if k != "bad"} == \
+                {"f0": want, "f1": want, "f2": want}
+            assert out["bad"].error
+
+
+def test_health_and_reflection(bundle) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with running_server(bundle, api_keys=("k",)) as app:  # open without a key
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            for service in ("", "chorus.asr.v1.Asr", "nvidia.riva.asr.RivaSpeechRecognition"):
+                resp = health.Check(health_pb2.HealthCheckRequest(service=service))
+                assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+            resp = next(refl.ServerReflectionInfo(iter([
+                reflection_pb2.ServerReflectionRequest(list_services="")])))
+            names = {s.name for s in resp.list_services_response.service}
+            assert {"chorus.asr.v1.Asr", "nvidia.riva.asr.RivaSpeechRecognition",
+                    "grpc.health.v1.Health"} <= names
