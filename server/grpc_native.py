@@ -22,7 +22,8 @@ def session_config(app: App, cfg: Any, *, interim: bool = False, continuous: boo
         format=AudioFormat(ENCODINGS.get(f.encoding, f"enum {f.encoding}"), f.sample_rate_hertz,
                            f.channels or 1),
         interim_results=interim, continuous=continuous, max_alternatives=cfg.max_alternatives or 1,
-        decoder=cfg.decoder or None)
+        decoder=cfg.decoder or None,
+        hotwords=tuple((h.phrase, h.boost or 1.5) for h in cfg.hotwords))
 
 
 def result_of(e: Final | Partial) -> Any:

@@ -7,7 +7,8 @@ So Riva's own client library and scripts work unchanged. Mapping:
 - language_code: empty means the default (en-US); another language is INVALID_ARGUMENT;
 - word times in milliseconds when enable_word_time_offsets; max_alternatives via the beam;
 - endpointing_config.stop_history (ms) -> trailing silence that ends an utterance;
-- speech_contexts (word boosting) are accepted; boosting is not implemented in our decoder yet.
+- speech_contexts: each phrase is a hotword for the beam decoder; Riva's boost (its examples use
+  up to 20) maps to a log bonus per character of boost / 10, clipped to (0, 2].
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def session_config(app: App, cfg: Any, first_audio: bytes, *, interim: bool = Fa
             else str(cfg.encoding)
         raise ValueError(f"encoding {name} is not supported: send LINEAR_PCM, MULAW, or a WAV file's "
                          "bytes (header included)")
+    hotwords = tuple((p, min(2.0, max(0.01, ctx.boost / 10))) for ctx in cfg.speech_contexts
+                     for p in ctx.phrases if p.strip())
     sc = app.session_config(format=fmt, interim_results=interim, continuous=continuous,
-                            max_alternatives=max(1, cfg.max_alternatives))
+                            max_alternatives=max(1, cfg.max_alternatives), hotwords=hotwords)
     ep = cfg.endpointing_config
     if cfg.HasField("endpointing_config") and ep.stop_history > 0:
         sc = replace(sc, endpoint=replace(sc.endpoint, trailing_silence_ms=float(ep.stop_history)))

@@ -65,6 +65,7 @@ class SessionConfig:
     continuous: bool = True  # endpointing: a Final per utterance; False: one Final at the end
     max_alternatives: int = 1
     decoder: str | None = None  # None: the bundle's default; n-best needs "beam"
+    hotwords: tuple[tuple[str, float], ...] = ()  # (phrase, log bonus per char): biases the beam
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     limits: Limits = field(default_factory=Limits)
 
@@ -107,8 +108,12 @@ class Session:
         self.chunker = Chunker(bundle, fbank=fbank)
         decoder = config.decoder or ("beam" if config.max_alternatives > 1 else
                                      bundle.decoding.decoder)
-        self.decoder = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
-                                    beam_size=max(bundle.decoding.beam_size, config.max_alternatives))
+        try:
+            self.decoder = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
+                                        beam_size=max(bundle.decoding.beam_size, config.max_alternatives),
+                                        hotwords=list(config.hotwords) or None)
+        except ValueError as exc:  # bad hotwords
+            raise AudioError(str(exc)) from None
         self.frame_s = bundle.frame_seconds
         self.frames_out = 0  # model output frames of the stream so far
         self.utt_start = 0  # output frame where the current utterance began

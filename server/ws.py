@@ -26,7 +26,9 @@ from server.session import Final, Partial, SessionError
 
 log = logging.getLogger("chorus.ws")
 PAGE = Path(__file__).parent / "static" / "index.html"
-START_FIELDS = {"type", "format", "interim_results", "continuous", "max_alternatives", "decoder"}
+START_FIELDS = {"type", "format", "interim_results", "continuous", "max_alternatives", "decoder",
+                "hotwords"}
+DEFAULT_BOOST = 1.5
 CLOSE = {"invalid_json": 1007, "bad_audio": 1007, "bad_config": 1007, "unknown_type": 1008,
          "audio_before_start": 1008, "expected_start": 1008, "stream_too_long": 1008,
          "idle_timeout": 1008, "audio_after_end": 1008, "frame_too_large": 1009,
@@ -92,13 +94,21 @@ def parse_start(msg: dict[str, Any], app: App) -> Any:
     if not isinstance(fmt, dict) or set(fmt) - {"encoding", "sample_rate", "channels"}:
         raise ProtocolError("bad_config", "format must be an object with encoding, sample_rate, "
                                           f"channels; got {fmt!r}")
+    hot = msg.get("hotwords", [])
+    try:
+        hotwords = tuple((h, DEFAULT_BOOST) if isinstance(h, str) else (h["phrase"], float(h["boost"]))
+                         for h in hot)
+    except (TypeError, KeyError, ValueError):
+        raise ProtocolError("bad_config", 'hotwords must be a list of strings or of {"phrase": str, '
+                                          f'"boost": number}}; got {hot!r}') from None
     try:
         return app.session_config(
             format=AudioFormat(fmt.get("encoding", "pcm_s16le"), fmt.get("sample_rate", 16000),
                                fmt.get("channels", 1)),
             interim_results=bool(msg.get("interim_results", True)),
             continuous=bool(msg.get("continuous", True)),
-            max_alternatives=msg.get("max_alternatives", 1), decoder=msg.get("decoder"))
+            max_alternatives=msg.get("max_alternatives", 1), decoder=msg.get("decoder"),
+            hotwords=hotwords)
     except TypeError as exc:
         raise ProtocolError("bad_config", str(exc)) from None
 

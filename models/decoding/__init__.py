@@ -12,6 +12,7 @@ import torch
 
 from models.decoding.ctc_beam import BeamConfig, CtcPrefixBeamDecoder
 from models.decoding.ctc_greedy import CtcGreedyDecoder
+from models.decoding.hotwords import Hotwords
 from models.decoding.hypothesis import Hypothesis, Word
 from models.tokenizer import CharTokenizer
 
@@ -26,14 +27,18 @@ class Decoder(Protocol):
 
 
 def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
-                 beam_size: int = 8) -> Decoder:
+                 beam_size: int = 8, hotwords: list[tuple[str, float]] | None = None) -> Decoder:
+    """`hotwords` [(phrase, boost)] bias the beam decoder (and so select it when given)."""
+    if hotwords:
+        name = "beam"
     if name == "greedy":
         return CtcGreedyDecoder(tokenizer, frame_seconds=frame_seconds)
     if name == "beam":
         return CtcPrefixBeamDecoder(tokenizer, frame_seconds=frame_seconds,
-                                    config=BeamConfig(beam_size=beam_size))
+                                    config=BeamConfig(beam_size=beam_size),
+                                    hotwords=Hotwords(hotwords, tokenizer) if hotwords else None)
     raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
 
 
 __all__ = ["DECODERS", "BeamConfig", "CtcGreedyDecoder", "CtcPrefixBeamDecoder", "Decoder",
-           "Hypothesis", "Word", "make_decoder"]
+           "Hotwords", "Hypothesis", "Word", "make_decoder"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.tokenizer import CharTokenizer
 
@@ -37,13 +38,14 @@ def _logadd(a: float, b: float) -> float:
 class _Node:
     """A prefix: its last token, parent prefix, and where that token spiked."""
 
-    __slots__ = ("token", "parent", "frame", "peak")
+    __slots__ = ("token", "parent", "frame", "peak", "ctx")
 
-    def __init__(self, token: int, parent: _Node | None):
+    def __init__(self, token: int, parent: _Node | None, ctx: Context):
         self.token = token
         self.parent = parent
         self.frame = -1
         self.peak = NEG_INF  # best emission log prob seen for this token
+        self.ctx = ctx  # hotword matching state of this prefix
 
     def emissions(self) -> list[Emission]:
         out: list[Emission] = []
@@ -63,17 +65,18 @@ class BeamConfig:
 
 class CtcPrefixBeamDecoder:
     def __init__(self, tokenizer: CharTokenizer, *, frame_seconds: float,
-                 config: BeamConfig | None = None):
+                 config: BeamConfig | None = None, hotwords: Hotwords | None = None):
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
         self.cfg = config or BeamConfig()
+        self.hotwords = hotwords
         if self.cfg.beam_size < 1 or self.cfg.top_k < 1:
             raise ValueError(f"beam_size and top_k must be >= 1, got {self.cfg}")
         self.reset()
 
     def reset(self) -> None:
         self.frames = 0
-        self.root = _Node(self.tok.blank_id, None)
+        self.root = _Node(self.tok.blank_id, None, Context())
         # prefix -> (log p ending in blank, log p ending in its last token)
         self.beam: dict[_Node, tuple[float, float]] = {self.root: (0.0, NEG_INF)}
 
@@ -117,21 +120,29 @@ class CtcPrefixBeamDecoder:
                     continue
                 child = index.get((node, c))
                 if child is None:
-                    child = index[(node, c)] = _Node(c, node)
+                    ctx = self.hotwords.advance(node.ctx, c) if self.hotwords else node.ctx
+                    child = index[(node, c)] = _Node(c, node, ctx)
                 if lp > child.peak:
                     child.peak, child.frame = lp, frame
                 cs = slot(child)
                 cs[1] = _logadd(cs[1], via)
-        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]), reverse=True)
+        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]) + kv[0].ctx.score,
+                        reverse=True)
         self.beam = {node: (s[0], s[1]) for node, s in ranked[: self.cfg.beam_size]}
 
+    def _final(self, node: _Node, scores: tuple[float, float]) -> float:
+        """Ranking score of a finished prefix: acoustic + bonus of completed hotwords."""
+        bonus = self.hotwords.final_score(node.ctx) if self.hotwords else 0.0
+        return _logadd(*scores) + bonus
+
     def best(self) -> _Node:
-        return max(self.beam.items(), key=lambda kv: _logadd(*kv[1]))[0]
+        return max(self.beam.items(), key=lambda kv: self._final(*kv))[0]
 
     def nbest(self) -> list[tuple[str, float]]:
-        """All surviving prefixes as (text, log prob), best first."""
-        items = sorted(self.beam.items(), key=lambda kv: _logadd(*kv[1]), reverse=True)
-        return [(self.tok.decode([k for k, _, _ in n.emissions()]), _logadd(*s)) for n, s in items]
+        """All surviving prefixes as (text, log prob incl. hotword bonus), best first."""
+        items = sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
+                       key=lambda kv: kv[1], reverse=True)
+        return [(self.tok.decode([k for k, _, _ in n.emissions()]), score) for n, score in items]
 
     def result(self) -> Hypothesis:
         return hypothesis(self.best().emissions(), self.tok, self.frame_seconds)

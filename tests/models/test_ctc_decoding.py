@@ -111,3 +111,55 @@ def test_reset_and_bad_config() -> None:
         CtcPrefixBeamDecoder(tok, frame_seconds=0.04, config=BeamConfig(beam_size=0))
     with pytest.raises(ValueError, match="decoder must be one of"):
         make_decoder("viterbi", tok, frame_seconds=0.04)
+
+
+def ambiguous(text: str, alt: dict[int, tuple[str, float]], tok: CharTokenizer) -> torch.Tensor:
+    """Spikes for `text`; at char position i in `alt`, a rival with probability share p (a char,
+    or "" for blank: the char may be missing)."""
+    rows = []
+    for i, ch in enumerate(text):
+        probs = torch.full((tok.vocab_size,), 1e-4)
+        if i in alt:
+            rival, p = alt[i]
+            probs[tok.encode(ch)[0]] = 1 - p
+            probs[tok.encode(rival)[0] if rival else tok.blank_id] = p
+        else:
+            probs[tok.encode(ch)[0]] = 1.0
+        rows += [probs, torch.eye(tok.vocab_size)[0] + 1e-4]  # the char, then a blank
+    return (torch.stack(rows) / torch.stack(rows).sum(-1, keepdim=True)).log()
+
+
+def decode(lp: torch.Tensor, hotwords=None) -> str:
+    dec = make_decoder("beam", CharTokenizer(), frame_seconds=0.04, hotwords=hotwords)
+    dec.update(lp)
+    return dec.finalize().text
+
+
+def test_hotword_tips_an_ambiguous_word() -> None:
+    tok = CharTokenizer()
+    lp = ambiguous("call stella now", {9: ("", 0.55)}, tok)  # "stela" 0.55 vs "stella" 0.45
+    assert decode(lp) == "call stela now"
+    assert decode(lp, [("stella", 1.0)]) == "call stella now"
+    assert decode(lp, [("kitchen lights", 1.0)]) == "call stela now"  # unrelated: no effect
+
+
+def test_partial_hotword_match_earns_nothing() -> None:
+    tok = CharTokenizer()
+    lp = ambiguous("a kat", {2: ("c", 0.45)}, tok)  # "kat" 0.55 vs "cat" 0.45
+    assert decode(lp, [("cat", 1.0)]) == "a cat"
+    # "catherine" shares the prefix "cat" but is never completed: its bonus is taken back
+    assert decode(lp, [("catherine", 3.0)]) == "a kat"
+
+
+def test_multiword_hotword_and_bad_hotwords() -> None:
+    tok = CharTokenizer()
+    lp = ambiguous("kitchen lights", {10: ("", 0.55)}, tok)
+    assert decode(lp) == "kitchen lihts"
+    assert decode(lp, [("kitchen lights", 1.0)]) == "kitchen lights"
+    assert decode(lp, [("lights on", 1.0)]) == "kitchen lihts"  # phrase not completed
+    with pytest.raises(ValueError, match="boost must be in"):
+        decode(lp, [("x", 0.0)])
+    with pytest.raises(ValueError, match="hotword 'caf\u00e9'"):
+        decode(lp, [("caf\u00e9", 1.0)])
+    with pytest.raises(ValueError, match="must not be empty"):
+        decode(lp, [("  ", 1.0)])

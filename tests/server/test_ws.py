@@ -173,3 +173,19 @@ def test_api_keys_and_capacity(bundle, speech) -> None:
                 connect(url + "?token=s3cret")
             assert e.value.response.status_code == 503
             assert e.value.response.headers["Retry-After"] == "1"
+
+
+def test_hotwords_and_alternatives_in_start(bundle, speech) -> None:
+    with running_server(bundle) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        msgs = stream_audio(url, speech, start={"continuous": False, "max_alternatives": 3,
+                                                "hotwords": ["office", {"phrase": "say hello",
+                                                                        "boost": 2.0}]})
+        final = next(m for m in msgs if m["type"] == "final")
+        assert 1 <= len(final["alternatives"]) <= 3
+        assert final["alternatives"][0]["text"] == final["text"]
+        r = expect_error(url, [{**START, "hotwords": [{"phrase": "x"}]}], "bad_config", 1007)
+        assert "hotwords must be a list" in r["error"]["message"]
+        r = expect_error(url, [{**START, "hotwords": [{"phrase": "x", "boost": 99}]}],
+                         "bad_config", 1007)
+        assert "boost must be in (0, 20]" in r["error"]["message"]
