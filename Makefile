@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "Installing Python packages into $(VENV) (constraints: $(CONSTRAINTS))"
 	@$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[$(EXTRAS)]' $(PIP_QUIET) \
 	  || $(BIN)/pip install -q --extra-index-url $(TORCH_CPU_INDEX) -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
-	@$(BIN)/python -c "import torch, models, training" 
+	@$(BIN)/python -c "import torch, models, training"
+	@$(BIN)/python -m server.grpc_codegen >/dev/null  # gRPC stubs from protos/ (not committed)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 test: setup
