@@ -15,6 +15,8 @@ PACKAGES=(
   sox libsndfile1
   # offline text sources
   fortune-mod fortunes fortunes-min wamerican
+  # the browser page test (headless Chromium + WebDriver) and TLS test certificates
+  chromium chromium-driver openssl
 )
 
 missing=()

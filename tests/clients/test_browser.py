@@ -1,0 +1,61 @@
+"""The browser page in real headless Chromium: its (fake) microphone streams to the server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from models.bundle import load
+from tests.models.test_cli import tiny_bundle
+from tests.server.conftest import running_server
+
+CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required"]
+
+
+def browser(wav) -> object:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        raise RuntimeError("needs Debian chromium + chromium-driver (make system installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in [*CHROME_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"]:
+        opts.add_argument(flag)
+    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load(tiny_bundle(tmp_path_factory.mktemp("b") / "tiny"))
+
+
+def test_page_streams_the_microphone(bundle, tmp_path) -> None:
+    wav = tmp_path / "mic.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav),
+                    "please turn off the lights in the living room"], check=True)
+    with running_server(bundle, api_keys=("k",)) as app:
+        driver = browser(wav)
+        try:
+            driver.get(f"http://127.0.0.1:{app.cfg.ws_port}/?autostart=1&seconds=3&token=k")
+            deadline = time.monotonic() + 60
+            state: dict = {}
+            while time.monotonic() < deadline:
+                state = driver.execute_script("return window.chorus")
+                if state["done"] or state["error"]:
+                    break
+                time.sleep(0.2)
+            status = driver.find_element("id", "status").text
+        finally:
+            driver.quit()
+    assert state["error"] is None and state["done"], (state, status)
+    assert status.startswith("done: ") and 2.5 <= float(status.split()[1]) <= 3.5, status
+    assert state["finals"] and state["partials"] >= 1
+    assert all(set(w) == {"word", "start", "end", "confidence"}
+               for f in state["finals"] for w in f["words"])
