@@ -12,7 +12,7 @@ PACKAGES=(
   rhvoice rhvoice-english
   libttspico-utils libttspico-data
   # audio tools
-  sox libsndfile1
+  sox libsndfile1 libportaudio2
   # offline text sources
   fortune-mod fortunes fortunes-min wamerican
   # the browser page test (headless Chromium + WebDriver) and TLS test certificates

@@ -1,5 +1,5 @@
-"""The command-line clients against a real server: `chorus stream` (WebSocket), `chorus batch`
-(gRPC BatchRecognize), and `chorus demo`."""
+"""The command-line clients against a real server: `chorus client stream` (WebSocket) and
+`chorus client transcribe` (gRPC), and `chorus demo`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from models.audio import load_audio
@@ -31,9 +32,8 @@ def wavs(tmp_path_factory):
     return out
 
 
-def offline(bundle, wav) -> str:
-    import numpy as np
-
+def pcm16_text(bundle, wav) -> str:
+    """What the server makes of the file sent as 16 kHz PCM16 (the stream client's way)."""
     audio = load_audio(wav, sample_rate=16_000)
     t = StreamingTranscriber(bundle)
     t.accept_waveform((np.clip(audio, -1, 1) * 32767).astype("<i2").astype(np.float32) / 32768)
@@ -45,21 +45,47 @@ def chorus(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_stream_and_batch_clients(bundle, wavs) -> None:
+def test_client_stream(bundle, wavs) -> None:
     with running_server(bundle, api_keys=("key",)) as app:
         url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
-        proc = chorus("stream", "--url", url, "--api-key", "key", "--format", "jsonl",
+        proc = chorus("client", "stream", "--url", url, "--api-key", "key", "--json", "--fast",
                       *map(str, wavs))
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(x) for x in proc.stdout.splitlines()]
-        assert [x["text"] for x in lines] == [offline(bundle, w) for w in wavs]
-        denied = chorus("stream", "--url", url, str(wavs[0]))
+        assert [x["source"] for x in lines] == [str(w) for w in wavs]
+        assert [x["text"] for x in lines] == [pcm16_text(bundle, w) for w in wavs]
+        paced = chorus("client", "stream", "--url", url, "--api-key", "key", str(wavs[0]))
+        assert paced.returncode == 0 and paced.stdout.strip() == pcm16_text(bundle, wavs[0])
+        denied = chorus("client", "stream", "--url", url, str(wavs[0]))
         assert denied.returncode != 0 and "401" in denied.stderr
-        proc = chorus("batch", "--server", f"127.0.0.1:{app.cfg.grpc_port}", "--api-key", "key",
-                      *map(str, wavs))
+    nomic = chorus("client", "stream", "--mic", "--url", url)
+    assert nomic.returncode != 0 and "no usable input device" in nomic.stderr
+
+
+def test_client_transcribe_jsonl_resume_and_srt(bundle, wavs, tmp_path) -> None:
+    flac = tmp_path / "x.flac"  # not a WAV: decoded by the client
+    import soundfile as sf
+
+    sf.write(flac, load_audio(wavs[1], sample_rate=16_000), 16_000)
+    files = [*map(str, wavs), str(flac)]
+    with running_server(bundle) as app:
+        grpc_addr = f"127.0.0.1:{app.cfg.grpc_port}"
+        out = tmp_path / "r.jsonl"
+        proc = chorus("client", "transcribe", "--grpc", grpc_addr, "--out", str(out), files[0])
         assert proc.returncode == 0, proc.stderr
-        got = {x["path"]: x["text"] for x in map(json.loads, proc.stdout.splitlines())}
-        assert got == {str(w): offline(bundle, w) for w in wavs}
+        proc = chorus("client", "transcribe", "--grpc", grpc_addr, "--out", str(out),
+                      "--concurrency", "2", *files)
+        assert proc.returncode == 0, proc.stderr
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert sorted(r["path"] for r in rows) == sorted(files)  # first file not redone
+        assert {r["path"]: r["text"] for r in rows}[str(flac)] == pcm16_text(bundle, wavs[1])
+        proc = chorus("client", "transcribe", "--grpc", grpc_addr, "--out", str(tmp_path / "subs.srt"),
+                      *files)
+        assert proc.returncode == 0, proc.stderr
+        srts = sorted((tmp_path / "subs").glob("*.srt"))
+        assert [p.name for p in srts] == ["0.srt", "1.srt", "x.srt"]
+        text = srts[0].read_text()
+        assert not text or (text.startswith("1\n00:00:") and " --> " in text)
 
 
 def test_demo_runs_offline(bundle) -> None:
