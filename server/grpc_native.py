@@ -30,7 +30,8 @@ def result_of(e: Final | Partial) -> Any:
     words = [pb.Word(word=w.word, start=w.start, end=w.end, confidence=w.confidence)
              for w in e.words]
     if isinstance(e, Partial):
-        return pb.Result(text=e.text, is_final=False, stability=e.stability, words=words)
+        return pb.Result(text=e.text, is_final=False, stability=e.stability, words=words,
+                         audio_processed=e.audio_processed)
     return pb.Result(text=e.text, is_final=True, stability=1.0, confidence=e.confidence,
                      words=words, start=e.start, end=e.end, audio_processed=e.audio_processed,
                      alternatives=[pb.Alternative(text=t, score=s) for t, s in e.alternatives])

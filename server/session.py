@@ -83,6 +83,7 @@ class Partial:
     text: str
     stability: float  # fraction of the text (from the start) unlikely to change
     words: list[Word]
+    audio_processed: float = 0.0  # stream seconds received when this partial was made
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ class Session:
             if final is not None:
                 events.append(final)
         elif self.cfg.interim_results and hyp.text:
-            events.append(Partial(hyp.text, self._stability(hyp.text), self._shift(hyp.words)))
+            events.append(Partial(hyp.text, self._stability(hyp.text), self._shift(hyp.words),
+                                  round(self.audio_seconds, 3)))
         return events
 
     def close(self) -> list[Event]:

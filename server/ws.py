@@ -118,7 +118,7 @@ def event_dict(e: Any) -> dict[str, Any]:
         return final_dict(e)
     assert isinstance(e, Partial)
     return {"type": "partial", "text": e.text, "stability": e.stability,
-            "words": [w.__dict__ for w in e.words]}
+            "audio_processed": e.audio_processed, "words": [w.__dict__ for w in e.words]}
 
 
 async def handle(app: App, ws: Any) -> None:
