@@ -61,18 +61,21 @@ class ServerProcess:
         if cfg.bundle:
             cmd += ["--bundle", cfg.bundle]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(cfg.threads)}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+        import tempfile
+
+        # the server's log goes to a file: a pipe nobody reads would fill up and block it
+        self.log = Path(tempfile.mkstemp(prefix="chorus-capacity-", suffix=".log")[1])
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
-        assert self.proc.stdout is not None
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if "listening on" in line:
+            if "listening on" in self.log.read_text():
                 return
             if self.proc.poll() is not None:
                 break
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError("the server did not start")
+        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
 
     def cpu_seconds(self) -> float:
         try:
@@ -176,6 +179,8 @@ async def grpc_stream(addr: str, pcm: bytes, start: float, stop: float, rec: Rec
                         if k < len(sent_at):
                             rec.partial.append(now - sent_at[k][1])
             rec.final.append(time.perf_counter() - sent_at[-1][1] if sent_at else 0.0)
+    except grpc.aio.AioRpcError as exc:
+        rec.errors.append(f"{exc.code().name}: {exc.details()}")
     except Exception as exc:  # noqa: BLE001
         rec.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -232,7 +237,9 @@ def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bo
                 if progress:
                     print(f"[capacity] {cfg.protocol} {policy:6s} N={n:4d} p50 {row['p50_ms']:7.1f} "
                           f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  server cpu "
-                          f"{row['server_cpu_cores']}  {'ok' if row['ok'] else 'FAIL'}", flush=True)
+                          f"{row['server_cpu_cores']}  {'ok' if row['ok'] else 'FAIL'}"
+                          + (f"  e.g. {row['error_examples'][0]}" if row["errors"] else ""),
+                          flush=True)
                 if not row["ok"] and (row["errors"] or row["p99_ms"] > 4 * cfg.target_ms):
                     break
         finally:
@@ -282,7 +289,8 @@ def write(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
                     label=f"{policy} {key[:3]}")
     ax.axhline(result["config"]["target_ms"], color="gray", ls=":", label="target")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    if any(r["p50_ms"] > 0 for r in result["rows"]):  # NaN-only (all failed) cannot log-scale
+        ax.set_yscale("log")
     ax.set_xlabel("concurrent real-time streams")
     ax.set_ylabel("partial latency (ms)")
     ax.set_title(f"End-to-end capacity over {result['config']['protocol']}")
