@@ -69,13 +69,24 @@ class ServerProcess:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if "listening on" in self.log.read_text():
+            if "listening on" in self.log.read_text() and self._accepting():
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
+
+    def _accepting(self) -> bool:
+        """Both ports take TCP connections (gRPC may finish binding just after start())."""
+        import socket
+
+        for port in (self.ws_port, self.grpc_port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+        return True
 
     def cpu_seconds(self) -> float:
         try:
@@ -171,7 +182,7 @@ async def grpc_stream(addr: str, pcm: bytes, start: float, stop: float, rec: Rec
     try:
         async with grpc.aio.insecure_channel(addr) as ch:
             stub = pb_grpc.AsrStub(ch)
-            async for resp in stub.StreamingRecognize(requests()):
+            async for resp in stub.StreamingRecognize(requests(), wait_for_ready=True):
                 now = time.perf_counter()
                 for r in resp.results:
                     if not r.is_final and now >= start:
