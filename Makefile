@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,dev,export,bench,server,clients
+EXTRAS ?= train,dev,export,bench,server,clients,loadtest
 # torch: CPU build unless an NVIDIA driver answers (an unpinned torch pulls a multi-GB CUDA build).
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 CONSTRAINTS := .ci/constraints-$(if $(HAS_CUDA),gpu,cpu).txt
