@@ -69,7 +69,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if "listening on" in self.log.read_text() and self._accepting():
+            if "chorus: listening on" in self.log.read_text() and self._accepting():
                 return
             if self.proc.poll() is not None:
                 break

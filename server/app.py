@@ -9,6 +9,7 @@ only translate messages to `Stream.feed / finish / close` and events back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from server.dispatch import DispatchConfig, Dispatcher, Overloaded
 from server.metrics import Metrics
 from server.session import EndpointConfig, Event, Final, Limits, Session, SessionConfig
+
+log = logging.getLogger("chorus.stream")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Stream:
             self.closed = True
             self.app.dispatcher.close_stream(self.sid)
             self.app.metrics.active_streams.set(self.app.dispatcher.active_streams)
+            log.info("stream=%d closed audio_s=%.2f", self.sid, self.session.audio_seconds)
 
 
 class App:
@@ -114,6 +118,8 @@ class App:
             raise Overloaded("server is shutting down; retry on another instance")
         session = Session(self.bundle, config, fbank=self.fbank)  # validates first
         sid = self.dispatcher.open_stream()
+        log.info("stream=%d opened encoding=%s rate=%s continuous=%s", sid, config.format.encoding,
+                 config.format.sample_rate, config.continuous)
         self.metrics.streams_total.inc()
         self.metrics.active_streams.set(self.dispatcher.active_streams)
         return Stream(self, session, sid)

@@ -39,7 +39,27 @@ async def serve_grpc(app: App) -> Any:
     else:
         server.add_insecure_port(address)
     await server.start()
+    await _accepting(app.cfg.host, app.cfg.grpc_port)
     for name in ["", *names[:2]]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     app.grpc_health = health_servicer  # type: ignore[attr-defined]
     return server
+
+
+async def _accepting(host: str, port: int, timeout_s: float = 10.0) -> None:
+    """Wait until the port takes connections: grpc.aio's start() can return a moment before the
+    listener accepts, and a client connecting in that moment is refused."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(probe_host, port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gRPC server did not start accepting on {host}:{port}") from None
+            await asyncio.sleep(0.02)

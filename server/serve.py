@@ -83,14 +83,14 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     scheme = "wss" if cfg.tls_cert else "ws"
     log.info("serving %s (%s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path, cfg.backend,
              cfg.policy, scheme, cfg.host, cfg.ws_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a signal right away drains
+        loop.add_signal_handler(sig, stop.set)
     print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream and gRPC "
           f"{cfg.host}:{cfg.grpc_port}", flush=True)
     if ready_file:
         ready_file.write_text("ready\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
     print("chorus: draining", flush=True)

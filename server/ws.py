@@ -214,8 +214,7 @@ async def handle(app: App, ws: Any) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(send_task, 10)
         if code is not None:
-            log.info("stream %s closed with error %s: %s", stream.sid if stream else "-", code,
-                     message)
+            log.info("stream=%s error=%s %s", stream.sid if stream else "-", code, message)
             await ws.close(CLOSE.get(code, 1008), code)
     finally:
         send_task.cancel()

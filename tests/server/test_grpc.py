@@ -136,3 +136,20 @@ def test_health_and_reflection(bundle) -> None:
             names = {s.name for s in resp.list_services_response.service}
             assert {"chorus.asr.v1.Asr", "nvidia.riva.asr.RivaSpeechRecognition",
                     "grpc.health.v1.Health"} <= names
+
+
+def test_over_capacity_is_resource_exhausted(bundle, wav) -> None:
+    import json
+
+    import riva.client
+    from websockets.sync.client import connect
+
+    with running_server(bundle, max_streams=1) as app:
+        with connect(f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream") as ws:
+            ws.send(json.dumps({"type": "start"}))
+            assert json.loads(ws.recv())["type"] == "ready"  # the one stream is taken
+            asr = riva.client.ASRService(riva.client.Auth(uri=f"127.0.0.1:{app.cfg.grpc_port}"))
+            with pytest.raises(grpc.RpcError) as e:
+                asr.offline_recognize(wav.read_bytes(), riva.client.RecognitionConfig())
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry" in e.value.details()

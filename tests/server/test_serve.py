@@ -30,7 +30,7 @@ def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if "listening on" in line:
+        if "chorus: listening on" in line:
             return proc, port
         if proc.poll() is not None:
             break
@@ -67,8 +67,23 @@ def test_tls(tmp_path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    proc, port = start_server(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    grpc_port = free_port()
+    proc, port = start_server(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key),
+                              "--grpc-port", str(grpc_port))
     try:
+        import grpc
+        import riva.client
+
+        auth = riva.client.Auth(uri=f"127.0.0.1:{grpc_port}", use_ssl=True, ssl_root_cert=str(cert))
+        cfg = riva.client.ASRService(auth).stub.GetRivaSpeechRecognitionConfig(
+            riva.client.proto.riva_asr_pb2.RivaSpeechRecognitionConfigRequest())
+        assert cfg.model_config
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain:  # no TLS to a TLS port
+            with pytest.raises(grpc.RpcError) as e:
+                riva.client.proto.riva_asr_pb2_grpc.RivaSpeechRecognitionStub(plain) \
+                    .GetRivaSpeechRecognitionConfig(
+                        riva.client.proto.riva_asr_pb2.RivaSpeechRecognitionConfigRequest(), timeout=5)
+            assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         ctx = ssl.create_default_context(cafile=str(cert))
         with connect(f"wss://127.0.0.1:{port}/v1/stream", ssl=ctx) as ws:
             ws.send(json.dumps({"type": "start"}))
@@ -79,7 +94,8 @@ def test_tls(tmp_path) -> None:
             connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=5)
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        code = proc.wait(60)
+        assert code == 0, proc.stdout.read() if proc.stdout else code
 
 
 def test_config_layers(tmp_path) -> None:
