@@ -47,5 +47,12 @@ SERVE_ARGS ?=
 serve: setup
 	$(BIN)/chorus serve --host 0.0.0.0 $(SERVE_ARGS)
 
+# Benchmarks of the default bundle (slow: minutes; each writes JSON + markdown + PNG).
+bench: setup
+	$(BIN)/chorus bench model --json docs/benchmarks/model.json --markdown docs/benchmarks/model.md
+	$(BIN)/chorus bench dispatch --streams 1,8,32,64,128,256 --policy eager,none --backend onnxruntime,torch
+	$(BIN)/chorus loadtest capacity --protocol ws --policy eager,none
+	$(BIN)/chorus loadtest capacity --protocol grpc --policy eager,none
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
