@@ -71,6 +71,16 @@ class Stream:
         self.app.metrics.observe_events(tail)
         return events + tail
 
+    async def owed_finals(self) -> list[Final]:
+        """After an error: the finals for the audio already accepted (never raises)."""
+        if self.session.closed:
+            return []
+        try:
+            return [e for e in await self.finish() if isinstance(e, Final)]
+        except Exception:  # noqa: BLE001 - the error being reported matters more
+            log.warning("stream=%d could not finish after an error", self.sid, exc_info=True)
+            return []
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

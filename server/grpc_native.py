@@ -97,14 +97,10 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
                     yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
                                                         results=[result_of(e) for e in events])
         except Exception as exc:  # noqa: BLE001
-            if stream is not None and not stream.session.closed:  # owed finals first
-                try:
-                    finals = [e for e in await stream.finish() if isinstance(e, Final)]
-                    if finals:
-                        yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
-                                                            results=[result_of(e) for e in finals])
-                except Exception:  # noqa: BLE001
-                    pass
+            finals = await stream.owed_finals() if stream is not None else []
+            if finals:  # owed finals first, then the error
+                yield pb.StreamingRecognizeResponse(stream_id=stream.sid,  # type: ignore[union-attr]
+                                                    results=[result_of(e) for e in finals])
             await abort_for(context, exc)
         finally:
             if stream is not None:

@@ -137,13 +137,9 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                 if events:
                     yield response(events)
         except Exception as exc:  # noqa: BLE001
-            if stream is not None and not stream.session.closed:  # owed finals first
-                try:
-                    finals = [e for e in await stream.finish() if isinstance(e, Final)]
-                    if finals:
-                        yield response(finals)
-                except Exception:  # noqa: BLE001
-                    pass
+            finals = await stream.owed_finals() if stream is not None else []
+            if finals:  # owed finals first, then the error
+                yield response(finals)
             await abort_for(context, exc)
         finally:
             if stream is not None:

@@ -202,11 +202,10 @@ async def handle(app: App, ws: Any) -> None:
     try:
         if code is not None:
             app.metrics.errors.labels(code).inc()
-            if stream is not None and not stream.session.closed and code != "internal":
-                with contextlib.suppress(Exception):  # owed finals first
-                    for e in await stream.finish():
-                        if isinstance(e, Final):
-                            out.put_nowait(event_dict(e))
+            if stream is not None and code != "internal":
+                for e in await stream.owed_finals():  # owed finals first
+                    with contextlib.suppress(asyncio.QueueFull):
+                        out.put_nowait(event_dict(e))
             with contextlib.suppress(asyncio.QueueFull):
                 out.put_nowait({"type": "error", "code": code, "message": message})
         with contextlib.suppress(asyncio.QueueFull):
