@@ -100,3 +100,23 @@ def test_limits_and_errors_are_specific(bundle) -> None:
                      (SessionConfig(decoder="viterbi"), "decoder must be")]:
         with pytest.raises(AudioError, match=msg):
             Session(bundle, bad)
+
+
+def test_endpointing_splits_utterances_with_the_shipped_model(tmp_path) -> None:
+    """Continuous mode: speech, 1.5 s of silence, speech -> two finals at the right times."""
+    shipped = load()
+    parts = []
+    for i, text in enumerate(["call mom", "set a timer for ten minutes"]):
+        wav = tmp_path / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
+        parts.append(load_audio(wav, sample_rate=16_000))
+    gap = np.zeros(24_000, np.float32)
+    audio = np.concatenate([parts[0], gap, parts[1]])
+    pcm = (audio * 32767).astype("<i2").tobytes()
+    events = drive(shipped, Session(shipped, SessionConfig()), split(pcm, 3200))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 2, [(f.text, f.start, f.end) for f in finals]
+    first_end = parts[0].size / 16000
+    assert finals[0].words[-1].end <= first_end + 0.3
+    assert finals[1].words[0].start >= first_end + 1.2
+    assert finals[1].audio_processed == pytest.approx(audio.size / 16000, abs=0.01)
