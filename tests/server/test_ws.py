@@ -189,3 +189,4 @@ def test_hotwords_and_alternatives_in_start(bundle, speech) -> None:
         r = expect_error(url, [{**START, "hotwords": [{"phrase": "x", "boost": 99}]}],
                          "bad_config", 1007)
         assert "boost must be in (0, 20]" in r["error"]["message"]
+
