@@ -11,23 +11,8 @@ import torch
 
 from models.backends import BackendConfig, BackendUnavailable, make_backend
 from models.bundle import DEFAULT_BUNDLE, load
-from models.decoding import make_decoder
-from models.streaming import Chunker
 from tests.models.test_cli import tiny_bundle
-
-
-def stream_through(backend, bundle, audio: np.ndarray) -> tuple[list[np.ndarray], str]:
-    """Chunk by chunk through a backend (the Chunker pads the end like StreamingTranscriber)."""
-    chunker = Chunker(bundle)
-    state = backend.init_state(1)
-    dec = make_decoder("greedy", bundle.tokenizer, frame_seconds=bundle.frame_seconds)
-    outs = []
-    for frames in chunker.accept(audio) + chunker.finish():
-        res = backend.step({"features": frames[None].numpy(), **state})
-        state = {k.removeprefix("new_"): v for k, v in res.items() if k.startswith("new_state_")}
-        outs.append(res["log_probs"][0])
-        dec.update(torch.from_numpy(res["log_probs"][0]))
-    return outs, dec.finalize().text
+from training.eval.parity import stream_through
 
 
 @pytest.fixture(scope="module")
