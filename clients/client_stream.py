@@ -35,12 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def file_frames(path: Path, *, fast: bool) -> Iterator[bytes]:
-    import numpy as np
+    from models.audio import load_audio, to_pcm16
 
-    from models.audio import load_audio
-
-    audio = load_audio(path, sample_rate=RATE)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = to_pcm16(load_audio(path, sample_rate=RATE))
     step = int(RATE * FRAME_S) * 2
     t0 = time.monotonic()
     for k, i in enumerate(range(0, len(pcm), step)):

@@ -41,17 +41,15 @@ def to_srt(results: list[Any]) -> str:
 
 def payload(path: Path) -> tuple[bytes, Any]:
     """(bytes, pb encoding): WAV files as they are; anything else decoded to 16 kHz PCM16."""
-    import numpy as np
-
-    from models.audio import load_audio
+    from models.audio import load_audio, to_pcm16
+    from server.audio_in import looks_like_wav
     from server.grpc_codegen import generated
 
     pb, _ = generated()
     data = path.read_bytes()
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+    if looks_like_wav(data):
         return data, pb.AudioFormat(encoding=pb.WAV)
-    audio = load_audio(path, sample_rate=16_000)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = to_pcm16(load_audio(path, sample_rate=16_000))
     return pcm, pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hertz=16_000, channels=1)
 
 

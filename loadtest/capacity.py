@@ -111,10 +111,6 @@ class Recorder:
         self.errors: list[str] = []
 
 
-def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-
-
 async def ws_stream(url: str, pcm: bytes, start: float, stop: float, rec: Recorder) -> None:
     from websockets.asyncio.client import connect
 
@@ -230,9 +226,10 @@ async def run_point(server: ServerProcess, cfg: CapacityConfig, n: int, pool: li
 
 
 def audio_pool(manifest: Path | None) -> list[bytes]:
+    from models.audio import to_pcm16
     from server.bench import load_audio_pool
 
-    return [pcm16(a) for a in load_audio_pool(manifest, limit=20)]
+    return [to_pcm16(a) for a in load_audio_pool(manifest, limit=20)]
 
 
 def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:

@@ -48,6 +48,11 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int = TARGET_SAMPLE_R
     return soxr.resample(x, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
+def to_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] -> little-endian 16-bit PCM bytes (clipped)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
 def load_audio(
     source: str | Path | bytes, *, sample_rate: int = TARGET_SAMPLE_RATE_HZ
 ) -> np.ndarray:

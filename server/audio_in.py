@@ -53,12 +53,17 @@ class AudioFormat:
         return self
 
 
+def looks_like_wav(data: bytes) -> bool:
+    """The bytes begin with a RIFF/WAVE header."""
+    return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+
+
 def parse_wav_header(buf: bytes) -> tuple[AudioFormat, int, int | None] | None:
     """(format, offset of the sample data, data bytes or None if unknown) once the header is
     complete; None while more bytes are needed."""
     if len(buf) < 12:
         return None
-    if buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
+    if not looks_like_wav(buf):
         raise AudioError("encoding 'wav' expects a RIFF/WAVE header; the first bytes are "
                          f"{buf[:12]!r}")
     pos, fmt = 12, None

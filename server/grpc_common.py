@@ -16,10 +16,6 @@ from server.session import Event, Final, SessionConfig, SessionError
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # no API key needed
 
 
-def looks_like_wav(data: bytes) -> bool:
-    return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
-
-
 async def abort_for(context: Any, exc: BaseException) -> None:
     """Map our errors to gRPC status codes (clear message; retry hint when at capacity)."""
     if isinstance(exc, AudioError | SessionError | ValueError):

@@ -18,8 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from server.app import App, Stream
-from server.audio_in import AudioFormat
-from server.grpc_common import abort_for, looks_like_wav, recognize_whole
+from server.audio_in import AudioFormat, looks_like_wav
+from server.grpc_common import abort_for, recognize_whole
 from server.session import Final, Partial, SessionConfig
 
 ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read

@@ -13,6 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from models.audio import load_audio
+from models.audio import to_pcm16 as pcm16
 from models.bundle import load
 from models.streaming import StreamingTranscriber
 from server.session import Limits
@@ -31,10 +32,6 @@ def speech(tmp_path_factory) -> np.ndarray:
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "call the office and say hello"],
                    check=True)
     return load_audio(wav, sample_rate=16_000)
-
-
-def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def stream_audio(url: str, audio: np.ndarray, start: dict | None = None, piece: int = 3200,

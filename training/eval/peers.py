@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.audio import to_pcm16
 from training.data.text.normalize import normalize_text
 
 PEERS = ("pocketsphinx",)
@@ -28,7 +29,7 @@ class PocketSphinx:
 
     def transcribe(self, samples: np.ndarray) -> str:
         """Float samples in [-1, 1] at 16 kHz -> normalised text."""
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        pcm = to_pcm16(samples)
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
