@@ -6,13 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+from server.cli import _ints, _names  # the same comma-separated list arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
