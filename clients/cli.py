@@ -10,7 +10,7 @@ import sys
 # Each module's register() adds its subcommands; it imports only the standard library at
 # module level, so optional extras are needed only by the commands that use them.
 COMMAND_MODULES = ["models.cli", "server.cli", "clients.demo", "clients.client", "loadtest.cli",
-                   "training.cli"]
+                   "training.cli", "training.lm.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

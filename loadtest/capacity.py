@@ -42,6 +42,7 @@ class CapacityConfig:
     backend: str = "onnxruntime"
     bundle: str | None = None
     threads: int = 1
+    decoder: str | None = None  # None: the served bundle's default
 
 
 def free_port() -> int:
@@ -60,6 +61,8 @@ class ServerProcess:
                "--threads", str(cfg.threads), "--max-streams", "4096", "--max-batch", "256"]
         if cfg.bundle:
             cmd += ["--bundle", cfg.bundle]
+        if cfg.decoder:
+            cmd += ["--decoder", cfg.decoder]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(cfg.threads)}
         import tempfile
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--bundle", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                   help="server's stream decoder (default: the bundle's)")
     p.add_argument("--manifest", type=Path, default=None, help="Lhotse cuts to play")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument("--stem", default=None, help="default: capacity-<protocol>")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CapacityConfig(protocol=args.protocol, policies=args.policy, streams=args.streams,
                          seconds=args.seconds, target_ms=args.target_ms, backend=args.backend,
-                         bundle=args.bundle, threads=args.threads)
+                         bundle=args.bundle, threads=args.threads, decoder=args.decoder)
     result = run_capacity(cfg, args.manifest)
     paths = write(result, args.out, args.stem or f"capacity-{args.protocol}")
     print(markdown(result))

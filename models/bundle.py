@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from models.acoustic import AcousticModel, ModelConfig
+from models.decoding.lm_fusion import LmConfig, LmFusion
 from models.features import FbankConfig
+from models.lm.arpa import ArpaError, ArpaLM
 from models.tokenizer import CharTokenizer
 
 FORMAT_VERSION = 1
@@ -31,6 +33,10 @@ class DecodingDefaults:
     chunk_frames: int = 32  # 10 ms feature frames per step (multiple of the subsampling)
     decoder: str = "greedy"  # or "beam" (CTC prefix beam search)
     beam_size: int = 8
+    lm: str | None = None  # word n-gram LM (ARPA, may be .gz), relative to the bundle; beam only
+    lm_weight: float = 0.5  # alpha of shallow fusion
+    word_bonus: float = 1.0  # beta, per word
+    oov_penalty: float = 10.0  # per word outside the LM vocabulary
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Bundle:
     tokenizer: CharTokenizer
     decoding: DecodingDefaults
     provenance: dict[str, Any] = field(default_factory=dict)
+    lm: LmFusion | None = None  # what the beam decoder fuses (None: no LM in the bundle)
 
     @property
     def frame_seconds(self) -> float:
@@ -122,4 +129,18 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
                               f"bundle.json implies {tuple(expected[k].shape)}")
     model.load_state_dict(state)
     model.to(device).eval()
-    return Bundle(root, model, feats, tokenizer, decoding, meta.get("provenance", {}))
+    return Bundle(root, model, feats, tokenizer, decoding, meta.get("provenance", {}),
+                  load_lm(root, decoding))
+
+
+def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:
+    if not decoding.lm:
+        return None
+    path = root / decoding.lm
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"bundle.json: decoding.lm must be inside the bundle, got {decoding.lm!r}")
+    try:
+        lm = ArpaLM.load(path)
+    except (ArpaError, OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"bundle.json: decoding.lm {decoding.lm!r}: {exc}") from exc
+    return LmFusion(lm, LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty))

@@ -68,7 +68,8 @@ class StreamingTranscriber:
         self.chunker = Chunker(bundle, chunk_frames=chunk_frames)
         self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
                                              frame_seconds=bundle.frame_seconds,
-                                             beam_size=beam_size or bundle.decoding.beam_size)
+                                             beam_size=beam_size or bundle.decoding.beam_size,
+                                             lm=bundle.lm)
         self.reset()
 
     def reset(self) -> None:

@@ -30,6 +30,7 @@ class ServerConfig:
     backend: str = "torch"
     threads: int = 1
     policy: str = "eager"
+    decoder: str | None = None  # streams' default decoder (greedy | beam); None: the bundle's
     max_batch: int = 64
     max_streams: int = 64
     api_keys: tuple[str, ...] = ()  # empty: no authentication
@@ -95,6 +96,8 @@ class App:
         from models.bundle import load
         from models.features import Fbank
 
+        if cfg.decoder not in (None, "greedy", "beam"):
+            raise ValueError(f"decoder must be 'greedy' or 'beam', got {cfg.decoder!r}")
         self.cfg = cfg
         self.bundle = bundle or load(cfg.bundle)
         self.backend = make_backend(cfg.backend, self.bundle, BackendConfig(threads=cfg.threads))
@@ -119,7 +122,10 @@ class App:
         await self.dispatcher.stop()
 
     def session_config(self, **overrides: Any) -> SessionConfig:
-        base = SessionConfig(limits=self.cfg.limits, endpoint=self.cfg.endpoint)
+        base = SessionConfig(limits=self.cfg.limits, endpoint=self.cfg.endpoint,
+                             decoder=self.cfg.decoder)
+        if overrides.get("decoder") is None:  # the client did not choose: the server's default
+            overrides.pop("decoder", None)
         return SessionConfig(**{**base.__dict__, **overrides})
 
     def open(self, config: SessionConfig) -> Stream:

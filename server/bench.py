@@ -43,6 +43,7 @@ class BenchDispatchConfig:
     threads: int = 1
     max_batch: int = 256
     latency_target_ms: float = 250.0
+    decoder: str = "greedy"
 
 
 # ---- model cost and machine peak -------------------------------------------------------------
@@ -137,7 +138,8 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
             rng = np.random.default_rng(idx)
             t_next = start + idx / n * chunk_s  # spread arrivals over one chunk
             while t_next < stop:
-                stream = DispatchedStream(bundle, disp, fbank=fbank, chunk_frames=cfg.chunk_ms // 10)
+                stream = DispatchedStream(bundle, disp, fbank=fbank, chunk_frames=cfg.chunk_ms // 10,
+                                          decoder=cfg.decoder)
                 audio = pool[int(rng.integers(len(pool)))]
                 try:
                     for pos in range(0, audio.size, piece):

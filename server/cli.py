@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
     sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
     sv.add_argument("--threads", type=int, default=None)
+    sv.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                    help="streams' default decoder (default: the bundle's; beam fuses its LM)")
     sv.add_argument("--max-streams", type=int, default=None)
     sv.add_argument("--max-batch", type=int, default=None)
     sv.add_argument("--api-key", action="append", default=None, help="repeat for several keys")
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     if not BENCH_SUBCOMMANDS:
         raise RuntimeError("models.cli must register before server.cli (the `bench` group)")
-    p = BENCH_SUBCOMMANDS[0].add_parser(
+    p = BENCH_SUBCOMMANDS[-1].add_parser(  # the group of the parser being built now
         "dispatch", help="real-time streams through Batch Dispatch: latency, batch size, capacity",
         description="N simulated real-time streams of real speech per policy and backend; "
                     "writes JSON, a markdown table and a PNG plot.")
@@ -47,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", type=_names, default=("eager", "none"), help="eager,timeout,none")
     p.add_argument("--backend", type=_names, default=("onnxruntime", "torch"))
     p.add_argument("--chunk-ms", type=int, default=160)
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                   help="per-stream decoder (beam fuses the bundle's LM)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--target-ms", type=float, default=250.0, help="p99 latency target")
@@ -64,7 +68,7 @@ def run_bench_dispatch(args: argparse.Namespace) -> int:
 
     cfg = BenchDispatchConfig(streams=args.streams, policies=args.policy, backends=args.backend,
                               chunk_ms=args.chunk_ms, seconds=args.seconds, threads=args.threads,
-                              latency_target_ms=args.target_ms)
+                              latency_target_ms=args.target_ms, decoder=args.decoder)
     try:
         result = run_benchmark(args.bundle, cfg, args.manifest)
     except (BundleError, BackendUnavailable, ValueError) as exc:
@@ -82,6 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port, "grpc_port": args.grpc_port,
              "backend": args.backend, "policy": args.policy, "threads": args.threads,
+             "decoder": args.decoder,
              "max_streams": args.max_streams, "max_batch": args.max_batch,
              "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
     try:

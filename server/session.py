@@ -112,7 +112,7 @@ class Session:
         try:
             self.decoder = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
                                         beam_size=max(bundle.decoding.beam_size, config.max_alternatives),
-                                        hotwords=list(config.hotwords) or None)
+                                        hotwords=list(config.hotwords) or None, lm=bundle.lm)
         except ValueError as exc:  # bad hotwords
             raise AudioError(str(exc)) from None
         self.frame_s = bundle.frame_seconds

@@ -30,7 +30,7 @@ class DispatchedStream:
         self.chunker = Chunker(bundle, fbank=fbank, chunk_frames=chunk_frames)
         self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
                                              frame_seconds=bundle.frame_seconds,
-                                             beam_size=bundle.decoding.beam_size)
+                                             beam_size=bundle.decoding.beam_size, lm=bundle.lm)
         # seconds spent per stage, for "where does the time go" (features and decoding run on
         # the event loop; the model step runs in the dispatcher's thread)
         self.timings: defaultdict[str, float] = defaultdict(float)

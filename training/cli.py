@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--peer", action="append", default=[], choices=("pocketsphinx",),
                     help="also transcribe the same audio with an offline peer")
     ev.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    ev.add_argument("--lm", default=None,
+                    help="ARPA word LM for the beam decoder instead of the bundle's; 'none': no LM")
+    ev.add_argument("--lm-weight", type=float, default=None, help="LM weight (alpha)")
+    ev.add_argument("--word-bonus", type=float, default=None, help="per-word bonus (beta)")
+    ev.add_argument("--oov-penalty", type=float, default=None, help="per out-of-vocabulary word")
     ev.add_argument("--json", type=Path, default=None, help="write the full result here")
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ev.add_argument("--no-progress", action="store_true")
@@ -89,6 +94,8 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.bundle, args.manifest, decoder=args.decoder,
                           beam_size=args.beam_size, peers=tuple(args.peer), limit=args.limit,
+                          lm=args.lm, lm_weight=args.lm_weight, word_bonus=args.word_bonus,
+                          oov_penalty=args.oov_penalty,
                           progress=not args.no_progress)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"chorus eval: {exc}") from exc

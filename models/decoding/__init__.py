@@ -14,6 +14,7 @@ from models.decoding.ctc_beam import BeamConfig, CtcPrefixBeamDecoder
 from models.decoding.ctc_greedy import CtcGreedyDecoder
 from models.decoding.hotwords import Hotwords
 from models.decoding.hypothesis import Hypothesis, Word
+from models.decoding.lm_fusion import LmConfig, LmFusion
 from models.tokenizer import CharTokenizer
 
 DECODERS = ("greedy", "beam")
@@ -27,8 +28,10 @@ class Decoder(Protocol):
 
 
 def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
-                 beam_size: int = 8, hotwords: list[tuple[str, float]] | None = None) -> Decoder:
-    """`hotwords` [(phrase, boost)] bias the beam decoder (and so select it when given)."""
+                 beam_size: int = 8, hotwords: list[tuple[str, float]] | None = None,
+                 lm: LmFusion | None = None) -> Decoder:
+    """`hotwords` [(phrase, boost)] bias the beam decoder (and so select it when given);
+    `lm` (a bundle's word LM) is fused by the beam decoder only."""
     if hotwords:
         name = "beam"
     if name == "greedy":
@@ -36,9 +39,10 @@ def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
     if name == "beam":
         return CtcPrefixBeamDecoder(tokenizer, frame_seconds=frame_seconds,
                                     config=BeamConfig(beam_size=beam_size),
-                                    hotwords=Hotwords(hotwords, tokenizer) if hotwords else None)
+                                    hotwords=Hotwords(hotwords, tokenizer) if hotwords else None,
+                                    lm=lm)
     raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
 
 
 __all__ = ["DECODERS", "BeamConfig", "CtcGreedyDecoder", "CtcPrefixBeamDecoder", "Decoder",
-           "Hotwords", "Hypothesis", "Word", "make_decoder"]
+           "Hotwords", "Hypothesis", "LmConfig", "LmFusion", "Word", "make_decoder"]

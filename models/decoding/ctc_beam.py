@@ -10,6 +10,7 @@ tokens above `token_floor` (log prob) and in the frame's `top_k` are tried; the 
 best prefixes survive. A prefix is a node pointing at its parent, so extending one is O(1) and
 pruned prefixes are freed (memory stays bounded on hour-long streams). A token's frame is the
 frame where its emission was most probable while its prefix was alive: the CTC spike.
+An optional word n-gram LM is fused per prefix (models.decoding.lm_fusion).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.decoding.lm_fusion import LmFusion, LmState
 from models.tokenizer import CharTokenizer
 
 NEG_INF = float("-inf")
@@ -38,14 +40,16 @@ def _logadd(a: float, b: float) -> float:
 class _Node:
     """A prefix: its last token, parent prefix, and where that token spiked."""
 
-    __slots__ = ("token", "parent", "frame", "peak", "ctx")
+    __slots__ = ("token", "parent", "frame", "peak", "ctx", "lm", "bias")
 
-    def __init__(self, token: int, parent: _Node | None, ctx: Context):
+    def __init__(self, token: int, parent: _Node | None, ctx: Context, lm: LmState | None):
         self.token = token
         self.parent = parent
         self.frame = -1
         self.peak = NEG_INF  # best emission log prob seen for this token
         self.ctx = ctx  # hotword matching state of this prefix
+        self.lm = lm  # language-model state of this prefix (None without an LM)
+        self.bias = ctx.score + (lm.rank if lm is not None else 0.0)  # added to its ranking
 
     def emissions(self) -> list[Emission]:
         out: list[Emission] = []
@@ -65,18 +69,20 @@ class BeamConfig:
 
 class CtcPrefixBeamDecoder:
     def __init__(self, tokenizer: CharTokenizer, *, frame_seconds: float,
-                 config: BeamConfig | None = None, hotwords: Hotwords | None = None):
+                 config: BeamConfig | None = None, hotwords: Hotwords | None = None,
+                 lm: LmFusion | None = None):
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
         self.cfg = config or BeamConfig()
         self.hotwords = hotwords
+        self.lm = lm
         if self.cfg.beam_size < 1 or self.cfg.top_k < 1:
             raise ValueError(f"beam_size and top_k must be >= 1, got {self.cfg}")
         self.reset()
 
     def reset(self) -> None:
         self.frames = 0
-        self.root = _Node(self.tok.blank_id, None, Context())
+        self.root = _Node(self.tok.blank_id, None, Context(), self.lm.start if self.lm else None)
         # prefix -> (log p ending in blank, log p ending in its last token)
         self.beam: dict[_Node, tuple[float, float]] = {self.root: (0.0, NEG_INF)}
 
@@ -121,18 +127,22 @@ class CtcPrefixBeamDecoder:
                 child = index.get((node, c))
                 if child is None:
                     ctx = self.hotwords.advance(node.ctx, c) if self.hotwords else node.ctx
-                    child = index[(node, c)] = _Node(c, node, ctx)
+                    lm = (self.lm.extend(node.lm, self.tok.symbols[c])
+                          if self.lm is not None and node.lm is not None else None)
+                    child = index[(node, c)] = _Node(c, node, ctx, lm)
                 if lp > child.peak:
                     child.peak, child.frame = lp, frame
                 cs = slot(child)
                 cs[1] = _logadd(cs[1], via)
-        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]) + kv[0].ctx.score,
+        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]) + kv[0].bias,
                         reverse=True)
         self.beam = {node: (s[0], s[1]) for node, s in ranked[: self.cfg.beam_size]}
 
     def _final(self, node: _Node, scores: tuple[float, float]) -> float:
-        """Ranking score of a finished prefix: acoustic + bonus of completed hotwords."""
+        """Ranking score of a finished prefix: acoustic + completed hotwords + LM (with </s>)."""
         bonus = self.hotwords.final_score(node.ctx) if self.hotwords else 0.0
+        if self.lm is not None and node.lm is not None:
+            bonus += self.lm.final(node.lm)
         return _logadd(*scores) + bonus
 
     def best(self) -> _Node:

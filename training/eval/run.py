@@ -58,22 +58,21 @@ def load_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]
 
 
 @torch.no_grad()
-def transcribe_ours(bundle: Any, utts: list[Utterance], *, decoder: str, beam_size: int,
-                    batch_seconds: float = 120.0, progress: bool = True) -> tuple[list[str], float]:
-    """Texts in `utts` order and CPU seconds spent (features + model + decoding)."""
+def forward_all(bundle: Any, utts: list[Utterance], *, batch_seconds: float = 120.0,
+                progress: bool = True, desc: str = "chorus") -> tuple[list[torch.Tensor], float]:
+    """Log-probs (T'_i, V) per utterance in `utts` order and CPU seconds (features + model)."""
     from tqdm import tqdm
 
-    from models.decoding import make_decoder
     from models.features import Fbank
 
     fbank = Fbank(bundle.features)
     model = bundle.model
     pad = model.encoder.pad_frame  # (F,) the normaliser's zero
     order = sorted(range(len(utts)), key=lambda i: utts[i].duration)
-    hyps: list[str] = [""] * len(utts)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(utts)
     cpu = 0.0
     bar = tqdm(total=round(sum(u.duration for u in utts)), unit="audio-s", disable=not progress,
-               desc=f"chorus ({decoder})")
+               desc=desc)
     i = 0
     while i < len(order):
         batch = [order[i]]
@@ -90,14 +89,34 @@ def transcribe_ours(bundle: Any, utts: list[Utterance], *, decoder: str, beam_si
             x[b, : f.shape[0]] = f
         log_probs, out_len = model(x, lengths)  # (B, T', V)
         for b, j in enumerate(batch):
-            dec = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
-                               beam_size=beam_size)
-            dec.update(log_probs[b, : int(out_len[b])])
-            hyps[j] = dec.finalize().text
+            out[j] = log_probs[b, : int(out_len[b])].clone()
         cpu += time.process_time() - t0
         bar.update(round(sum(utts[j].duration for j in batch)))
     bar.close()
-    return hyps, cpu
+    return out, cpu
+
+
+def decode_all(bundle: Any, log_probs: list[torch.Tensor], *, decoder: str, beam_size: int,
+               lm: Any = None) -> tuple[list[str], float]:
+    """Final transcripts of each utterance's log-probs and the CPU seconds decoding took."""
+    from models.decoding import make_decoder
+
+    t0 = time.process_time()
+    hyps = []
+    for lp in log_probs:
+        dec = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
+                           beam_size=beam_size, lm=lm)
+        dec.update(lp)
+        hyps.append(dec.finalize().text)
+    return hyps, time.process_time() - t0
+
+
+def transcribe_ours(bundle: Any, utts: list[Utterance], *, decoder: str, beam_size: int,
+                    lm: Any = None, progress: bool = True) -> tuple[list[str], float]:
+    """Texts in `utts` order and CPU seconds spent (features + model + decoding)."""
+    log_probs, cpu = forward_all(bundle, utts, progress=progress, desc=f"chorus ({decoder})")
+    hyps, cpu_dec = decode_all(bundle, log_probs, decoder=decoder, beam_size=beam_size, lm=lm)
+    return hyps, cpu + cpu_dec
 
 
 def _peer_worker(name: str, paths: list[str]) -> tuple[list[str], float]:
@@ -125,12 +144,16 @@ def _source_path(u: Utterance) -> str:
 
 def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: str | None = None,
              beam_size: int | None = None, peers: tuple[str, ...] = (), limit: int | None = None,
+             lm: str | None = None, lm_weight: float | None = None,
+             word_bonus: float | None = None, oov_penalty: float | None = None,
              progress: bool = True) -> dict[str, Any]:
+    """`lm`: an ARPA file to fuse instead of the bundle's, or "none" for no LM."""
     from models.bundle import load
 
     bundle = load(bundle_path)
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
+    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty)
     utts = load_manifest(manifest, limit)
     audio_s = sum(u.duration for u in utts)
     texts: dict[str, list[str]] = {}
@@ -139,7 +162,8 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
     with cf.ProcessPoolExecutor(max_workers=max(1, len(peers))) as pool:
         futures = {p: pool.submit(_peer_worker, p, [_source_path(u) for u in utts]) for p in peers}
         texts["chorus"], cpu["chorus"] = transcribe_ours(bundle, utts, decoder=decoder,
-                                                         beam_size=beam_size, progress=progress)
+                                                         beam_size=beam_size, lm=fusion,
+                                                         progress=progress)
         for p, fut in futures.items():
             texts[p], cpu[p] = fut.result()
     refs = [u.ref for u in utts]
@@ -155,12 +179,34 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
     return {
         "bundle": str(bundle.path), "manifest": str(manifest), "decoder": decoder,
         "beam_size": beam_size if decoder == "beam" else None,
+        "lm": ({"order": fusion.lm.order, "weight": fusion.cfg.weight,
+                "word_bonus": fusion.cfg.word_bonus, "oov_penalty": fusion.cfg.oov_penalty,
+                "source": lm or bundle.decoding.lm}
+               if fusion is not None and decoder == "beam" else None),
         "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
         "wall_seconds": round(time.monotonic() - start, 1), "systems": systems,
         "hypotheses": [{"id": u.id, "engine": u.engine, "domain": u.domain, "voice": u.voice,
                         "ref": u.ref, **{n: texts[n][i] for n in texts}}
                        for i, u in enumerate(utts)],
     }
+
+
+def lm_override(bundle: Any, lm: str | None, weight: float | None, bonus: float | None,
+                oov: float | None = None) -> Any:
+    """The LmFusion to decode with: the bundle's, another ARPA file's, or none."""
+    from models.decoding import LmConfig, LmFusion
+    from models.lm.arpa import ArpaLM
+
+    if lm == "none":
+        return None
+    base = bundle.lm
+    if lm is None and base is None:
+        return None
+    model = ArpaLM.load(lm) if lm is not None else base.lm
+    cfg = base.cfg if base is not None else LmConfig()
+    return LmFusion(model, LmConfig(cfg.weight if weight is None else weight,
+                                    cfg.word_bonus if bonus is None else bonus,
+                                    cfg.oov_penalty if oov is None else oov))
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -174,7 +220,14 @@ def report_markdown(result: dict[str, Any]) -> str:
                       for n, s in systems.items())
     return "\n\n".join([
         f"{result['utterances']} utterances, {result['audio_hours']} h, decoder "
-        f"{result['decoder']}; {cost}",
+        f"{result['decoder']}{_lm_words(result.get('lm'))}; {cost}",
         markdown_table("overall", overall), markdown_table("engine", cols("per_engine")),
         markdown_table("domain", cols("per_domain")),
     ]) + "\n"
+
+
+def _lm_words(lm: dict[str, Any] | None) -> str:
+    if not lm:
+        return ""
+    return (f" + {lm['order']}-gram LM (weight {lm['weight']}, word bonus "
+            f"{lm['word_bonus']}, OOV penalty {lm.get('oov_penalty')})")

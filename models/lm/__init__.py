@@ -1,0 +1,1 @@
+"""Language models the decoders fuse (word n-gram, ARPA)."""

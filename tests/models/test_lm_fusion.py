@@ -1,0 +1,94 @@
+"""Word n-gram LM fused into the CTC prefix beam: it fixes spellings, is inert at zero weight,
+streams like the whole utterance, and travels inside a bundle."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.bundle import BundleError, DecodingDefaults, load, save
+from models.decoding import CtcPrefixBeamDecoder, LmConfig, LmFusion, make_decoder
+from models.features import FbankConfig
+from models.lm.arpa import ArpaLM
+from models.tokenizer import CharTokenizer
+from tests.models.test_ctc_decoding import ambiguous, random_log_probs
+from tests.models.test_encoder import make_model
+from training.lm.ngram import estimate
+
+TEXT = ["the cat sat on the mat", "a cat ran", "the dog sat", "my cat sat on my mat",
+        "the mat is red"]
+
+
+@pytest.fixture(scope="module")
+def lm() -> ArpaLM:
+    return ArpaLM(estimate([s.split() for s in TEXT], 3))
+
+
+def beam(lp: torch.Tensor, fusion: LmFusion | None) -> CtcPrefixBeamDecoder:
+    dec = CtcPrefixBeamDecoder(CharTokenizer(), frame_seconds=0.04, lm=fusion)
+    dec.update(lp)
+    return dec
+
+
+def test_lm_picks_the_word_it_knows(lm: ArpaLM) -> None:
+    tok = CharTokenizer()
+    lp = ambiguous("the cat sat", {5: ("u", 0.6)}, tok)  # acoustics: "cut" 0.6, "cat" 0.4
+    assert beam(lp, None).finalize().text == "the cut sat"
+    assert beam(lp, LmFusion(lm, LmConfig(0.5, 1.0))).finalize().text == "the cat sat"
+
+
+def test_word_order_matters_not_just_the_lexicon(lm: ArpaLM) -> None:
+    tok = CharTokenizer()
+    # "the mat" vs "the cat" differ in one letter; after "on the" the LM has seen only "mat"
+    lp = ambiguous("the cat sat on the mat", {19: ("c", 0.6)}, tok)
+    assert beam(lp, None).finalize().text == "the cat sat on the cat"
+    assert beam(lp, LmFusion(lm, LmConfig(0.8, 1.0))).finalize().text == "the cat sat on the mat"
+
+
+def test_zero_weights_change_nothing(lm: ArpaLM) -> None:
+    lp = random_log_probs(30, CharTokenizer().vocab_size, 5, sharp=3.0)
+    plain = beam(lp, None)
+    inert = beam(lp, LmFusion(lm, LmConfig(weight=0.0, word_bonus=0.0, oov_penalty=0.0)))
+    assert inert.nbest() == plain.nbest()
+
+
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=5), seed=st.integers(0, 99))
+def test_streaming_with_lm_equals_whole_utterance(lm: ArpaLM, cuts: list[int], seed: int) -> None:
+    fusion = LmFusion(lm, LmConfig(0.5, 1.0))
+    lp = random_log_probs(40, CharTokenizer().vocab_size, seed, sharp=3.0)
+    whole = beam(lp, fusion)
+    parts = CtcPrefixBeamDecoder(CharTokenizer(), frame_seconds=0.04, lm=fusion)
+    for a, b in itertools.pairwise([0, *sorted(cuts), 40]):
+        parts.update(lp[a:b])
+        parts.result()
+    assert parts.finalize() == whole.finalize()
+
+
+def test_bundle_carries_its_lm(tmp_path, lm: ArpaLM) -> None:
+    root = tmp_path / "b"
+    save(root, make_model(), features=FbankConfig(), tokenizer=CharTokenizer(),
+         decoding=DecodingDefaults(chunk_frames=16))
+    assert load(root).lm is None
+    lm.save(root / "lm" / "words.arpa.gz")
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["decoding"].update(lm="lm/words.arpa.gz", lm_weight=0.7, word_bonus=2.0)
+    (root / "bundle.json").write_text(json.dumps(meta))
+    b = load(root)
+    assert b.lm is not None and b.lm.cfg == LmConfig(0.7, 2.0, 10.0) and b.lm.lm.order == 3
+    dec = make_decoder("beam", b.tokenizer, frame_seconds=b.frame_seconds, lm=b.lm)
+    assert isinstance(dec, CtcPrefixBeamDecoder) and dec.lm is b.lm
+
+    meta["decoding"]["lm"] = "../outside.arpa"
+    (root / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="inside the bundle"):
+        load(root)
+    meta["decoding"]["lm"] = "lm/missing.arpa"
+    (root / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="decoding.lm 'lm/missing.arpa': language model not found"):
+        load(root)

@@ -1,0 +1,1 @@
+"""Language-model training: n-gram estimation and its text."""

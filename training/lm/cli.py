@@ -1,0 +1,162 @@
+"""`chorus lm build | tune | attach`: word n-gram LMs for the beam decoder.
+
+    chorus lm build --out runs/lm/words3.arpa.gz            # train-split text of the corpus
+    chorus lm tune --bundle B --manifest dev.jsonl.gz --lm runs/lm/words3.arpa.gz
+    chorus lm attach --bundle B --lm runs/lm/words3.arpa.gz --weight 0.5 --bonus 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lm = sub.add_parser("lm", help="word n-gram language models (build, tune, attach to a bundle)")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True)
+
+    b = lm_sub.add_parser("build", help="estimate a Kneser-Ney n-gram LM and write ARPA",
+                          description="Text: the train split of the synthetic corpus's text "
+                                      "pool (default) and/or --text files, one sentence per line.")
+    b.add_argument("--out", type=Path, required=True, help="ARPA file (.arpa or .arpa.gz)")
+    b.add_argument("--order", type=int, default=3)
+    b.add_argument("--text", type=Path, action="append", default=[],
+                   help="extra normalised text, one sentence per line (repeatable)")
+    b.add_argument("--no-corpus-text", action="store_true",
+                   help="only --text (no synthetic-corpus text, no word list)")
+    b.add_argument("--template-sentences", type=int, default=20000,
+                   help="sentences drawn per template domain")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=run_build)
+
+    t = lm_sub.add_parser("tune", help="grid-search LM weight and word bonus on a dev manifest")
+    t.add_argument("--bundle", type=Path, default=None)
+    t.add_argument("--manifest", type=Path, required=True, help="dev cuts (.jsonl.gz)")
+    t.add_argument("--lm", type=Path, required=True)
+    t.add_argument("--weights", default="0.3,0.5,0.8,1.2", help="comma-separated alphas")
+    t.add_argument("--bonuses", default="0,1,2,3", help="comma-separated betas")
+    t.add_argument("--oov-penalties", default="10", help="comma-separated OOV penalties")
+    t.add_argument("--beam-size", type=int, default=8)
+    t.add_argument("--limit", type=int, default=300)
+    t.add_argument("--json", type=Path, default=None)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=run_tune)
+
+    a = lm_sub.add_parser("attach", help="copy an ARPA LM into a bundle and make beam fuse it")
+    a.add_argument("--bundle", type=Path, required=True)
+    a.add_argument("--lm", type=Path, required=True)
+    a.add_argument("--weight", type=float, required=True)
+    a.add_argument("--bonus", type=float, required=True)
+    a.add_argument("--oov-penalty", type=float, default=10.0)
+    a.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                   help="also set the bundle's default decoder")
+    a.set_defaults(func=run_attach)
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"{name}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import time
+
+    from models.lm.arpa import write_arpa
+    from training.lm.ngram import estimate
+    from training.lm.text import LmTextConfig, train_sentences, vocabulary
+
+    t0 = time.monotonic()
+    sentences: list[list[str]] = []
+    if not args.no_corpus_text:
+        cfg = LmTextConfig(template_sentences=args.template_sentences, seed=args.seed)
+        sentences += [s.split() for s in train_sentences(cfg)]
+    for path in args.text:
+        if not path.is_file():
+            raise SystemExit(f"--text {path}: file not found")
+        sentences += [line.split() for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.strip()]
+    if not sentences:
+        raise SystemExit("no text: give --text or drop --no-corpus-text")
+    words = [] if args.no_corpus_text else vocabulary()
+    print(f"chorus lm build: {len(sentences)} sentences, {sum(map(len, sentences))} words, "
+          f"+{len(words)} word-list entries; estimating order {args.order}", flush=True)
+    ngrams = estimate(sentences, args.order, vocabulary=words)
+    write_arpa(args.out, ngrams)
+    sizes = ", ".join(f"{n + 1}-grams {len(t)}" for n, t in enumerate(ngrams))
+    print(f"chorus lm build: wrote {args.out} ({sizes}; {args.out.stat().st_size / 1e6:.1f} MB) "
+          f"in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from models.bundle import load
+    from models.decoding import LmConfig, LmFusion
+    from models.lm.arpa import ArpaLM
+    from training.eval.metrics import error_rates
+    from training.eval.run import decode_all, forward_all, load_manifest
+
+    bundle = load(args.bundle)
+    utts = load_manifest(args.manifest, args.limit)
+    refs = [u.ref for u in utts]
+    lm = ArpaLM.load(args.lm)
+    log_probs, _ = forward_all(bundle, utts, progress=not args.no_progress)
+    rows = []
+
+    def score(name: str, fusion: LmFusion | None, decoder: str) -> None:
+        hyps, cpu = decode_all(bundle, log_probs, decoder=decoder, beam_size=args.beam_size,
+                               lm=fusion)
+        r = error_rates(refs, hyps)
+        row = {"decoder": name, "weight": fusion.cfg.weight if fusion else None,
+               "word_bonus": fusion.cfg.word_bonus if fusion else None,
+               "oov_penalty": fusion.cfg.oov_penalty if fusion else None,
+               "wer": round(r.wer, 4), "cer": round(r.cer, 4), "decode_cpu_s": round(cpu, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    score("greedy", None, "greedy")
+    score("beam", None, "beam")
+    for w in _floats(args.weights, "--weights"):
+        for b in _floats(args.bonuses, "--bonuses"):
+            for o in _floats(args.oov_penalties, "--oov-penalties"):
+                score("beam+lm", LmFusion(lm, LmConfig(w, b, o)), "beam")
+    best = min((r for r in rows if r["decoder"] == "beam+lm"), key=lambda r: (r["wer"], r["cer"]))
+    print(f"chorus lm tune: best weight {best['weight']} bonus {best['word_bonus']} OOV penalty "
+          f"{best['oov_penalty']}: WER "
+          f"{best['wer']:.3f} (greedy {rows[0]['wer']:.3f}, beam {rows[1]['wer']:.3f}) on "
+          f"{len(utts)} utterances of {args.manifest}")
+    if args.json:
+        args.json.write_text(json.dumps({"manifest": str(args.manifest), "utterances": len(utts),
+                                         "lm": str(args.lm), "beam_size": args.beam_size,
+                                         "rows": rows, "best": best}, indent=1) + "\n")
+    return 0
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    import shutil
+
+    from models.bundle import BUNDLE_JSON, BundleError, load
+
+    meta_path = args.bundle / BUNDLE_JSON
+    if not meta_path.is_file():
+        raise SystemExit(f"--bundle {args.bundle}: no {BUNDLE_JSON}")
+    if not args.lm.is_file():
+        raise SystemExit(f"--lm {args.lm}: file not found")
+    rel = Path("lm") / args.lm.name
+    (args.bundle / "lm").mkdir(exist_ok=True)
+    shutil.copyfile(args.lm, args.bundle / rel)
+    meta = json.loads(meta_path.read_text())
+    dec = meta.setdefault("decoding", {})
+    dec.update({"lm": rel.as_posix(), "lm_weight": args.weight, "word_bonus": args.bonus,
+                "oov_penalty": args.oov_penalty})
+    if args.decoder:
+        dec["decoder"] = args.decoder
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        load(args.bundle)
+    except BundleError as exc:
+        raise SystemExit(f"chorus lm attach: the bundle no longer loads: {exc}") from exc
+    print(f"chorus lm attach: {args.bundle / rel} (weight {args.weight}, bonus {args.bonus})")
+    return 0
