@@ -37,6 +37,9 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     send_queue: int = 256  # WebSocket: events waiting for a slow reader before it is dropped
+    # WebSocket: kernel send buffer per connection (bytes). Bounded so that a client that stops
+    # reading is noticed by the send queue above, not hidden in up to 4 MB of autotuned buffer.
+    ws_send_buffer: int = 262144
     drain_timeout_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)

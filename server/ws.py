@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -123,6 +124,9 @@ def event_dict(e: Any) -> dict[str, Any]:
 
 async def handle(app: App, ws: Any) -> None:
     out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=app.cfg.send_queue)
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None and app.cfg.ws_send_buffer > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
     stream: Stream | None = None
 
     async def sender() -> None:
@@ -210,7 +214,9 @@ async def handle(app: App, ws: Any) -> None:
                 out.put_nowait({"type": "error", "code": code, "message": message})
         with contextlib.suppress(asyncio.QueueFull):
             out.put_nowait(None)
-        with contextlib.suppress(Exception):
+        if code == "client_too_slow":
+            send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
+        with contextlib.suppress(BaseException):
             await asyncio.wait_for(send_task, 10)
         if code is not None:
             log.info("stream=%s error=%s %s", stream.sid if stream else "-", code, message)

@@ -65,7 +65,8 @@ def test_streaming_equals_full_utterance_on_held_out_speech(bundle, test_split) 
 
     utts = load_manifest(test_split / "cuts_test.jsonl.gz")
     assert len(utts) >= 10
-    batched, _ = transcribe_ours(bundle, utts, decoder="greedy", beam_size=1, progress=False)
+    batched, _ = transcribe_ours(bundle, utts, decoder=bundle.decoding.decoder,
+                                 beam_size=bundle.decoding.beam_size, lm=bundle.lm, progress=False)
     rng = np.random.default_rng(0)
     for u, batch_text in zip(utts, batched, strict=True):
         audio = u.audio()

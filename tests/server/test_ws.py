@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -187,3 +188,57 @@ def test_hotwords_and_alternatives_in_start(bundle, speech) -> None:
                          "bad_config", 1007)
         assert "boost must be in (0, 20]" in r["error"]["message"]
 
+
+
+def test_a_client_that_stops_reading_is_closed_and_others_continue(bundle, speech) -> None:
+    """Backpressure: results queue up for a client that does not read; past send_queue the
+    server closes it with client_too_slow (1008) while a concurrent stream is unaffected.
+    The client speaks WebSocket through the websockets sans-I/O protocol over a raw socket with
+    a tiny receive window, and reads nothing until the server has given up."""
+    import socket
+    import time
+
+    from websockets.client import ClientProtocol
+    from websockets.frames import Close, Opcode
+    from websockets.uri import parse_uri
+
+    with running_server(bundle, send_queue=4, ws_send_buffer=8192,
+                        limits=Limits(idle_timeout_s=60)) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        good: list = []
+        worker = threading.Thread(target=lambda: good.extend(stream_audio(url, speech)))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny TCP window
+        sock.connect(("127.0.0.1", app.cfg.ws_port))
+        proto = ClientProtocol(parse_uri(url), max_size=None)
+        proto.send_request(proto.connect())
+        sock.sendall(b"".join(proto.data_to_send()))
+        while not proto.events_received():  # the handshake response only
+            proto.receive_data(sock.recv(1))
+        proto.send_text(json.dumps({"type": "start", "continuous": False}).encode())
+        sock.sendall(b"".join(proto.data_to_send()))
+        worker.start()
+        too_slow = app.metrics.errors.labels("client_too_slow")._value
+        data = pcm16(np.tile(speech, 30))  # plenty of partials (one per chunk, each longer)
+        sock.settimeout(5)
+        deadline = time.monotonic() + 90
+        sent = 0
+        while time.monotonic() < deadline and too_slow.get() < 1:
+            if sent < len(data):
+                proto.send_binary(data[sent : sent + 6400])
+                sock.sendall(b"".join(proto.data_to_send()))
+                sent += 6400
+            else:
+                time.sleep(0.1)  # all sent: the server is still working through it
+        assert too_slow.get() == 1, f"sent {sent} of {len(data)} bytes"
+        close = None
+        with contextlib.suppress(OSError):
+            while close is None and (chunk := sock.recv(65536)):  # read the backlog, then close
+                proto.receive_data(chunk)
+                for frame in proto.events_received():
+                    if frame.opcode is Opcode.CLOSE:
+                        close = Close.parse(frame.data)
+        sock.close()
+        assert close is not None and (close.code, close.reason) == (1008, "client_too_slow")
+        worker.join(60)
+    assert good and good[-1]["type"] == "end" and any(m["type"] == "final" for m in good)
