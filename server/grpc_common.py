@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -16,8 +17,35 @@ from server.session import Event, Final, SessionConfig, SessionError
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # no API key needed
 
 
+class ShuttingDown(Exception):
+    """The server is draining: the stream ends after its owed finals."""
+
+
+async def until_drained(app: App, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The client's requests, until the server starts draining (then ShuttingDown): a stream
+    whose client sends nothing more must not hold the drain up."""
+    it = aiter(requests)
+    drain = asyncio.ensure_future(app.drain_event.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({nxt, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                nxt.cancel()
+                raise ShuttingDown("the server is shutting down: finals for the audio received "
+                                   "were sent; reconnect elsewhere")
+            try:
+                yield nxt.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        drain.cancel()
+
+
 async def abort_for(context: Any, exc: BaseException) -> None:
     """Map our errors to gRPC status codes (clear message; retry hint when at capacity)."""
+    if isinstance(exc, ShuttingDown):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     if isinstance(exc, AudioError | SessionError | ValueError):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, Overloaded):

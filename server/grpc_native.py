@@ -9,7 +9,7 @@ from typing import Any
 from server.app import App
 from server.audio_in import AudioFormat
 from server.grpc_codegen import generated
-from server.grpc_common import abort_for, recognize_whole
+from server.grpc_common import abort_for, recognize_whole, until_drained
 from server.session import Final, Partial, SessionConfig
 
 pb, pb_grpc = generated()
@@ -75,7 +75,7 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
     async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
         stream = None
         try:
-            async for req in requests:
+            async for req in until_drained(self.app, requests):
                 kind = req.WhichOneof("request")
                 if kind == "streaming_config":
                     if stream is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from server.app import App, Stream
 from server.audio_in import AudioFormat, looks_like_wav
-from server.grpc_common import abort_for, recognize_whole
+from server.grpc_common import abort_for, recognize_whole, until_drained
 from server.session import Final, Partial, SessionConfig
 
 ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read
@@ -117,7 +117,7 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                     audio_processed=stream.session.audio_seconds) for e in events])
 
         try:
-            async for req in requests:
+            async for req in until_drained(self.app, requests):
                 if req.HasField("streaming_config"):
                     if streaming_cfg is not None:
                         raise ValueError("streaming_config sent twice")

@@ -20,11 +20,13 @@ from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import free_port
 
 
-def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+def start_server(tmp_path: Path, *extra: str,
+                 grpc_port: int | None = None) -> tuple[subprocess.Popen, int]:
     bundle = tiny_bundle(tmp_path / "b")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle),
-                             "--ws-port", str(port), "--grpc-port", str(free_port()), *extra],
+                             "--ws-port", str(port), "--grpc-port", str(grpc_port or free_port()),
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
@@ -60,6 +62,46 @@ def test_sigterm_delivers_owed_finals_and_exits_zero(tmp_path) -> None:
     assert kinds[0] == "ready" and kinds[-2:] == ["final", "error"], kinds
     assert got[-1]["code"] == "server_shutdown"
     assert got[-2]["audio_processed"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_sigterm_ends_grpc_streams_with_their_finals(tmp_path) -> None:
+    """A gRPC stream whose client has gone quiet does not hold the drain up: it gets the final
+    for the audio it sent, then UNAVAILABLE; the server exits 0."""
+    import threading
+
+    import grpc
+
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    grpc_port = free_port()
+    proc, _ = start_server(tmp_path, grpc_port=grpc_port)
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000 * 2) * 32767).astype("<i2").tobytes()
+    quiet = threading.Event()
+
+    def requests():
+        yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+            config=pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.PCM_S16LE,
+                                                              sample_rate_hertz=16000)),
+            interim_results=False, continuous=False))
+        yield pb.StreamingRecognizeRequest(audio=audio)
+        quiet.wait(60)  # the client neither sends more nor half-closes
+
+    threading.Timer(1.0, proc.send_signal, (signal.SIGTERM,)).start()
+    results = []
+    t0 = time.monotonic()
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            for resp in pb_grpc.AsrStub(ch).StreamingRecognize(requests()):
+                results += resp.results
+        quiet.set()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+    assert "shutting down" in err.value.details()
+    assert [r.is_final for r in results] == [True]
+    assert results[0].audio_processed == pytest.approx(2.0, abs=0.01)
+    assert proc.wait(60) == 0
+    assert time.monotonic() - t0 < 20  # well inside drain_timeout_s (30 s)
 
 
 def test_tls(tmp_path) -> None:
