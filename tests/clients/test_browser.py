@@ -9,7 +9,6 @@ import time
 import pytest
 
 from models.bundle import load
-from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import running_server
 
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -31,19 +30,23 @@ def browser(wav) -> object:
     return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
 
 
+SENTENCE = "set an alarm for seven thirty"
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load(tiny_bundle(tmp_path_factory.mktemp("b") / "tiny"))
+def bundle():
+    return load(None)  # the shipped default: the page must show what was said
 
 
 def test_page_streams_the_microphone(bundle, tmp_path) -> None:
+    import jiwer
+
     wav = tmp_path / "mic.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav),
-                    "please turn off the lights in the living room"], check=True)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), SENTENCE], check=True)
     with running_server(bundle, api_keys=("k",)) as app:
         driver = browser(wav)
         try:
-            driver.get(f"http://127.0.0.1:{app.cfg.ws_port}/?autostart=1&seconds=3&token=k")
+            driver.get(f"http://127.0.0.1:{app.cfg.ws_port}/?autostart=1&seconds=4&token=k")
             deadline = time.monotonic() + 60
             state: dict = {}
             while time.monotonic() < deadline:
@@ -52,10 +55,15 @@ def test_page_streams_the_microphone(bundle, tmp_path) -> None:
                     break
                 time.sleep(0.2)
             status = driver.find_element("id", "status").text
+            shown = " ".join(driver.find_element("id", "finals").text.split())  # one <p> per final
         finally:
             driver.quit()
     assert state["error"] is None and state["done"], (state, status)
-    assert status.startswith("done: ") and 2.5 <= float(status.split()[1]) <= 3.5, status
+    assert status.startswith("done: ") and 3.5 <= float(status.split()[1]) <= 4.5, status
     assert state["finals"] and state["partials"] >= 1
     assert all(set(w) == {"word", "start", "end", "confidence"}
                for f in state["finals"] for w in f["words"])
+    # the transcript on the page: Chromium's capture path (48 kHz, AudioWorklet resampling)
+    # is not bit-exact with the file, so one word of six may differ
+    assert shown == " ".join(f["text"] for f in state["finals"])
+    assert jiwer.wer(SENTENCE, shown) <= 1 / 6, shown
