@@ -1,0 +1,1 @@
+"""Training losses written in PyTorch: RNN-T (transducer) and Gram-CTC."""
