@@ -16,7 +16,8 @@ from torch import nn
 
 from models.nn.encoder import EncoderConfig, State, StreamingEncoder
 
-HeadType = Literal["ctc"]
+HeadType = Literal["ctc", "gram_ctc"]
+HEADS = ("ctc", "gram_ctc")
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,15 @@ class ModelConfig:
         unknown = set(d) - {"encoder", "vocab_size", "head"}
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        if d.get("head", "ctc") != "ctc":
-            raise ValueError(f"head must be 'ctc' (RNN-T / Gram-CTC to come), got {d.get('head')!r}")
+        if d.get("head", "ctc") not in HEADS:
+            raise ValueError(f"head must be one of {HEADS} (RNN-T to come), got {d.get('head')!r}")
         return cls(EncoderConfig.from_dict(d["encoder"]), int(d["vocab_size"]), d.get("head", "ctc"))
 
 
 class CtcHead(nn.Module):
+    """CTC and Gram-CTC alike: per-frame log-probs over blank + tokens (characters, or
+    characters + n-grams for Gram-CTC, whose tokens.txt lists the grams)."""
+
     output_kind = "log_probs"
 
     def __init__(self, d_model: int, vocab_size: int):
@@ -67,7 +71,7 @@ class AcousticModel(nn.Module):
 
     @property
     def output_kind(self) -> str:
-        return self.cfg.head
+        return self.head.output_kind
 
     def init_state(self, batch: int) -> State:
         return self.encoder.init_state(batch)

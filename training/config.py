@@ -53,6 +53,14 @@ class OptimConfig:
 
 
 @dataclass
+class HeadConfig:
+    type: str = "ctc"  # ctc | gram_ctc
+    gram_size: int = 100  # gram_ctc: most frequent within-word n-grams added to the characters
+    gram_max_n: int = 3
+    grams: list[str] = field(default_factory=list)  # gram_ctc: a fixed gram set (e.g. refined)
+
+
+@dataclass
 class TrainConfig:
     name: str = "ctc"
     out_dir: str = "runs/ctc"
@@ -61,6 +69,7 @@ class TrainConfig:
     # from; its model config must equal `model`. The summary chains the earlier runs' history.
     init_from: str | None = None
     model: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -79,8 +88,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         ftype = fields[name].type
-        sub = {"model": EncoderConfig, "data": DataConfig, "augment": AugmentConfig,
-               "optim": OptimConfig}.get(name) if cls is TrainConfig else None
+        sub = {"model": EncoderConfig, "head": HeadConfig, "data": DataConfig,
+               "augment": AugmentConfig, "optim": OptimConfig}.get(name) if cls is TrainConfig else None
         if sub is not None:
             if not isinstance(value, dict):
                 raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")

@@ -1,6 +1,7 @@
-"""Lightning module for CTC training of the streaming acoustic model.
+"""Lightning module for CTC and Gram-CTC training of the streaming acoustic model.
 
-The loss is torch's own `ctc_loss` (native on CPU and CUDA). Validation decodes greedily and
+The CTC loss is torch's own `ctc_loss` (native on CPU and CUDA); Gram-CTC's is ours
+(training.losses.gram_ctc), over the grams the tokenizer lists. Validation decodes greedily and
 logs dev WER/CER (jiwer); the best checkpoint by dev WER is exported as a bundle by train.py.
 """
 
@@ -15,6 +16,7 @@ from models.acoustic import AcousticModel, ModelConfig
 from models.decoding.ctc_greedy import greedy_batch
 from models.tokenizer import CharTokenizer
 from training.config import OptimConfig
+from training.losses.gram_ctc import gram_ctc_loss, gram_lattice
 
 
 class CtcModule(L.LightningModule):
@@ -25,9 +27,20 @@ class CtcModule(L.LightningModule):
         self.tok = tokenizer
         self._refs: list[str] = []
         self._hyps: list[str] = []
+        # Gram-CTC: every token but the blank is a gram (characters are the 1-grams)
+        self._gram_ids = {s: i for i, s in enumerate(tokenizer.symbols) if i != tokenizer.blank_id}
+        self._gram_max_n = max(len(s) for s in self._gram_ids)
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         log_probs, out_lengths = self.model(batch["features"], batch["lengths"])  # (B, T', V)
+        if self.model.cfg.head == "gram_ctc":
+            ids, same = gram_lattice(batch["texts"], self._gram_ids, self._gram_max_n)
+            nll = gram_ctc_loss(log_probs, ids.to(log_probs.device), same.to(log_probs.device),
+                                out_lengths, batch["target_lengths"], blank=self.tok.blank_id,
+                                reduction="none")
+            nll = nll.masked_fill(nll > 1e29, 0.0)  # too few frames for the text (zero_infinity)
+            loss = nll.sum() / batch["target_lengths"].sum().clamp(min=1)
+            return loss, log_probs, out_lengths
         loss = torch.nn.functional.ctc_loss(
             log_probs.transpose(0, 1), batch["targets"], out_lengths, batch["target_lengths"],
             blank=self.tok.blank_id, reduction="sum", zero_infinity=True,

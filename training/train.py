@@ -87,9 +87,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = CharTokenizer()
+    tok = make_tokenizer(cfg)
     feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
-    model_cfg = ModelConfig(cfg.model, tok.vocab_size)
+    model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type)  # type: ignore[arg-type]
     module = CtcModule(model_cfg, cfg.optim, tok)
     history: list[dict[str, Any]] = []
     if cfg.init_from:
@@ -139,6 +139,25 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
     (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return path
+
+
+def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:
+    """Characters for CTC; characters + n-grams for Gram-CTC (the config's fixed set, or the
+    most frequent ones in the training transcripts)."""
+    from models.acoustic import HEADS
+
+    if cfg.head.type not in HEADS:
+        raise ValueError(f"config head.type must be one of {HEADS}, got {cfg.head.type!r}")
+    if cfg.head.type != "gram_ctc":
+        return CharTokenizer()
+    from training.grams import gram_tokenizer, select_grams
+
+    grams = list(cfg.head.grams)
+    if not grams:
+        texts = (s.text for c in _cuts(cfg.data.train) for s in c.supervisions)
+        grams = select_grams(texts, max_n=cfg.head.gram_max_n, size=cfg.head.gram_size)
+    log.info("gram_ctc: %d grams, e.g. %s", len(grams), grams[:10])
+    return gram_tokenizer(grams)
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:

@@ -76,6 +76,10 @@ class CtcPrefixBeamDecoder:
         self.cfg = config or BeamConfig()
         self.hotwords = hotwords
         self.lm = lm
+        # token -> its characters as (char id, char): grams (Gram-CTC) spell several
+        self._spell = [[] if i == tokenizer.blank_id else
+                       [(tokenizer.encode(ch)[0], ch) for ch in sym]
+                       for i, sym in enumerate(tokenizer.symbols)]
         if self.cfg.beam_size < 1 or self.cfg.top_k < 1:
             raise ValueError(f"beam_size and top_k must be >= 1, got {self.cfg}")
         self.reset()
@@ -126,9 +130,12 @@ class CtcPrefixBeamDecoder:
                     continue
                 child = index.get((node, c))
                 if child is None:
-                    ctx = self.hotwords.advance(node.ctx, c) if self.hotwords else node.ctx
-                    lm = (self.lm.extend(node.lm, self.tok.symbols[c])
-                          if self.lm is not None and node.lm is not None else None)
+                    ctx, lm = node.ctx, node.lm
+                    for ch_id, ch in self._spell[c]:  # one character, or a gram's several
+                        if self.hotwords:
+                            ctx = self.hotwords.advance(ctx, ch_id)
+                        if self.lm is not None and lm is not None:
+                            lm = self.lm.extend(lm, ch)
                     child = index[(node, c)] = _Node(c, node, ctx, lm)
                 if lp > child.peak:
                     child.peak, child.frame = lp, frame

@@ -108,3 +108,25 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert "gloo" in proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
+
+
+def test_gram_ctc_trains_and_streams(tiny_corpus, tmp_path) -> None:
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "gram", 200), "head.type=gram_ctc",
+                             "head.gram_size=20"])
+    bundle = load(train(cfg, progress=False))
+    rows = (tmp_path / "gram/logs/version_0/metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("train_loss")
+    losses = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    grams = [s for s in bundle.tokenizer.symbols if len(s) > 1 and not s.startswith("<")]
+    assert len(grams) == 20 and bundle.model.cfg.head == "gram_ctc"
+    assert bundle.model.cfg.vocab_size == 29 + 20
+    from lhotse import CutSet
+
+    cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")))
+    audio = load_audio(cut.recording.sources[0].source)
+    offline = transcribe(bundle, audio)
+    t = StreamingTranscriber(bundle)
+    for i in range(0, audio.size, 1234):
+        t.accept_waveform(audio[i : i + 1234])
+    assert t.finalize() == offline
