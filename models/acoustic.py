@@ -2,8 +2,10 @@
 
 `init_state(batch)`, `step(features, state) -> (outputs, state)`, `forward(features, lengths)`,
 and static facts (subsampling, lookahead frames, output kind). Heads plug in behind one
-interface: encoder outputs (B, T', D) -> head outputs (B, T', V). CTC is the first; RNN-T and
-Gram-CTC add their own head modules without reshaping the encoder.
+interface: encoder outputs (B, T', D) -> head outputs (B, T', X):
+- ctc, gram_ctc: log-probs over blank + tokens (output kind "log_probs");
+- rnnt: the encoder projected into the joiner space (output kind "encoder"); the per-stream
+  decoder runs the head's predictor and joiner (models.nn.transducer).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import torch
 from torch import nn
 
 from models.nn.encoder import EncoderConfig, State, StreamingEncoder
+from models.nn.transducer import TransducerConfig, TransducerHead
 
-HeadType = Literal["ctc", "gram_ctc"]
-HEADS = ("ctc", "gram_ctc")
+HeadType = Literal["ctc", "gram_ctc", "rnnt"]
+HEADS = ("ctc", "gram_ctc", "rnnt")
 
 
 @dataclass(frozen=True)
@@ -25,18 +28,24 @@ class ModelConfig:
     encoder: EncoderConfig
     vocab_size: int
     head: HeadType = "ctc"
+    transducer: TransducerConfig | None = None  # rnnt only (None there: the defaults)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.to_dict(), "vocab_size": self.vocab_size, "head": self.head}
+        out = {"encoder": self.encoder.to_dict(), "vocab_size": self.vocab_size, "head": self.head}
+        if self.head == "rnnt":
+            out["transducer"] = (self.transducer or TransducerConfig()).to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        unknown = set(d) - {"encoder", "vocab_size", "head"}
+        unknown = set(d) - {"encoder", "vocab_size", "head", "transducer"}
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        if d.get("head", "ctc") not in HEADS:
-            raise ValueError(f"head must be one of {HEADS} (RNN-T to come), got {d.get('head')!r}")
-        return cls(EncoderConfig.from_dict(d["encoder"]), int(d["vocab_size"]), d.get("head", "ctc"))
+        head = d.get("head", "ctc")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        trans = TransducerConfig.from_dict(d.get("transducer") or {}) if head == "rnnt" else None
+        return cls(EncoderConfig.from_dict(d["encoder"]), int(d["vocab_size"]), head, trans)
 
 
 class CtcHead(nn.Module):
@@ -58,7 +67,12 @@ class AcousticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = StreamingEncoder(cfg.encoder)
-        self.head = CtcHead(cfg.encoder.d_model, cfg.vocab_size)
+        self.head: CtcHead | TransducerHead
+        if cfg.head == "rnnt":
+            self.head = TransducerHead(cfg.encoder.d_model, cfg.vocab_size,
+                                       cfg.transducer or TransducerConfig())
+        else:
+            self.head = CtcHead(cfg.encoder.d_model, cfg.vocab_size)
 
     # static facts
     @property

@@ -39,7 +39,7 @@ def _median_seconds(fn: Any, repeats: int) -> float:
 
 @torch.no_grad()
 def bench_model(bundle: Any, cfg: BenchConfig | None = None) -> dict[str, Any]:
-    from models.decoding import make_decoder
+    from models.decoding import bundle_decoder
     from models.features import Fbank, StreamingFbank
 
     cfg = cfg or BenchConfig()
@@ -53,7 +53,7 @@ def bench_model(bundle: Any, cfg: BenchConfig | None = None) -> dict[str, Any]:
     # per-stream cost: features for one chunk of audio + greedy decoding of its outputs
     samples = (0.1 * rng.standard_normal(int(chunk_s * bundle.features.sample_rate))).astype(np.float32)
     fb = StreamingFbank(fbank=Fbank(bundle.features))
-    dec = make_decoder("greedy", bundle.tokenizer, frame_seconds=bundle.frame_seconds)
+    dec = bundle_decoder(bundle, "greedy")
     out1, _ = model.step(torch.randn(1, frames, bundle.features.num_mel_bins), model.init_state(1))
 
     def per_stream() -> None:

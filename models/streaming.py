@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle
-from models.decoding import Decoder, Hypothesis, make_decoder
+from models.decoding import Decoder, Hypothesis, bundle_decoder
 from models.features import Fbank, StreamingFbank
 
 
@@ -66,10 +66,7 @@ class StreamingTranscriber:
         self.bundle = bundle
         self.model = bundle.model
         self.chunker = Chunker(bundle, chunk_frames=chunk_frames)
-        self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
-                                             frame_seconds=bundle.frame_seconds,
-                                             beam_size=beam_size or bundle.decoding.beam_size,
-                                             lm=bundle.lm)
+        self.decoder: Decoder = bundle_decoder(bundle, decoder, beam_size=beam_size)
         self.reset()
 
     def reset(self) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from models.audio import AudioError
-from models.decoding import Hypothesis, Word, make_decoder
+from models.decoding import Hypothesis, Word, bundle_decoder
 from models.features import Fbank
 from models.streaming import Chunker
 from server.audio_in import AudioFormat, StreamDecoder
@@ -110,9 +110,9 @@ class Session:
         decoder = config.decoder or ("beam" if config.max_alternatives > 1 else
                                      bundle.decoding.decoder)
         try:
-            self.decoder = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
-                                        beam_size=max(bundle.decoding.beam_size, config.max_alternatives),
-                                        hotwords=list(config.hotwords) or None, lm=bundle.lm)
+            self.decoder = bundle_decoder(
+                bundle, decoder, beam_size=max(bundle.decoding.beam_size, config.max_alternatives),
+                hotwords=list(config.hotwords) or None)
         except ValueError as exc:  # bad hotwords
             raise AudioError(str(exc)) from None
         self.frame_s = bundle.frame_seconds

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle
-from models.decoding import Decoder, Hypothesis, make_decoder
+from models.decoding import Decoder, Hypothesis, bundle_decoder
 from models.features import Fbank
 from models.streaming import Chunker
 from server.dispatch import Dispatcher
@@ -28,9 +28,7 @@ class DispatchedStream:
                  decoder: str | None = None, chunk_frames: int | None = None):
         self.dispatcher = dispatcher
         self.chunker = Chunker(bundle, fbank=fbank, chunk_frames=chunk_frames)
-        self.decoder: Decoder = make_decoder(decoder or bundle.decoding.decoder, bundle.tokenizer,
-                                             frame_seconds=bundle.frame_seconds,
-                                             beam_size=bundle.decoding.beam_size, lm=bundle.lm)
+        self.decoder: Decoder = bundle_decoder(bundle, decoder)
         # seconds spent per stage, for "where does the time go" (features and decoding run on
         # the event loop; the model step runs in the dispatcher's thread)
         self.timings: defaultdict[str, float] = defaultdict(float)

@@ -54,10 +54,13 @@ class OptimConfig:
 
 @dataclass
 class HeadConfig:
-    type: str = "ctc"  # ctc | gram_ctc
+    type: str = "ctc"  # ctc | gram_ctc | rnnt
     gram_size: int = 100  # gram_ctc: most frequent within-word n-grams added to the characters
     gram_max_n: int = 3
     grams: list[str] = field(default_factory=list)  # gram_ctc: a fixed gram set (e.g. refined)
+    predictor: str = "lstm"  # rnnt: lstm | stateless
+    pred_dim: int = 256  # rnnt
+    joiner_dim: int = 256  # rnnt
 
 
 @dataclass

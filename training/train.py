@@ -89,8 +89,20 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(cfg)
     feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
-    model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type)  # type: ignore[arg-type]
-    module = CtcModule(model_cfg, cfg.optim, tok)
+    transducer = None
+    if cfg.head.type == "rnnt":
+        from models.nn.transducer import TransducerConfig
+
+        transducer = TransducerConfig(predictor=cfg.head.predictor,  # type: ignore[arg-type]
+                                      pred_dim=cfg.head.pred_dim, joiner_dim=cfg.head.joiner_dim)
+    model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type,  # type: ignore[arg-type]
+                            transducer=transducer)
+    if cfg.head.type == "rnnt":
+        from training.rnnt_module import RnntModule
+
+        module: CtcModule = RnntModule(model_cfg, cfg.optim, tok)
+    else:
+        module = CtcModule(model_cfg, cfg.optim, tok)
     history: list[dict[str, Any]] = []
     if cfg.init_from:
         history = warm_start(module, cfg.init_from)

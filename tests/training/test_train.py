@@ -130,3 +130,37 @@ def test_gram_ctc_trains_and_streams(tiny_corpus, tmp_path) -> None:
     for i in range(0, audio.size, 1234):
         t.accept_waveform(audio[i : i + 1234])
     assert t.finalize() == offline
+
+
+@pytest.mark.parametrize("predictor", ["lstm", "stateless"])
+def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str) -> None:
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "rnnt", 150), "head.type=rnnt",
+                             f"head.predictor={predictor}", "head.pred_dim=64",
+                             "head.joiner_dim=64"])
+    bundle = load(train(cfg, progress=False))
+    rows = (tmp_path / "rnnt/logs/version_0/metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("train_loss")
+    losses = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert bundle.model.cfg.head == "rnnt" and bundle.model.output_kind == "encoder"
+    assert bundle.model.cfg.transducer.predictor == predictor
+    from lhotse import CutSet
+
+    cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")))
+    audio = load_audio(cut.recording.sources[0].source)
+    import torch
+
+    from models.decoding import bundle_decoder
+    from models.features import Fbank
+
+    with torch.no_grad():  # the whole utterance through `forward`, not chunked
+        enc, _ = bundle.model(Fbank(bundle.features)(torch.from_numpy(audio))[None])
+    for decoder in ("greedy", "beam"):
+        offline = transcribe(bundle, audio, decoder=decoder)
+        t = StreamingTranscriber(bundle, decoder=decoder)
+        for i in range(0, audio.size, 1234):
+            t.accept_waveform(audio[i : i + 1234])
+        assert t.finalize() == offline
+        whole = bundle_decoder(bundle, decoder)
+        whole.update(enc[0])
+        assert whole.finalize().text == offline.text

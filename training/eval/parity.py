@@ -20,11 +20,11 @@ import torch
 def stream_through(backend: Any, bundle: Any, audio: np.ndarray) -> tuple[list[np.ndarray], str]:
     """Chunk by chunk through a backend (the Chunker pads the end like the server does):
     every step's log-probs and the greedy transcript."""
-    from models.decoding import make_decoder
+    from models.decoding import bundle_decoder
     from models.streaming import Chunker
 
     chunker, state = Chunker(bundle), backend.init_state(1)
-    dec = make_decoder("greedy", bundle.tokenizer, frame_seconds=bundle.frame_seconds)
+    dec = bundle_decoder(bundle, "greedy")
     outs = []
     for frames in chunker.accept(audio) + chunker.finish():
         res = backend.step({"features": frames[None].numpy(), **state})

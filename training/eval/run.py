@@ -99,13 +99,12 @@ def forward_all(bundle: Any, utts: list[Utterance], *, batch_seconds: float = 12
 def decode_all(bundle: Any, log_probs: list[torch.Tensor], *, decoder: str, beam_size: int,
                lm: Any = None) -> tuple[list[str], float]:
     """Final transcripts of each utterance's log-probs and the CPU seconds decoding took."""
-    from models.decoding import make_decoder
+    from models.decoding import bundle_decoder
 
     t0 = time.process_time()
     hyps = []
     for lp in log_probs:
-        dec = make_decoder(decoder, bundle.tokenizer, frame_seconds=bundle.frame_seconds,
-                           beam_size=beam_size, lm=lm)
+        dec = bundle_decoder(bundle, decoder, beam_size=beam_size, lm=lm)
         dec.update(lp)
         hyps.append(dec.finalize().text)
     return hyps, time.process_time() - t0

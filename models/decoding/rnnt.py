@@ -1,0 +1,150 @@
+"""Streaming RNN-T decoding: greedy (up to `max_symbols` per frame) and modified beam search.
+
+Hand-written: the decoders must run chunk by chunk with the predictor state carried across
+chunks and partial results in between, over our own predictor/joiner modules (k2 and
+torchaudio ship theirs in native code tied to their own model classes).
+
+Both take the encoder's joiner-space frames (T', J) per `update` and keep per-stream predictor
+state. Modified beam search (Kang et al. 2022, as in k2/icefall): per frame every hypothesis
+either takes blank (stays) or emits one token; equal token sequences merge (log-add); the
+`beam_size` best survive; new predictor outputs are computed in one batch per frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.nn.transducer import PredState, TransducerHead
+from models.tokenizer import CharTokenizer
+
+
+def _slice(state: PredState, i: int) -> PredState:
+    return {k: (v[:, i : i + 1] if k in ("h", "c") else v[i : i + 1]) for k, v in state.items()}
+
+
+def _cat(states: list[PredState]) -> PredState:
+    return {k: torch.cat([s[k] for s in states], dim=1 if k in ("h", "c") else 0)
+            for k in states[0]}
+
+
+class RnntGreedyDecoder:
+    def __init__(self, head: TransducerHead, tokenizer: CharTokenizer, *, frame_seconds: float,
+                 max_symbols: int = 4):
+        self.head = head
+        self.tok = tokenizer
+        self.frame_seconds = frame_seconds
+        self.max_symbols = max_symbols
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.frames = 0
+        self.emissions: list[Emission] = []
+        self.state = self.head.init_pred_state(1)
+        start = torch.full((1,), self.tok.blank_id, dtype=torch.long)
+        self.pred, self.state = self.head.predict(start, self.state)  # (1, J)
+
+    @torch.no_grad()
+    def update(self, enc: torch.Tensor) -> None:
+        """enc (T', J): the next frames of this stream."""
+        blank = self.tok.blank_id
+        for t in range(enc.shape[0]):
+            for _ in range(self.max_symbols):
+                lp = self.head.join(enc[t : t + 1], self.pred)[0]  # (V,)
+                k = int(lp.argmax())
+                if k == blank:
+                    break
+                self.emissions.append((k, self.frames + t, math.exp(float(lp[k]))))
+                self.pred, self.state = self.head.predict(torch.tensor([k]), self.state)
+        self.frames += int(enc.shape[0])
+
+    def result(self) -> Hypothesis:
+        return hypothesis(self.emissions, self.tok, self.frame_seconds)
+
+    def finalize(self) -> Hypothesis:
+        return self.result()
+
+
+class _Hyp:
+    __slots__ = ("tokens", "logp", "emissions", "pred", "state")
+
+    def __init__(self, tokens: tuple[int, ...], logp: float, emissions: list[Emission],
+                 pred: torch.Tensor, state: PredState):
+        self.tokens = tokens
+        self.logp = logp
+        self.emissions = emissions
+        self.pred = pred  # (1, J) predictor output after `tokens`
+        self.state = state
+
+
+class RnntBeamDecoder:
+    def __init__(self, head: TransducerHead, tokenizer: CharTokenizer, *, frame_seconds: float,
+                 beam_size: int = 4):
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        self.head = head
+        self.tok = tokenizer
+        self.frame_seconds = frame_seconds
+        self.beam_size = beam_size
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.frames = 0
+        state = self.head.init_pred_state(1)
+        pred, state = self.head.predict(torch.full((1,), self.tok.blank_id, dtype=torch.long),
+                                        state)
+        self.hyps = [_Hyp((), 0.0, [], pred, state)]
+
+    @torch.no_grad()
+    def update(self, enc: torch.Tensor) -> None:
+        blank = self.tok.blank_id
+        for t in range(enc.shape[0]):
+            preds = torch.cat([h.pred for h in self.hyps])  # (H, J)
+            lp = self.head.join(enc[t : t + 1], preds)  # (H, V)
+            merged: dict[tuple[int, ...], _Hyp] = {}
+            grow: list[tuple[_Hyp, int, float, float]] = []  # (parent, token, logp, prob)
+            for i, h in enumerate(self.hyps):
+                stay = h.logp + float(lp[i, blank])
+                old = merged.get(h.tokens)
+                if old is None:
+                    merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state)
+                else:
+                    old.logp = float(torch.logaddexp(torch.tensor(old.logp), torch.tensor(stay)))
+                top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
+                for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
+                    if k != blank:
+                        grow.append((h, k, h.logp + v, math.exp(v)))
+            grow.sort(key=lambda g: g[2], reverse=True)
+            grow = grow[: self.beam_size]
+            frame = self.frames + t
+            new: list[_Hyp] = []
+            if grow:
+                tokens = torch.tensor([k for _, k, _, _ in grow])
+                state = _cat([h.state for h, _, _, _ in grow])
+                preds_new, state_new = self.head.predict(tokens, state)
+                for j, (h, k, logp, prob) in enumerate(grow):
+                    key = (*h.tokens, k)
+                    if key in merged:  # reached by staying on an equal sequence: log-add
+                        m = merged[key]
+                        m.logp = float(torch.logaddexp(torch.tensor(m.logp), torch.tensor(logp)))
+                        continue
+                    new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)],
+                                    preds_new[j : j + 1], _slice(state_new, j)))
+            pool = list(merged.values()) + new
+            pool.sort(key=lambda h: h.logp, reverse=True)
+            self.hyps = pool[: self.beam_size]
+        self.frames += int(enc.shape[0])
+
+    def nbest(self) -> list[tuple[str, float]]:
+        return [(self.tok.decode(list(h.tokens)), h.logp) for h in self.hyps]
+
+    def result(self) -> Hypothesis:
+        best = max(self.hyps, key=lambda h: h.logp)
+        return hypothesis(best.emissions, self.tok, self.frame_seconds)
+
+    def finalize(self) -> Hypothesis:
+        return self.result()

@@ -1,0 +1,106 @@
+"""RNN-T head (Graves 2012): prediction network + joiner over the streaming encoder.
+
+- encoder frames (B, T', D) -> `enc_proj` -> (B, T', J): what a streaming step outputs
+  (output kind "encoder"); the decoder runs the predictor and joiner per stream.
+- predictor: embedding (the blank id doubles as start-of-sequence) + one LSTM layer, or
+  "stateless" (the embedding of the last `context` tokens, as in Ghodsi et al. 2020, so its
+  state is just the last tokens) -> `pred_proj` -> (B, U+1, J).
+- joiner: tanh(enc + pred) -> Linear -> logits over blank + tokens.
+Training joins every (t, u) pair at once, (B, T', U+1, V); decoding joins one frame with one
+predictor output per hypothesis (`join`), and `predict` advances the predictor one token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+PredState = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TransducerConfig:
+    predictor: Literal["lstm", "stateless"] = "lstm"
+    pred_dim: int = 256
+    joiner_dim: int = 256
+    context: int = 2  # stateless predictor: tokens of left context
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TransducerConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TransducerConfig fields: {sorted(unknown)}")
+        cfg = cls(**d)
+        if cfg.predictor not in ("lstm", "stateless") or min(cfg.pred_dim, cfg.joiner_dim,
+                                                              cfg.context) < 1:
+            raise ValueError(f"bad TransducerConfig {cfg}")
+        return cfg
+
+
+class TransducerHead(nn.Module):
+    output_kind = "encoder"
+
+    def __init__(self, d_model: int, vocab_size: int, cfg: TransducerConfig, blank: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.blank = blank
+        self.enc_proj = nn.Linear(d_model, cfg.joiner_dim)
+        self.embed = nn.Embedding(vocab_size, cfg.pred_dim)
+        if cfg.predictor == "lstm":
+            self.rnn: nn.LSTM | None = nn.LSTM(cfg.pred_dim, cfg.pred_dim, batch_first=True)
+            self.mix: nn.Conv1d | None = None
+        else:
+            self.rnn = None
+            # a depthwise conv over the last `context` embeddings (no recurrence)
+            self.mix = nn.Conv1d(cfg.pred_dim, cfg.pred_dim, cfg.context, groups=cfg.pred_dim)
+        self.pred_proj = nn.Linear(cfg.pred_dim, cfg.joiner_dim)
+        self.out = nn.Linear(cfg.joiner_dim, vocab_size)
+
+    # ---- encoder side ---------------------------------------------------------------------
+    def forward(self, enc: torch.Tensor) -> torch.Tensor:
+        return self.enc_proj(enc)  # (B, T', J)
+
+    # ---- predictor ------------------------------------------------------------------------
+    def init_pred_state(self, batch: int) -> PredState:
+        dev = self.embed.weight.device
+        if self.rnn is not None:
+            h = torch.zeros(1, batch, self.cfg.pred_dim, device=dev)
+            return {"h": h, "c": torch.zeros_like(h)}
+        return {"tokens": torch.full((batch, self.cfg.context), self.blank, dtype=torch.long,
+                                     device=dev)}
+
+    def predict(self, tokens: torch.Tensor, state: PredState) -> tuple[torch.Tensor, PredState]:
+        """tokens (B,) last emitted (blank = start) -> predictor output (B, J), new state."""
+        if self.rnn is not None:
+            y, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), (state["h"], state["c"]))
+            return self.pred_proj(y[:, 0]), {"h": h, "c": c}
+        hist = torch.cat([state["tokens"][:, 1:], tokens.unsqueeze(1)], dim=1)  # (B, context)
+        assert self.mix is not None
+        y = self.mix(self.embed(hist).transpose(1, 2))[:, :, -1]  # (B, P)
+        return self.pred_proj(torch.relu(y)), {"tokens": hist}
+
+    def predict_sequence(self, targets: torch.Tensor) -> torch.Tensor:
+        """Training: targets (B, U) -> predictor outputs (B, U+1, J) for 0..U tokens seen."""
+        b = targets.shape[0]
+        start = torch.full((b, 1), self.blank, dtype=torch.long, device=targets.device)
+        seq = torch.cat([start, targets.long()], dim=1)  # (B, U+1)
+        if self.rnn is not None:
+            y, _ = self.rnn(self.embed(seq))
+        else:
+            assert self.mix is not None
+            pad = torch.full((b, self.cfg.context - 1), self.blank, dtype=torch.long,
+                             device=targets.device)
+            emb = self.embed(torch.cat([pad, seq], dim=1)).transpose(1, 2)  # (B, P, U+ctx)
+            y = torch.relu(self.mix(emb)).transpose(1, 2)  # (B, U+1, P)
+        return self.pred_proj(y)
+
+    # ---- joiner ---------------------------------------------------------------------------
+    def join(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """enc (..., J) + pred (..., J) (broadcasting) -> log-probs (..., V)."""
+        return torch.log_softmax(self.out(torch.tanh(enc + pred)), dim=-1)
