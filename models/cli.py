@@ -147,6 +147,11 @@ def run_export(args: argparse.Namespace) -> int:
     from models.export.onnx import export_onnx
 
     path = export_onnx(bundle, args.out)
+    if bundle.model.output_kind == "encoder":  # RNN-T: the predictor and joiner too
+        from models.export.transducer_onnx import export_transducer
+
+        pred_path, join_path = export_transducer(bundle, path.parent)
+        print(json.dumps({"predictor": str(pred_path), "joiner": str(join_path)}))
     # verify: onnxruntime vs torch on random features and states, batch 3
     rng = np.random.default_rng(0)
     frames = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
@@ -159,7 +164,7 @@ def run_export(args: argparse.Namespace) -> int:
     from models.backends.ort_backend import OrtBackend
 
     got = OrtBackend(bundle, BackendConfig()).session.run(None, inputs)
-    names = ["log_probs", *(f"new_state_{n}" for n in torch_be.state_names)]
+    names = ["outputs", *(f"new_state_{n}" for n in torch_be.state_names)]
     diff = max(float(np.abs(g - ref[n]).max()) for g, n in zip(got, names, strict=True))
     print(json.dumps({"onnx": str(path), "bytes": path.stat().st_size,
                       "max_abs_diff_vs_torch": diff}))

@@ -224,4 +224,4 @@ class Dispatcher:
                 self._states[r.sid] = {k.removeprefix("new_"): v[i : i + 1]
                                        for k, v in out.items() if k.startswith("new_state_")}
             if not r.future.done():
-                r.future.set_result(out["log_probs"][i])
+                r.future.set_result(out["outputs"][i])

@@ -1,7 +1,8 @@
 """The backend contract: numpy in, numpy out, state batched on dim 0 (DESIGN 3.2 / 3.3).
 
 inputs  {"features": (B, T + lookahead, F) float32, "state_<name>": (B, ...) float32, ...}
-outputs {"log_probs": (B, T / subsampling, V) float32, "new_state_<name>": (B, ...), ...}
+outputs {"outputs": (B, T / subsampling, X) float32 (log-probs, or joiner-space encoder frames
+for RNN-T: the bundle's output_kind), "new_state_<name>": (B, ...), ...}
 """
 
 from __future__ import annotations

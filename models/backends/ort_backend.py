@@ -1,4 +1,5 @@
-"""onnxruntime backend over the bundle's encoder.onnx (exported on first use if absent).
+"""onnxruntime backend over the bundle's encoder.onnx (exported on first use if absent or if
+it was exported from other weights: its metadata carries the weights' SHA-256).
 
 Providers are explicit: device=cpu -> CPUExecutionProvider, device=cuda -> CUDAExecutionProvider,
 `tensorrt_provider=True` -> TensorrtExecutionProvider (then CUDA for unsupported nodes). A
@@ -17,10 +18,10 @@ from models.backends.base import BackendConfig, BackendUnavailable, zero_state
 
 
 def onnx_path(bundle: Any) -> Path:
-    from models.export.onnx import ONNX_FILE, export_onnx
+    from models.export.onnx import ONNX_FILE, export_onnx, is_current
 
     path = Path(bundle.path) / ONNX_FILE
-    if not path.is_file():
+    if not path.is_file() or not is_current(bundle, path):  # absent, or from other weights
         try:
             export_onnx(bundle, path)
         except OSError:  # read-only bundle directory: export next to the user's cache

@@ -35,6 +35,6 @@ class TorchBackend:
         feats = torch.from_numpy(inputs["features"]).to(dev)
         state = {n: torch.from_numpy(inputs[f"state_{n}"]).to(dev) for n in self.state_names}
         out, new = self.model.step(feats, state)
-        result = {"log_probs": out.float().cpu().numpy()}
+        result = {"outputs": out.float().cpu().numpy()}
         result.update({f"new_state_{n}": new[n].float().cpu().numpy() for n in self.state_names})
         return result

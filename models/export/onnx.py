@@ -2,7 +2,8 @@
 
 Graph signature (DESIGN 3.2), batch on dim 0 everywhere, batch and time axes dynamic:
   inputs   features (B, T + lookahead, F) raw fbank, state_<name> for every state tensor
-  outputs  log_probs (B, T / subsampling, V), new_state_<name>
+  outputs  outputs (B, T / subsampling, X): log-probs (ctc, gram_ctc) or joiner-space encoder
+           frames (rnnt), as metadata output_kind says; new_state_<name>
 Static facts travel as ONNX metadata (chunk_frames, lookahead_frames, subsampling,
 output_kind, state_names). Uses torch's legacy (TorchScript-based) exporter: the default
 dynamo exporter of torch 2.13 needs onnxscript, which we do not depend on.
@@ -37,6 +38,26 @@ class _StepGraph(nn.Module):
         return (out, *(new[n] for n in self.names))
 
 
+def weights_digest(bundle: Any) -> str:
+    """Which weights an encoder.onnx was exported from (a stale export is redone)."""
+    import hashlib
+
+    from models.bundle import WEIGHTS
+
+    return hashlib.sha256((Path(bundle.path) / WEIGHTS).read_bytes()).hexdigest()
+
+
+def is_current(bundle: Any, path: Path) -> bool:
+    """True when the ONNX file at `path` was exported from this bundle's weights."""
+    import onnx
+
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    except Exception:  # noqa: BLE001 - unreadable: export again
+        return False
+    return meta.get("weights_sha256") == weights_digest(bundle)
+
+
 def state_names(model: Any) -> list[str]:
     return list(model.init_state(1))
 
@@ -55,9 +76,9 @@ def export_onnx(bundle: Any, out: str | Path | None = None, *, opset: int = OPSE
     feats = torch.zeros(2, chunk + model.lookahead_frames, bundle.features.num_mel_bins)
     state = model.init_state(2)
     inputs = ["features", *(f"state_{n}" for n in names)]
-    outputs = ["log_probs", *(f"new_state_{n}" for n in names)]
+    outputs = ["outputs", *(f"new_state_{n}" for n in names)]
     axes: dict[str, dict[int, str]] = {"features": {0: "batch", 1: "frames"},
-                                       "log_probs": {0: "batch", 1: "out_frames"}}
+                                       "outputs": {0: "batch", 1: "out_frames"}}
     for n in names:
         axes[f"state_{n}"] = {0: "batch"}
         axes[f"new_state_{n}"] = {0: "batch"}
@@ -72,7 +93,8 @@ def export_onnx(bundle: Any, out: str | Path | None = None, *, opset: int = OPSE
     proto = onnx.load(str(path))
     meta = {"chunk_frames": chunk, "lookahead_frames": model.lookahead_frames,
             "subsampling": model.subsampling, "output_kind": model.output_kind,
-            "state_names": json.dumps(names), "vocab_size": bundle.tokenizer.vocab_size}
+            "state_names": json.dumps(names), "vocab_size": bundle.tokenizer.vocab_size,
+            "weights_sha256": weights_digest(bundle)}
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, str(v)

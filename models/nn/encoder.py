@@ -32,7 +32,7 @@ class EncoderConfig:
     rnn: Literal["gru", "lstm"] = "gru"
     lookahead: int = 2  # tau, in subsampled frames (x 10 ms x subsampling)
     dropout: float = 0.1
-    subsampling: int = SUBSAMPLING  # 4 (40 ms frames) or 2 (20 ms)
+    subsampling: int = SUBSAMPLING  # 4 (40 ms frames), 2 (20 ms) or 8 (80 ms)
 
     @property
     def lookahead_frames(self) -> int:

@@ -1,7 +1,9 @@
 """Causal conv subsampling: two Conv2d(k=3) over (time, freq), frequency stride 2 each.
 
 Time strides (2, 2) give x4 (40 ms frames, the default) or (2, 1) give x2 (20 ms frames, for
-character outputs whose label density is too high at 40 ms). Causal in time: each layer is
+character outputs whose label density is too high at 40 ms); x8 (80 ms, for Gram-CTC, whose
+grams need fewer frames) stacks pairs of x4 frames before the projection (no state: a chunk is
+a multiple of 8 input frames, so it holds whole pairs). Causal in time: each layer is
 left-padded by (kernel - time stride) frames, which in streaming are the cached last input
 frames of the previous chunk. Chunks must hold a multiple of the subsampling; then chunked
 output equals whole-utterance output exactly.
@@ -14,7 +16,8 @@ from torch import nn
 
 KERNEL = 3
 STRIDE = 2  # frequency stride of both layers
-TIME_STRIDES = {4: (2, 2), 2: (2, 1)}  # subsampling -> time stride per layer
+TIME_STRIDES = {4: (2, 2), 2: (2, 1), 8: (2, 2)}  # subsampling -> time stride per layer
+STACK = {4: 1, 2: 1, 8: 2}  # conv output frames stacked into one
 SUBSAMPLING = 4  # the default
 
 
@@ -35,7 +38,8 @@ class ConvSubsampling(nn.Module):
         self.f1 = conv_out(num_mel_bins)
         self.f2 = conv_out(self.f1)
         self.channels = channels
-        self.proj = nn.Linear(channels * self.f2, d_out)
+        self.stack = STACK[subsampling]
+        self.proj = nn.Linear(self.stack * channels * self.f2, d_out)
 
     def init_cache(self, batch: int, num_mel_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.zeros(batch, 1, self.cache1, num_mel_bins),  # (B, 1, K - s1, F)
@@ -52,5 +56,5 @@ class ConvSubsampling(nn.Module):
         new2 = x[:, :, x.shape[2] - self.cache2 :]
         x = torch.relu(self.conv2(x))  # (B, C, T / subsampling, F2)
         b, c, t, f = x.shape
-        x = x.transpose(1, 2).reshape(b, t, c * f)  # (B, T/4, C * F2)
+        x = x.transpose(1, 2).reshape(b, t // self.stack, self.stack * c * f)  # (B, T/s, k C F2)
         return self.proj(x), new1, new2

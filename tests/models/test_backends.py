@@ -60,7 +60,7 @@ def test_onnx_batch_rows_are_independent(tmp_path) -> None:
             (2, t + bundle.model.lookahead_frames, 80)).astype(np.float32)}
         ref = make_backend("torch", bundle).step(x)
         got = ort_be.step(x)
-        assert got["log_probs"].shape == (2, t // 4, bundle.tokenizer.vocab_size)
+        assert got["outputs"].shape == (2, t // 4, bundle.tokenizer.vocab_size)
         assert all(np.abs(got[k] - ref[k]).max() < 1e-4 for k in ref)
 
 
@@ -94,5 +94,28 @@ def test_export_cli_verifies_against_torch(tmp_path) -> None:
 
     graph = onnx.load(str(bundle / "encoder.onnx")).graph
     assert [i.name for i in graph.input] == ["features", "state_conv1", "state_conv2", "state_rnn_h"]
-    assert [o.name for o in graph.output] == ["log_probs", "new_state_conv1", "new_state_conv2",
+    assert [o.name for o in graph.output] == ["outputs", "new_state_conv1", "new_state_conv2",
                                               "new_state_rnn_h"]
+
+
+def test_stale_onnx_export_is_redone(tmp_path) -> None:
+    """An encoder.onnx exported from other weights (e.g. before a retrain) is not used."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from models.backends.ort_backend import onnx_path
+    from models.export.onnx import is_current
+
+    root = tiny_bundle(tmp_path / "b")
+    first = onnx_path(load(root))
+    assert is_current(load(root), first)
+    weights = load_file(str(root / "model.safetensors"))
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+              str(root / "model.safetensors"))
+    retrained = load(root)
+    assert not is_current(retrained, first)
+    be = make_backend("onnxruntime", retrained)
+    ref = make_backend("torch", retrained)
+    x = {**ref.init_state(1), "features": torch.randn(
+        1, 16 + retrained.model.lookahead_frames, 80).numpy()}
+    np.testing.assert_allclose(be.step(x)["outputs"], ref.step(x)["outputs"], atol=1e-4)

@@ -26,20 +26,24 @@ def test_features_cli_reports_unreadable_audio(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def tiny_bundle(path):
-    """A random-weight bundle: enough to exercise the commands' plumbing."""
+def tiny_bundle(path, head: str = "ctc"):
+    """A random-weight bundle (ctc, gram_ctc or rnnt): enough to exercise the plumbing."""
     import torch
 
     from models.acoustic import AcousticModel, ModelConfig
     from models.bundle import save
     from models.features import FbankConfig
     from models.nn.encoder import EncoderConfig
+    from models.nn.transducer import TransducerConfig
     from models.tokenizer import CharTokenizer
+    from training.grams import gram_tokenizer
 
     torch.manual_seed(0)
-    tok = CharTokenizer()
+    tok = gram_tokenizer(["th", "he", "ing"]) if head == "gram_ctc" else CharTokenizer()
     model = AcousticModel(ModelConfig(EncoderConfig(d_model=32, num_layers=1, conv_channels=4),
-                                      tok.vocab_size))
+                                      tok.vocab_size, head=head,  # type: ignore[arg-type]
+                                      transducer=TransducerConfig(pred_dim=24, joiner_dim=16)
+                                      if head == "rnnt" else None))
     return save(path, model, features=FbankConfig(), tokenizer=tok)
 
 

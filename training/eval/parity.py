@@ -29,8 +29,8 @@ def stream_through(backend: Any, bundle: Any, audio: np.ndarray) -> tuple[list[n
     for frames in chunker.accept(audio) + chunker.finish():
         res = backend.step({"features": frames[None].numpy(), **state})
         state = {k.removeprefix("new_"): v for k, v in res.items() if k.startswith("new_state_")}
-        outs.append(res["log_probs"][0])
-        dec.update(torch.from_numpy(res["log_probs"][0]))
+        outs.append(res["outputs"][0])
+        dec.update(torch.from_numpy(res["outputs"][0]))
     return outs, dec.finalize().text
 
 

@@ -1,0 +1,1 @@
+"""Reproductions: slow experiments run as commands, each writing a table."""
