@@ -57,7 +57,9 @@ class Stream:
     async def _run(self, inputs: list[Any]) -> list[Event]:
         events: list[Event] = []
         for x in inputs:
-            events += self.session.on_output(await self.app.dispatcher.step(self.sid, x))
+            dec = self.session.batch_decoder  # decoded in the dispatcher, batched, if set
+            out = await self.app.dispatcher.step(self.sid, x, decoder=dec)
+            events += self.session.on_output(out, decoded=dec is not None)
         self.app.metrics.observe_events(events)
         return events
 
@@ -104,8 +106,17 @@ class App:
         self.cfg = cfg
         self.bundle = bundle or load(cfg.bundle)
         self.backend = make_backend(cfg.backend, self.bundle, BackendConfig(threads=cfg.threads))
+        post = None
+        if self.bundle.model.output_kind == "encoder":  # RNN-T: greedy decoding batched too
+            import torch
+
+            from models.decoding.rnnt import greedy_batch
+
+            def post(decoders: list[Any], outputs: list[Any]) -> None:
+                greedy_batch(decoders, [torch.from_numpy(o) for o in outputs])
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
-            policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams))  # type: ignore[arg-type]
+            policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams),  # type: ignore[arg-type]
+            post=post)
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.metrics = Metrics(self.dispatcher)
         self.draining = False

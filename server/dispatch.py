@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -90,11 +91,17 @@ class _Request:
     features: np.ndarray  # (T + lookahead, F)
     future: asyncio.Future[np.ndarray]
     submitted: float
+    decoder: Any = None  # decoded in the worker thread by `post`, batched with the others
 
 
 class Dispatcher:
-    def __init__(self, backend: Any, config: DispatchConfig | None = None):
+    def __init__(self, backend: Any, config: DispatchConfig | None = None,
+                 post: Callable[[list[Any], list[np.ndarray]], None] | None = None):
+        """`post(decoders, outputs)`: runs after each model step in the worker thread for the
+        batch's chunks that came with a decoder (RNN-T greedy: predictor and joiner batched
+        across streams)."""
         self.backend = backend
+        self.post = post
         self.cfg = config or DispatchConfig()
         self.metrics = DispatchMetrics()
         self._states: dict[int, dict[str, np.ndarray]] = {}  # sid -> {"state_x": (1, ...)}
@@ -145,8 +152,9 @@ class Dispatcher:
     def close_stream(self, sid: int) -> None:
         self._states.pop(sid, None)
 
-    async def step(self, sid: int, features: np.ndarray) -> np.ndarray:
-        """features (T + lookahead, F) for stream `sid` -> its outputs (T / subsampling, V)."""
+    async def step(self, sid: int, features: np.ndarray, decoder: Any = None) -> np.ndarray:
+        """features (T + lookahead, F) for stream `sid` -> its outputs (T / subsampling, X).
+        With `decoder` (and a `post` hook), the outputs come back already decoded into it."""
         if self._queue is None:
             raise RuntimeError("dispatcher not started: use `async with Dispatcher(...)`")
         if sid not in self._states:
@@ -160,7 +168,7 @@ class Dispatcher:
         self._busy.add(sid)
         try:
             self._queue.put_nowait(_Request(sid, np.asarray(features, np.float32), fut,
-                                            time.perf_counter()))
+                                            time.perf_counter(), decoder))
             return await fut
         finally:
             self._busy.discard(sid)
@@ -196,6 +204,15 @@ class Dispatcher:
             for group in groups.values():
                 await self._execute(loop, group)
 
+    def _step(self, inputs: dict[str, np.ndarray], group: list[_Request]) -> dict[str, np.ndarray]:
+        """In the worker thread: the model step, then the batched decoding hook."""
+        out = self.backend.step(inputs)
+        if self.post is not None:
+            rows = [i for i, r in enumerate(group) if r.decoder is not None]
+            if rows:
+                self.post([group[i].decoder for i in rows], [out["outputs"][i] for i in rows])
+        return out
+
     async def _execute(self, loop: asyncio.AbstractEventLoop, group: list[_Request]) -> None:
         start = time.perf_counter()
         for r in group:
@@ -205,7 +222,7 @@ class Dispatcher:
             inputs = {"features": np.stack([r.features for r in group])}  # (B, T, F)
             for name in self._states[group[0].sid]:
                 inputs[name] = np.concatenate([self._states[r.sid][name] for r in group])
-            out = await loop.run_in_executor(self._pool, self.backend.step, inputs)
+            out = await loop.run_in_executor(self._pool, self._step, inputs, group)
         except Exception as exc:  # noqa: BLE001 - a failing batch fails its own streams only
             self.metrics.failed_chunks += len(group)
             for r in group:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from models.audio import AudioError
-from models.decoding import Hypothesis, Word, bundle_decoder
+from models.decoding import Hypothesis, RnntGreedyDecoder, Word, bundle_decoder
 from models.features import Fbank
 from models.streaming import Chunker
 from server.audio_in import AudioFormat, StreamDecoder
@@ -158,9 +158,16 @@ class Session:
         return not self.finished and now - self.last_activity > self.cfg.limits.idle_timeout_s
 
     # ---- model outputs -> events -------------------------------------------------------------
-    def on_output(self, log_probs: np.ndarray) -> list[Event]:
-        """The model's outputs (T', V) for the next step input, in order."""
-        self.decoder.update(torch.from_numpy(np.asarray(log_probs)))
+    @property
+    def batch_decoder(self) -> Any:
+        """The decoder the dispatcher may advance in its batch (RNN-T greedy), else None."""
+        return self.decoder if isinstance(self.decoder, RnntGreedyDecoder) else None
+
+    def on_output(self, log_probs: np.ndarray, decoded: bool = False) -> list[Event]:
+        """The model's outputs (T', X) for the next step input, in order; `decoded`: the
+        dispatcher already advanced `batch_decoder` with them."""
+        if not decoded:
+            self.decoder.update(torch.from_numpy(np.asarray(log_probs)))
         self.frames_out += int(log_probs.shape[0])
         hyp = self.decoder.result()
         if hyp.text != self.last_text:

@@ -68,6 +68,41 @@ class RnntGreedyDecoder:
         return self.result()
 
 
+@torch.no_grad()
+def greedy_batch(decoders: list[RnntGreedyDecoder], encs: list[torch.Tensor]) -> None:
+    """Advance several streams' greedy decoders over their frames at once: one joiner call per
+    (frame, symbol) for all streams still active, one predictor call for those that emitted.
+    Same result as `decoders[i].update(encs[i])` each (test); all decoders share one head."""
+    if not decoders:
+        return
+    head = decoders[0].head
+    blank = decoders[0].tok.blank_id
+    lengths = [int(e.shape[0]) for e in encs]
+    for t in range(max(lengths)):
+        active = [i for i, n in enumerate(lengths) if t < n]
+        for _ in range(decoders[0].max_symbols):
+            if not active:
+                break
+            enc_t = torch.stack([encs[i][t] for i in active])  # (A, J)
+            pred = torch.cat([decoders[i].pred for i in active])  # (A, J)
+            lp = head.join(enc_t, pred)  # (A, V)
+            best = lp.argmax(-1).tolist()
+            emit = [(j, i, k) for j, (i, k) in enumerate(zip(active, best, strict=True))
+                    if k != blank]
+            if not emit:
+                break
+            tokens = torch.tensor([k for _, _, k in emit])
+            state = _cat([decoders[i].state for _, i, _ in emit])
+            new_pred, new_state = head.predict(tokens, state)
+            for n, (j, i, k) in enumerate(emit):
+                d = decoders[i]
+                d.emissions.append((k, d.frames + t, math.exp(float(lp[j, k]))))
+                d.pred, d.state = new_pred[n : n + 1], _slice(new_state, n)
+            active = [i for _, i, _ in emit]
+    for d, n in zip(decoders, lengths, strict=True):
+        d.frames += n
+
+
 class _Hyp:
     __slots__ = ("tokens", "logp", "emissions", "pred", "state")
 

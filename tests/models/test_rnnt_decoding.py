@@ -130,3 +130,22 @@ def test_onnx_predictor_and_joiner_equal_torch(tmp_path, predictor: str) -> None
     enc, pred = torch.randn(5, 16), torch.randn(5, 16)
     np.testing.assert_allclose(join_sess.run(None, {"enc": enc.numpy(), "pred": pred.numpy()})[0],
                                h.join(enc, pred).numpy(), atol=1e-5)
+
+
+def test_batched_greedy_equals_each_stream_alone() -> None:
+    from models.decoding.rnnt import greedy_batch
+
+    h = head("lstm", seed=11)
+    encs = [frames(n, seed) for seed, n in enumerate([7, 30, 1, 18])]
+    alone = [RnntGreedyDecoder(h, TOK, frame_seconds=0.04) for _ in encs]
+    batched = [RnntGreedyDecoder(h, TOK, frame_seconds=0.04) for _ in encs]
+    for d, e in zip(alone, encs, strict=True):
+        d.update(e[:5])
+        d.update(e[5:])
+    greedy_batch(batched, [e[:5] for e in encs])  # two chunks, different lengths per stream
+    greedy_batch(batched, [e[5:] for e in encs])
+    for a, b in zip(alone, batched, strict=True):
+        assert a.finalize().text == b.finalize().text and a.frames == b.frames
+        assert [(k, f) for k, f, _ in a.emissions] == [(k, f) for k, f, _ in b.emissions]
+        assert [p for _, _, p in a.emissions] == pytest.approx([p for _, _, p in b.emissions],
+                                                               abs=1e-5)

@@ -22,3 +22,28 @@ def test_head_streams_through_the_server(tmp_path, speech, head: str, backend: s
     finals = [m for m in msgs if m["type"] == "final"]
     assert len(finals) == 1 and finals[0]["text"] == want
     assert msgs[-1]["type"] == "end"
+
+
+def test_rnnt_streams_decoded_together_equal_each_alone(tmp_path, speech) -> None:  # noqa: F811
+    """Concurrent RNN-T streams share dispatcher batches, whose greedy decoding is batched too
+    (predictor and joiner across streams): each final equals its offline transcript."""
+    import threading
+
+    bundle = load(tiny_bundle(tmp_path / "rnnt", head="rnnt"))
+    clips = [speech, speech[: speech.size // 2], speech[speech.size // 3 :]]
+    want = [offline_text(bundle, c) for c in clips]
+    got: list = [None] * len(clips)
+    with running_server(bundle) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+
+        def run(i: int) -> None:
+            got[i] = stream_audio(url, clips[i], piece=1600)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        batches = app.dispatcher.metrics.batch_sizes
+    assert [[m["text"] for m in g if m["type"] == "final"] for g in got] == [[w] for w in want]
+    assert max(batches) > 1, batches  # the streams did share steps
