@@ -45,3 +45,51 @@ def gram_tokenizer(grams: Iterable[str]) -> CharTokenizer:
         if len(g) < 2 or " " in g or any(c not in DEFAULT_SYMBOLS for c in g):
             raise ValueError(f"gram {g!r} must be 2+ characters of the alphabet, no space")
     return CharTokenizer((*DEFAULT_SYMBOLS, *extra))
+
+
+def emitted_grams(bundle: object, manifest: str, limit: int | None = None) -> Counter[str]:
+    """How often a Gram-CTC bundle's greedy decoding emits each multi-character gram."""
+    from models.decoding.ctc_greedy import CtcGreedyDecoder
+    from training.eval.run import forward_all, load_manifest
+
+    utts = load_manifest(manifest, limit)
+    outs, _ = forward_all(bundle, utts, progress=False)
+    tok = bundle.tokenizer  # type: ignore[attr-defined]
+    counts: Counter[str] = Counter()
+    for lp in outs:
+        dec = CtcGreedyDecoder(tok, frame_seconds=bundle.frame_seconds)  # type: ignore[attr-defined]
+        dec.update(lp)
+        counts.update(tok.symbols[k] for k, _, _ in dec.tokens if len(tok.symbols[k]) > 1)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.grams refine --bundle B --manifest DEV [--min-count N]`: the gram set
+    the bundle actually uses, as JSON for `head.grams=` of the next run."""
+    import argparse
+    import json
+
+    from models.bundle import load
+
+    p = argparse.ArgumentParser(prog="python -m training.grams")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("refine", help="keep the grams a trained Gram-CTC bundle emits")
+    r.add_argument("--bundle", required=True)
+    r.add_argument("--manifest", required=True)
+    r.add_argument("--min-count", type=int, default=2)
+    r.add_argument("--limit", type=int, default=None)
+    args = p.parse_args(argv)
+    bundle = load(args.bundle)
+    grams = [s for s in bundle.tokenizer.symbols if len(s) > 1 and not s.startswith("<")]
+    if not grams:
+        raise SystemExit(f"{args.bundle}: not a Gram-CTC bundle (no multi-character tokens)")
+    counts = emitted_grams(bundle, args.manifest, args.limit)
+    kept = refine_grams(grams, counts, args.min_count)
+    print(f"kept {len(kept)} of {len(grams)} grams (emitted >= {args.min_count} times)",
+          flush=True)
+    print(json.dumps(kept))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

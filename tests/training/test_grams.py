@@ -36,3 +36,25 @@ def test_decoders_spell_grams() -> None:
         dec.update(lp)
         hyp = dec.finalize()
         assert hyp.text == "thing sing" and [w.word for w in hyp.words] == ["thing", "sing"]
+
+
+def test_refine_command_counts_what_a_bundle_emits(tmp_path, capsys) -> None:
+    import json
+
+    from tests.models.test_cli import tiny_bundle
+    from training.grams import main
+
+    bundle = tiny_bundle(tmp_path / "g", head="gram_ctc")  # random weights: emits some grams
+    corpus = tmp_path / "c"
+    from training.data.synth.corpus import SynthConfig, synthesize_corpus
+
+    synthesize_corpus(SynthConfig(out=corpus, hours=0.002, seed=1, jobs=1, engines=("flite",),
+                                  split_weights={"train": 0.5, "dev": 0.5, "test": 0.0}),
+                      progress=False)
+    assert main(["refine", "--bundle", str(bundle), "--manifest",
+                 str(corpus / "cuts_dev.jsonl.gz"), "--min-count", "1"]) == 0
+    kept = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(kept) <= {"th", "he", "ing"}
+    with pytest.raises(SystemExit, match="not a Gram-CTC bundle"):
+        main(["refine", "--bundle", str(tiny_bundle(tmp_path / "c2")), "--manifest",
+              str(corpus / "cuts_dev.jsonl.gz")])
