@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
     p.add_argument("--heads", default=",".join(HEADS))
     p.add_argument("--strides", default=",".join(map(str, STRIDES)))
+    p.add_argument("--only", default="",
+                   help="comma-separated run names to keep of the valid ones, e.g. ctc-x4,rnnt-x4")
     p.add_argument("--gram-size", type=int, default=300)
     p.add_argument("--limit", type=int, default=None, help="test utterances (default: all)")
     p.add_argument("--test", type=Path, default=None,
@@ -158,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     heads = tuple(h for h in args.heads.split(",") if h)
     strides = tuple(int(s) for s in args.strides.split(",") if s)
     runs, validity = plan(train_manifest, heads, strides, grams)
+    if args.only:
+        keep = set(args.only.split(","))
+        runs = [r for r in runs if r.name in keep]
     print(f"transducers: {len(runs)} runs x {args.minutes} min: "
           f"{', '.join(r.name for r in runs)}", flush=True)
     results = []
