@@ -35,16 +35,17 @@ def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
                  beam_size: int = 8, hotwords: list[tuple[str, float]] | None = None,
                  lm: LmFusion | None = None, transducer: Any = None) -> Decoder:
     """`hotwords` [(phrase, boost)] bias the beam decoder (and so select it when given);
-    `lm` (a bundle's word LM) is fused by the CTC beam decoder only. `transducer` (an RNN-T
-    bundle's TransducerHead) selects the RNN-T decoders."""
+    `lm` (a bundle's word LM) is fused by the beam decoders. `transducer` (an RNN-T bundle's
+    TransducerHead) selects the RNN-T decoders."""
     if transducer is not None:
         if hotwords:
-            raise ValueError("hotwords need a CTC bundle (the RNN-T decoders do not bias yet)")
+            name = "beam"
         if name == "greedy":
             return RnntGreedyDecoder(transducer, tokenizer, frame_seconds=frame_seconds)
         if name == "beam":
             return RnntBeamDecoder(transducer, tokenizer, frame_seconds=frame_seconds,
-                                   beam_size=beam_size)
+                                   beam_size=beam_size, lm=lm,
+                                   hotwords=Hotwords(hotwords, tokenizer) if hotwords else None)
         raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
     if hotwords:
         name = "beam"

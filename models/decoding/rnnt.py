@@ -7,7 +7,9 @@ torchaudio ship theirs in native code tied to their own model classes).
 Both take the encoder's joiner-space frames (T', J) per `update` and keep per-stream predictor
 state. Modified beam search (Kang et al. 2022, as in k2/icefall): per frame every hypothesis
 either takes blank (stays) or emits one token; equal token sequences merge (log-add); the
-`beam_size` best survive; new predictor outputs are computed in one batch per frame.
+`beam_size` best survive; new predictor outputs are computed in one batch per frame. Like
+the CTC beam, it can fuse a word n-gram LM and bias hotwords (both per character of a token);
+they change the ranking, not the hypotheses' acoustic scores.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import math
 
 import torch
 
+from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.decoding.lm_fusion import LmFusion, LmState
 from models.nn.transducer import PredState, TransducerHead
 from models.tokenizer import CharTokenizer
 
@@ -104,22 +108,29 @@ def greedy_batch(decoders: list[RnntGreedyDecoder], encs: list[torch.Tensor]) ->
 
 
 class _Hyp:
-    __slots__ = ("tokens", "logp", "emissions", "pred", "state")
+    __slots__ = ("tokens", "logp", "emissions", "pred", "state", "ctx", "lm")
 
     def __init__(self, tokens: tuple[int, ...], logp: float, emissions: list[Emission],
-                 pred: torch.Tensor, state: PredState):
+                 pred: torch.Tensor, state: PredState, ctx: Context, lm: LmState | None):
         self.tokens = tokens
-        self.logp = logp
+        self.logp = logp  # acoustic (RNN-T) log probability, all merged alignments
         self.emissions = emissions
         self.pred = pred  # (1, J) predictor output after `tokens`
         self.state = state
+        self.ctx = ctx  # hotword matching state
+        self.lm = lm  # LM state (None without an LM)
 
 
 class RnntBeamDecoder:
     def __init__(self, head: TransducerHead, tokenizer: CharTokenizer, *, frame_seconds: float,
-                 beam_size: int = 4):
+                 beam_size: int = 4, hotwords: Hotwords | None = None, lm: LmFusion | None = None):
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        self.hotwords = hotwords
+        self.lm = lm
+        self._spell = [[] if i == tokenizer.blank_id else
+                       [(tokenizer.encode(ch)[0], ch) for ch in sym]
+                       for i, sym in enumerate(tokenizer.symbols)]
         self.head = head
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
@@ -132,7 +143,26 @@ class RnntBeamDecoder:
         state = self.head.init_pred_state(1)
         pred, state = self.head.predict(torch.full((1,), self.tok.blank_id, dtype=torch.long),
                                         state)
-        self.hyps = [_Hyp((), 0.0, [], pred, state)]
+        self.hyps = [_Hyp((), 0.0, [], pred, state, Context(),
+                          self.lm.start if self.lm is not None else None)]
+
+    def _bias(self, h: _Hyp) -> float:
+        return h.ctx.score + (h.lm.rank if h.lm is not None else 0.0)
+
+    def _final(self, h: _Hyp) -> float:
+        score = h.logp + (self.hotwords.final_score(h.ctx) if self.hotwords else 0.0)
+        if self.lm is not None and h.lm is not None:
+            score += self.lm.final(h.lm)
+        return score
+
+    def _extend(self, h: _Hyp, k: int) -> tuple[Context, LmState | None]:
+        ctx, lm = h.ctx, h.lm
+        for ch_id, ch in self._spell[k]:
+            if self.hotwords:
+                ctx = self.hotwords.advance(ctx, ch_id)
+            if self.lm is not None and lm is not None:
+                lm = self.lm.extend(lm, ch)
+        return ctx, lm
 
     @torch.no_grad()
     def update(self, enc: torch.Tensor) -> None:
@@ -146,14 +176,15 @@ class RnntBeamDecoder:
                 stay = h.logp + float(lp[i, blank])
                 old = merged.get(h.tokens)
                 if old is None:
-                    merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state)
+                    merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state,
+                                            h.ctx, h.lm)
                 else:
                     old.logp = float(torch.logaddexp(torch.tensor(old.logp), torch.tensor(stay)))
                 top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
                 for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
                     if k != blank:
                         grow.append((h, k, h.logp + v, math.exp(v)))
-            grow.sort(key=lambda g: g[2], reverse=True)
+            grow.sort(key=lambda g: g[2] + self._bias(g[0]), reverse=True)
             grow = grow[: self.beam_size]
             frame = self.frames + t
             new: list[_Hyp] = []
@@ -167,18 +198,21 @@ class RnntBeamDecoder:
                         m = merged[key]
                         m.logp = float(torch.logaddexp(torch.tensor(m.logp), torch.tensor(logp)))
                         continue
+                    ctx, lm_state = self._extend(h, k)
                     new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)],
-                                    preds_new[j : j + 1], _slice(state_new, j)))
+                                    preds_new[j : j + 1], _slice(state_new, j), ctx, lm_state))
             pool = list(merged.values()) + new
-            pool.sort(key=lambda h: h.logp, reverse=True)
+            pool.sort(key=lambda h: h.logp + self._bias(h), reverse=True)
             self.hyps = pool[: self.beam_size]
         self.frames += int(enc.shape[0])
 
     def nbest(self) -> list[tuple[str, float]]:
-        return [(self.tok.decode(list(h.tokens)), h.logp) for h in self.hyps]
+        """Surviving hypotheses as (text, score incl. LM and hotwords), best first."""
+        ranked = sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
+        return [(self.tok.decode(list(h.tokens)), s) for h, s in ranked]
 
     def result(self) -> Hypothesis:
-        best = max(self.hyps, key=lambda h: h.logp)
+        best = max(self.hyps, key=self._final)
         return hypothesis(best.emissions, self.tok, self.frame_seconds)
 
     def finalize(self) -> Hypothesis:

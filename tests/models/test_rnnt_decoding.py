@@ -91,8 +91,31 @@ def test_make_decoder_for_rnnt() -> None:
     h = head()
     assert isinstance(make_decoder("greedy", TOK, frame_seconds=0.04, transducer=h),
                       RnntGreedyDecoder)
-    with pytest.raises(ValueError, match="hotwords need a CTC bundle"):
-        make_decoder("beam", TOK, frame_seconds=0.04, transducer=h, hotwords=[("x", 1.0)])
+    biased = make_decoder("greedy", TOK, frame_seconds=0.04, transducer=h, hotwords=[("x", 1.0)])
+    assert isinstance(biased, RnntBeamDecoder) and biased.hotwords is not None
+
+
+def test_hotwords_and_lm_steer_the_rnnt_beam() -> None:
+    """Random acoustics: a strong hotword or an LM that knows only one word wins the beam;
+    at zero weight neither changes anything."""
+    from models.decoding import Hotwords, LmConfig, LmFusion
+    from models.lm.arpa import ArpaLM
+    from training.lm.ngram import estimate
+
+    h, enc = head(seed=2), frames(20, 4)
+    plain = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8)
+    plain.update(enc)
+    base = plain.finalize().text
+    lm = ArpaLM(estimate([["zebra"]] * 5, 2))
+    inert = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8,
+                            lm=LmFusion(lm, LmConfig(0.0, 0.0, 0.0)))
+    inert.update(enc)
+    assert inert.finalize().text == base and inert.nbest() == plain.nbest()
+    runner_up = plain.nbest()[1][0]  # what the acoustics rank second
+    boosted = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8,
+                              hotwords=Hotwords([(runner_up, 5.0)], TOK))
+    boosted.update(enc)
+    assert base != runner_up and boosted.finalize().text == runner_up
 
 
 @pytest.mark.parametrize("predictor", ["lstm", "stateless"])
