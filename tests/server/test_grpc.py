@@ -67,6 +67,58 @@ def test_riva_client_offline_and_streaming(bundle, wav) -> None:
         assert kinds == {"online", "offline"}
 
 
+def test_riva_transcribe_file_script_flow(bundle, wav, capsys) -> None:
+    """What Riva's scripts/asr/transcribe_file.py does (the script is not in the PyPI package,
+    so its steps are replayed with the package's own helpers): its argparse and defaults, a
+    config with no encoding and no sample rate (the WAV header travels with the audio), word
+    boosting, diarization off, endpoint defaults, 1600-frame file chunks, print_streaming."""
+    import argparse
+
+    import riva.client
+    from riva.client.argparse_utils import (add_asr_config_argparse_parameters,
+                                            add_connection_argparse_parameters)
+
+    want = offline(bundle, wav)
+    with running_server(bundle) as app:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--input-file")
+        parser.add_argument("--file-streaming-chunk", type=int, default=1600)
+        parser = add_connection_argparse_parameters(parser)
+        parser = add_asr_config_argparse_parameters(parser, max_alternatives=True,
+                                                    profanity_filter=True, word_time_offsets=True)
+        args = parser.parse_args(["--input-file", str(wav), "--server",
+                                  f"127.0.0.1:{app.cfg.grpc_port}", "--word-time-offsets"])
+        auth = riva.client.Auth(ssl_root_cert=args.ssl_root_cert, use_ssl=args.use_ssl,
+                                uri=args.server, metadata_args=args.metadata)
+        asr = riva.client.ASRService(auth)
+        config = riva.client.StreamingRecognitionConfig(
+            config=riva.client.RecognitionConfig(
+                language_code=args.language_code, model=args.model_name, max_alternatives=1,
+                profanity_filter=args.profanity_filter,
+                enable_automatic_punctuation=args.automatic_punctuation,
+                verbatim_transcripts=not args.no_verbatim_transcripts,
+                enable_word_time_offsets=args.word_time_offsets),
+            interim_results=True)
+        assert config.config.encoding == 0 and config.config.sample_rate_hertz == 0
+        riva.client.add_word_boosting_to_config(config, args.boosted_lm_words,
+                                                args.boosted_lm_score)
+        riva.client.add_speaker_diarization_to_config(config, args.speaker_diarization,
+                                                      args.diarization_max_speakers)
+        riva.client.add_endpoint_parameters_to_config(
+            config, args.start_history, args.start_threshold, args.stop_history,
+            args.stop_history_eou, args.stop_threshold, args.stop_threshold_eou)
+        riva.client.add_custom_configuration_to_config(config, args.custom_configuration)
+        capsys.readouterr()
+        with riva.client.AudioChunkFileIterator(args.input_file, args.file_streaming_chunk,
+                                                None) as chunks:
+            riva.client.print_streaming(
+                responses=asr.streaming_response_generator(audio_chunks=chunks,
+                                                           streaming_config=config),
+                show_intermediate=False, additional_info="time", word_time_offsets=True)
+    printed = capsys.readouterr().out
+    assert want and f"Transcript 0: {want}\n" in printed, printed  # the final, as the script prints it
+
+
 def test_riva_errors(bundle, wav) -> None:
     import riva.client
 
