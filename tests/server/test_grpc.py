@@ -75,8 +75,10 @@ def test_riva_transcribe_file_script_flow(bundle, wav, capsys) -> None:
     import argparse
 
     import riva.client
-    from riva.client.argparse_utils import (add_asr_config_argparse_parameters,
-                                            add_connection_argparse_parameters)
+    from riva.client.argparse_utils import (
+        add_asr_config_argparse_parameters,
+        add_connection_argparse_parameters,
+    )
 
     want = offline(bundle, wav)
     with running_server(bundle) as app:
