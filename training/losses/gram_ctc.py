@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from training.losses import reduce
+
 NEG = -1e30
 
 
@@ -87,11 +89,4 @@ def gram_ctc_loss(log_probs: torch.Tensor, ids: torch.Tensor, same: torch.Tensor
         finals.append(torch.logsumexp(torch.cat([blank_s[rows, lengths].unsqueeze(-1),
                                                  gram_s[rows, lengths]], -1), -1))
     ll = torch.stack(finals, dim=1)[rows, last]  # (B,)
-    nll = -ll
-    if reduction == "none":
-        return nll
-    if reduction == "sum":
-        return nll.sum()
-    if reduction == "mean":
-        return nll.mean()
-    raise ValueError(f"reduction must be none, sum or mean, got {reduction!r}")
+    return reduce(-ll, reduction)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from training.losses import reduce
+
 NEG = -1e30
 
 
@@ -70,11 +72,4 @@ def rnnt_loss(log_probs: torch.Tensor, targets: torch.Tensor, frames: torch.Tens
     last_d = frames.long() - 1 + target_lengths.long()
     ll = stacked[rows, last_d, target_lengths.long()] + \
         blank_lp[rows, frames.long() - 1, target_lengths.long()]
-    nll = -ll
-    if reduction == "none":
-        return nll
-    if reduction == "sum":
-        return nll.sum()
-    if reduction == "mean":
-        return nll.mean()
-    raise ValueError(f"reduction must be none, sum or mean, got {reduction!r}")
+    return reduce(-ll, reduction)
