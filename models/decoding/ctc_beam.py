@@ -23,18 +23,8 @@ import torch
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
+from models.decoding.scoring import NEG_INF, PrefixBias, logadd
 from models.tokenizer import CharTokenizer
-
-NEG_INF = float("-inf")
-
-
-def _logadd(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    hi, lo = (a, b) if a > b else (b, a)
-    return hi + math.log1p(math.exp(lo - hi))
 
 
 class _Node:
@@ -49,7 +39,7 @@ class _Node:
         self.peak = NEG_INF  # best emission log prob seen for this token
         self.ctx = ctx  # hotword matching state of this prefix
         self.lm = lm  # language-model state of this prefix (None without an LM)
-        self.bias = ctx.score + (lm.rank if lm is not None else 0.0)  # added to its ranking
+        self.bias = PrefixBias.bias(ctx, lm)  # added to its ranking
 
     def emissions(self) -> list[Emission]:
         out: list[Emission] = []
@@ -76,17 +66,14 @@ class CtcPrefixBeamDecoder:
         self.cfg = config or BeamConfig()
         self.hotwords = hotwords
         self.lm = lm
-        # token -> its characters as (char id, char): grams (Gram-CTC) spell several
-        self._spell = [[] if i == tokenizer.blank_id else
-                       [(tokenizer.encode(ch)[0], ch) for ch in sym]
-                       for i, sym in enumerate(tokenizer.symbols)]
+        self.scoring = PrefixBias(tokenizer, hotwords, lm)
         if self.cfg.beam_size < 1 or self.cfg.top_k < 1:
             raise ValueError(f"beam_size and top_k must be >= 1, got {self.cfg}")
         self.reset()
 
     def reset(self) -> None:
         self.frames = 0
-        self.root = _Node(self.tok.blank_id, None, Context(), self.lm.start if self.lm else None)
+        self.root = _Node(self.tok.blank_id, None, *self.scoring.start())
         # prefix -> (log p ending in blank, log p ending in its last token)
         self.beam: dict[_Node, tuple[float, float]] = {self.root: (0.0, NEG_INF)}
 
@@ -117,12 +104,12 @@ class CtcPrefixBeamDecoder:
             return s
 
         for node, (pb, pnb) in self.beam.items():
-            total = _logadd(pb, pnb)
+            total = logadd(pb, pnb)
             s = slot(node)
-            s[0] = _logadd(s[0], total + blank_lp)  # stay, via blank
+            s[0] = logadd(s[0], total + blank_lp)  # stay, via blank
             for c, lp in cands:
                 if c == node.token:
-                    s[1] = _logadd(s[1], pnb + lp)  # repeat collapses into the same prefix
+                    s[1] = logadd(s[1], pnb + lp)  # repeat collapses into the same prefix
                     via = pb + lp  # a new token only after a blank
                 else:
                     via = total + lp
@@ -130,27 +117,19 @@ class CtcPrefixBeamDecoder:
                     continue
                 child = index.get((node, c))
                 if child is None:
-                    ctx, lm = node.ctx, node.lm
-                    for ch_id, ch in self._spell[c]:  # one character, or a gram's several
-                        if self.hotwords:
-                            ctx = self.hotwords.advance(ctx, ch_id)
-                        if self.lm is not None and lm is not None:
-                            lm = self.lm.extend(lm, ch)
-                    child = index[(node, c)] = _Node(c, node, ctx, lm)
+                    child = index[(node, c)] = _Node(c, node,
+                                                     *self.scoring.extend(node.ctx, node.lm, c))
                 if lp > child.peak:
                     child.peak, child.frame = lp, frame
                 cs = slot(child)
-                cs[1] = _logadd(cs[1], via)
-        ranked = sorted(nxt.items(), key=lambda kv: _logadd(kv[1][0], kv[1][1]) + kv[0].bias,
+                cs[1] = logadd(cs[1], via)
+        ranked = sorted(nxt.items(), key=lambda kv: logadd(kv[1][0], kv[1][1]) + kv[0].bias,
                         reverse=True)
         self.beam = {node: (s[0], s[1]) for node, s in ranked[: self.cfg.beam_size]}
 
     def _final(self, node: _Node, scores: tuple[float, float]) -> float:
         """Ranking score of a finished prefix: acoustic + completed hotwords + LM (with </s>)."""
-        bonus = self.hotwords.final_score(node.ctx) if self.hotwords else 0.0
-        if self.lm is not None and node.lm is not None:
-            bonus += self.lm.final(node.lm)
-        return _logadd(*scores) + bonus
+        return logadd(*scores) + self.scoring.final(node.ctx, node.lm)
 
     def best(self) -> _Node:
         return max(self.beam.items(), key=lambda kv: self._final(*kv))[0]

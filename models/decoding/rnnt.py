@@ -21,6 +21,7 @@ import torch
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
+from models.decoding.scoring import PrefixBias, logadd
 from models.nn.transducer import PredState, TransducerHead
 from models.tokenizer import CharTokenizer
 
@@ -51,19 +52,9 @@ class RnntGreedyDecoder:
         start = torch.full((1,), self.tok.blank_id, dtype=torch.long)
         self.pred, self.state = self.head.predict(start, self.state)  # (1, J)
 
-    @torch.no_grad()
     def update(self, enc: torch.Tensor) -> None:
         """enc (T', J): the next frames of this stream."""
-        blank = self.tok.blank_id
-        for t in range(enc.shape[0]):
-            for _ in range(self.max_symbols):
-                lp = self.head.join(enc[t : t + 1], self.pred)[0]  # (V,)
-                k = int(lp.argmax())
-                if k == blank:
-                    break
-                self.emissions.append((k, self.frames + t, math.exp(float(lp[k]))))
-                self.pred, self.state = self.head.predict(torch.tensor([k]), self.state)
-        self.frames += int(enc.shape[0])
+        greedy_batch([self], [enc])
 
     def result(self) -> Hypothesis:
         return hypothesis(self.emissions, self.tok, self.frame_seconds)
@@ -128,9 +119,7 @@ class RnntBeamDecoder:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.hotwords = hotwords
         self.lm = lm
-        self._spell = [[] if i == tokenizer.blank_id else
-                       [(tokenizer.encode(ch)[0], ch) for ch in sym]
-                       for i, sym in enumerate(tokenizer.symbols)]
+        self.scoring = PrefixBias(tokenizer, hotwords, lm)
         self.head = head
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
@@ -143,26 +132,14 @@ class RnntBeamDecoder:
         state = self.head.init_pred_state(1)
         pred, state = self.head.predict(torch.full((1,), self.tok.blank_id, dtype=torch.long),
                                         state)
-        self.hyps = [_Hyp((), 0.0, [], pred, state, Context(),
-                          self.lm.start if self.lm is not None else None)]
+        self.hyps = [_Hyp((), 0.0, [], pred, state, *self.scoring.start())]
 
-    def _bias(self, h: _Hyp) -> float:
-        return h.ctx.score + (h.lm.rank if h.lm is not None else 0.0)
+    @staticmethod
+    def _rank(h: _Hyp) -> float:
+        return h.logp + PrefixBias.bias(h.ctx, h.lm)
 
     def _final(self, h: _Hyp) -> float:
-        score = h.logp + (self.hotwords.final_score(h.ctx) if self.hotwords else 0.0)
-        if self.lm is not None and h.lm is not None:
-            score += self.lm.final(h.lm)
-        return score
-
-    def _extend(self, h: _Hyp, k: int) -> tuple[Context, LmState | None]:
-        ctx, lm = h.ctx, h.lm
-        for ch_id, ch in self._spell[k]:
-            if self.hotwords:
-                ctx = self.hotwords.advance(ctx, ch_id)
-            if self.lm is not None and lm is not None:
-                lm = self.lm.extend(lm, ch)
-        return ctx, lm
+        return h.logp + self.scoring.final(h.ctx, h.lm)
 
     @torch.no_grad()
     def update(self, enc: torch.Tensor) -> None:
@@ -179,12 +156,12 @@ class RnntBeamDecoder:
                     merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state,
                                             h.ctx, h.lm)
                 else:
-                    old.logp = float(torch.logaddexp(torch.tensor(old.logp), torch.tensor(stay)))
+                    old.logp = logadd(old.logp, stay)
                 top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
                 for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
                     if k != blank:
                         grow.append((h, k, h.logp + v, math.exp(v)))
-            grow.sort(key=lambda g: g[2] + self._bias(g[0]), reverse=True)
+            grow.sort(key=lambda g: g[2] + PrefixBias.bias(g[0].ctx, g[0].lm), reverse=True)
             grow = grow[: self.beam_size]
             frame = self.frames + t
             new: list[_Hyp] = []
@@ -196,13 +173,13 @@ class RnntBeamDecoder:
                     key = (*h.tokens, k)
                     if key in merged:  # reached by staying on an equal sequence: log-add
                         m = merged[key]
-                        m.logp = float(torch.logaddexp(torch.tensor(m.logp), torch.tensor(logp)))
+                        m.logp = logadd(m.logp, logp)
                         continue
-                    ctx, lm_state = self._extend(h, k)
+                    ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
                     new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)],
                                     preds_new[j : j + 1], _slice(state_new, j), ctx, lm_state))
             pool = list(merged.values()) + new
-            pool.sort(key=lambda h: h.logp + self._bias(h), reverse=True)
+            pool.sort(key=self._rank, reverse=True)
             self.hyps = pool[: self.beam_size]
         self.frames += int(enc.shape[0])
 
