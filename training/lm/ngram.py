@@ -80,8 +80,7 @@ def estimate(sentences: Iterable[list[str]], order: int = 3,
             gammas[n - 1][hist] = (d[0] * k[0] + d[1] * k[1] + d[2] * k[2]) / total
         for gram, c in counts.items():
             hist = gram[:-1]
-            lower = (probs[n - 2][gram[1:]] if n > 1 and gram[1:] in probs[n - 2]
-                     else _lower(probs, gram[1:], gammas, vocab_size))
+            lower = _lower(probs, gram[1:], gammas, vocab_size)
             probs[n - 1][gram] = (c - d[min(c, 3) - 1]) / totals[hist] + gammas[n - 1][hist] * lower
         if n == 1:  # seen unigrams already hold their uniform share; <unk> gets only that
             probs[0][(UNK,)] = probs[0].get((UNK,), 0.0) + gammas[0][()] / vocab_size
