@@ -22,17 +22,16 @@ from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
 from models.decoding.scoring import PrefixBias, logadd
-from models.nn.transducer import PredState, TransducerHead
+from models.nn.transducer import PredState, TransducerHead, batch_dim
 from models.tokenizer import CharTokenizer
 
 
 def _slice(state: PredState, i: int) -> PredState:
-    return {k: (v[:, i : i + 1] if k in ("h", "c") else v[i : i + 1]) for k, v in state.items()}
+    return {k: v.narrow(batch_dim(k), i, 1) for k, v in state.items()}
 
 
 def _cat(states: list[PredState]) -> PredState:
-    return {k: torch.cat([s[k] for s in states], dim=1 if k in ("h", "c") else 0)
-            for k in states[0]}
+    return {k: torch.cat([s[k] for s in states], dim=batch_dim(k)) for k in states[0]}
 
 
 class RnntGreedyDecoder:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.nn.transducer import batch_dim
+
 PREDICTOR_FILE = "predictor.onnx"
 JOINER_FILE = "joiner.onnx"
 
@@ -50,13 +52,11 @@ def export_transducer(bundle: Any, out_dir: str | Path | None = None, *,
     head = head.eval()
     state = head.init_pred_state(2)
     names = list(state)
-    # a state tensor's batch axis: dim 1 for LSTM (layers, B, P), dim 0 otherwise
-    axis = {n: (1 if n in ("h", "c") else 0) for n in names}
     tokens = torch.tensor([1, 2])
     axes: dict[str, dict[int, str]] = {"tokens": {0: "batch"}, "pred": {0: "batch"}}
     for n in names:
-        axes[f"state_{n}"] = {axis[n]: "batch"}
-        axes[f"new_state_{n}"] = {axis[n]: "batch"}
+        axes[f"state_{n}"] = {batch_dim(n): "batch"}
+        axes[f"new_state_{n}"] = {batch_dim(n): "batch"}
     pred_path, join_path = out / PREDICTOR_FILE, out / JOINER_FILE
     j = head.cfg.joiner_dim
     with torch.no_grad(), warnings.catch_warnings():

@@ -21,6 +21,12 @@ from torch import nn
 PredState = dict[str, torch.Tensor]
 
 
+def batch_dim(name: str) -> int:
+    """Which axis of a predictor state tensor is the batch: LSTM h, c are (layers, B, P);
+    the stateless predictor's tokens are (B, context)."""
+    return 1 if name in ("h", "c") else 0
+
+
 @dataclass(frozen=True)
 class TransducerConfig:
     predictor: Literal["lstm", "stateless"] = "lstm"
