@@ -61,6 +61,9 @@ class HeadConfig:
     predictor: str = "lstm"  # rnnt: lstm | stateless
     pred_dim: int = 256  # rnnt
     joiner_dim: int = 256  # rnnt
+    rnnt_loss: str = "full"  # rnnt: full | pruned (training.losses.pruned_rnnt)
+    prune_range: int = 5  # rnnt pruned: label positions kept per frame
+    simple_loss_scale: float = 0.5  # rnnt pruned: weight of the simple (linear joiner) loss
 
 
 @dataclass

@@ -100,7 +100,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if cfg.head.type == "rnnt":
         from training.rnnt_module import RnntModule
 
-        module: CtcModule = RnntModule(model_cfg, cfg.optim, tok)
+        module: CtcModule = RnntModule(model_cfg, cfg.optim, tok, loss=cfg.head.rnnt_loss,
+                                       prune_range=cfg.head.prune_range,
+                                       simple_loss_scale=cfg.head.simple_loss_scale)
     else:
         module = CtcModule(model_cfg, cfg.optim, tok)
     history: list[dict[str, Any]] = []

@@ -132,11 +132,12 @@ def test_gram_ctc_trains_and_streams(tiny_corpus, tmp_path) -> None:
     assert t.finalize() == offline
 
 
-@pytest.mark.parametrize("predictor", ["lstm", "stateless"])
-def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str) -> None:
+@pytest.mark.parametrize("predictor, loss", [("lstm", "full"), ("stateless", "pruned")])
+def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str, loss: str) -> None:
     cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "rnnt", 150), "head.type=rnnt",
                              f"head.predictor={predictor}", "head.pred_dim=64",
-                             "head.joiner_dim=64"])
+                             "head.joiner_dim=64", f"head.rnnt_loss={loss}",
+                             "head.prune_range=4"])
     bundle = load(train(cfg, progress=False))
     rows = (tmp_path / "rnnt/logs/version_0/metrics.csv").read_text().splitlines()
     col = rows[0].split(",").index("train_loss")

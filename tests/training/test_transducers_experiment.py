@@ -22,6 +22,7 @@ def test_comparison_table(tiny_corpus, tmp_path) -> None:  # noqa: F811
     result = json.loads(out.with_suffix(".json").read_text())
     runs = {r["run"]: r for r in result["runs"]}
     assert "rnnt-x4" in runs and "rnnt-x8" in runs and "ctc-x4" in runs
+    assert "rnnt_pruned-x4" in runs
     assert result["validity"]["ctc-x8"].startswith("invalid")  # characters at 80 ms: too dense
     for r in runs.values():
         assert r["steps"] > 0 and 0 <= r["test_cer"] and r["params"] > 0 and r["decode_rtf"] > 0

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-HEADS = ("ctc", "rnnt", "gram_ctc")
+from training.experiments import write_report
+
+HEADS = ("ctc", "rnnt", "rnnt_pruned", "gram_ctc")  # rnnt_pruned: RNN-T, pruned loss
 STRIDES = (2, 4, 8)
 MAX_MEDIAN, MAX_INFEASIBLE = 0.8, 0.02
 
@@ -54,7 +56,7 @@ def plan(train_manifest: str, heads: tuple[str, ...], strides: tuple[int, ...],
     runs, why = [], {}
     for head in heads:
         for s in strides:
-            if head == "rnnt":
+            if head.startswith("rnnt"):
                 runs.append(Run(head, s))
                 why[f"{head}-x{s}"] = "valid (RNN-T: any labels per frame)"
                 continue
@@ -79,9 +81,12 @@ def run_one(run: Run, args: argparse.Namespace, grams: list[str]) -> dict[str, A
     corpus = Path(args.corpus)
     out = Path(args.work) / run.name
     overrides = [f"name={run.name}", f"out_dir={out}", f"model.subsampling={run.stride}",
-                 f"head.type={run.head}", f"optim.max_minutes={args.minutes}",
+                 f"head.type={run.head.removesuffix('_pruned')}",
+                 f"optim.max_minutes={args.minutes}",
                  f"data.train=[{corpus / 'cuts_train.jsonl.gz'}]",
                  f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]", *args.override]
+    if run.head == "rnnt_pruned":
+        overrides.append("head.rnnt_loss=pruned")
     if run.head == "gram_ctc":  # JSON quotes every gram (YAML would read "on", "no" as bools)
         overrides.append(f"head.grams={json.dumps(grams)}")
     cfg = load_config(args.recipe, overrides)
@@ -173,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"date": time.strftime("%Y-%m-%d"), "minutes_per_run": args.minutes,
                   "recipe": str(args.recipe), "gram_size": args.gram_size,
                   "validity": validity, "runs": results}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(result))
+        write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0
 

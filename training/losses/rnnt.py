@@ -53,6 +53,16 @@ def rnnt_loss(log_probs: torch.Tensor, targets: torch.Tensor, frames: torch.Tens
         label_lp = torch.cat([label_lp, label_lp.new_full((b, t, 1), NEG)], dim=2)  # (B, T, U+1)
     else:
         label_lp = blank_lp.new_full((b, t, 1), NEG)
+    return reduce(lattice_nll(blank_lp, label_lp, frames, target_lengths), reduction)
+
+
+def lattice_nll(blank_lp: torch.Tensor, label_lp: torch.Tensor, frames: torch.Tensor,
+                target_lengths: torch.Tensor) -> torch.Tensor:
+    """The forward recursion on per-cell transition scores: blank_lp[b, t, u] (leave frame t
+    after u labels) and label_lp[b, t, u] (emit label u + 1 in frame t), both (B, T, U+1), NEG
+    where a transition is not allowed (the last column's labels; cells a pruned loss left out).
+    Returns the per-utterance negative log likelihood (B,)."""
+    b, t, u1 = blank_lp.shape
     diagonals = t + u1 - 1
     blank_d = _skew(blank_lp, diagonals)  # blank_d[:, d, u] = blank[d - u, u]
     label_d = _skew(label_lp, diagonals)
@@ -68,8 +78,8 @@ def rnnt_loss(log_probs: torch.Tensor, targets: torch.Tensor, frames: torch.Tens
         alpha = alpha.masked_fill((d - u >= t).unsqueeze(0), NEG)
         alphas.append(alpha)
     stacked = torch.stack(alphas, dim=1)  # (B, D, U+1)
-    rows = torch.arange(b, device=log_probs.device)
+    rows = torch.arange(b, device=blank_lp.device)
     last_d = frames.long() - 1 + target_lengths.long()
     ll = stacked[rows, last_d, target_lengths.long()] + \
         blank_lp[rows, frames.long() - 1, target_lengths.long()]
-    return reduce(-ll, reduction)
+    return -ll
