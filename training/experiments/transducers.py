@@ -118,15 +118,31 @@ def run_one(run: Run, args: argparse.Namespace, grams: list[str]) -> dict[str, A
             "test_utterances": len(utts), "bundle": str(bundle_dir)}
 
 
+def previous_rows(args: argparse.Namespace, rerun: set[str]) -> list[dict[str, Any]]:
+    """--merge: the rows of the existing table at --out that this call does not re-run, each
+    dated (rows written before rows carried dates take the table's date)."""
+    path = args.out.with_suffix(".json")
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    for key, mine in (("minutes_per_run", args.minutes), ("recipe", str(args.recipe)),
+                      ("gram_size", args.gram_size)):
+        if old.get(key) != mine:
+            raise SystemExit(f"--merge: {path} has {key}={old.get(key)!r}, this call "
+                             f"{mine!r}; rows at different settings do not compare")
+    return [{**r, "date": r.get("date", old["date"])} for r in old["runs"]
+            if r["run"] not in rerun]
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["| run | frame | params | steps | epochs | train s / epoch | dev WER | test WER | "
-             "test CER | decode RTF |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "test CER | decode RTF | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         dev = f"{100 * r['best_dev_wer']:.1f} %" if r["best_dev_wer"] is not None else "-"
         lines.append(f"| {r['run']} | {r['frame_ms']} ms | {r['params'] / 1e6:.2f} M | "
                      f"{r['steps']} | {r['epochs']:.2f} | {r['train_seconds_per_epoch']:.0f} | "
                      f"{dev} | {100 * r['test_wer']:.1f} % | {100 * r['test_cer']:.1f} % | "
-                     f"{r['decode_rtf']:.4f} |")
+                     f"{r['decode_rtf']:.4f} | {r.get('date', result['date'])} |")
     skipped = [f"- {k}: {v}" for k, v in result["validity"].items()]
     claims = [f"- {v}" for v in CLAIMS.values()]
     return "\n".join([*lines, "", "Validity of each (head, stride):", *skipped, "",
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/results/transducers"))
     p.add_argument("--override", action="append", default=[],
                    help="extra recipe override for every run, e.g. optim.max_steps=50")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of an existing --out table that this call does not "
+                        "re-run (same minutes per run, recipe and gram size required)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -170,14 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in runs if r.name in keep]
     print(f"transducers: {len(runs)} runs x {args.minutes} min: "
           f"{', '.join(r.name for r in runs)}", flush=True)
-    results = []
+    kept = previous_rows(args, {r.name for r in runs}) if args.merge else []
+    order = [f"{h}-x{s}" for h in HEADS for s in STRIDES]
+    results: list[dict[str, Any]] = []
     for i, run in enumerate(runs, 1):
         print(f"transducers: [{i}/{len(runs)}] {run.name}", flush=True)
-        results.append(run_one(run, args, grams))
+        results.append({**run_one(run, args, grams), "date": time.strftime("%Y-%m-%d")})
         print(json.dumps(results[-1]), flush=True)
+        rows = sorted(kept + results, key=lambda r: order.index(r["run"]))
         result = {"date": time.strftime("%Y-%m-%d"), "minutes_per_run": args.minutes,
                   "recipe": str(args.recipe), "gram_size": args.gram_size,
-                  "validity": validity, "runs": results}
+                  "validity": validity, "runs": rows}
         write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0
