@@ -6,10 +6,11 @@ CTC, RNN-T with the full loss and RNN-T with the pruned loss (and Gram-CTC), sam
 
 Each variant runs forward + backward + AdamW on the same `--batches` batches (drawn once by
 the recipe's bucketing sampler, augmentation off, so every variant sees identical tensors),
-after one warm-up batch; reports mean seconds per step, the ratio to CTC, peak resident memory
-growth and, for RNN-T, the joiner cells computed per step (B x T' x (U+1) for the full loss,
-B x T' x s_range for the pruned one). One thread (OMP_WAIT_POLICY=PASSIVE), like training.
-A command, not a test.
+after one warm-up batch; reports mean seconds per step, the ratio to CTC, the peak resident
+memory the steps added (each variant runs in its own process so one's peak does not hide
+another's) and, for RNN-T, the joiner cells computed per step (B x T' x (U+1) for the full
+loss, B x T' x s_range for the pruned one). One thread (OMP_WAIT_POLICY=PASSIVE), like
+training. A command, not a test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/results/step-cost"))
     p.add_argument("--override", action="append", default=[],
                    help="recipe override for every variant, e.g. model.d_model=384")
+    p.add_argument("--row", type=Path, default=None,
+                   help=argparse.SUPPRESS)  # internal: measure one variant, write its row here
     args = p.parse_args(argv)
 
     import torch
@@ -135,10 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.recipe, data)
     batches = draw_batches(base, args.batches)
     audio = sum(float(b["lengths"].sum()) for b in batches[1:]) / 100 / args.batches
+    if args.row is not None:  # one variant, in this (fresh) process
+        cfg = load_config(args.recipe, [*data, *VARIANTS[args.variants]])
+        args.row.write_text(json.dumps(measure(args.variants, cfg, batches)))
+        return 0
     rows = []
     for name in args.variants.split(","):
-        cfg = load_config(args.recipe, [*data, *VARIANTS[name]])
-        rows.append(measure(name, cfg, batches))
+        if name not in VARIANTS:
+            raise SystemExit(f"--variants: unknown {name!r}; known: {', '.join(VARIANTS)}")
+        row = args.out.with_name(f"{args.out.name}.{name}.row.json")
+        row.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "training.experiments.step_cost", "--corpus",
+               str(args.corpus), "--recipe", str(args.recipe), "--batches", str(args.batches),
+               "--stride", str(args.stride), "--variants", name, "--row", str(row),
+               *sum((["--override", o] for o in args.override), [])]
+        subprocess.run(cmd, check=True)
+        rows.append(json.loads(row.read_text()))
+        row.unlink()
         print(json.dumps(rows[-1]), flush=True)
     result = {"date": time.strftime("%Y-%m-%d"), "recipe": str(args.recipe),
               "stride": args.stride, "batches": args.batches,
