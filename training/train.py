@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from models.bundle import DecodingDefaults, save
 from models.features import FbankConfig
 from models.tokenizer import CharTokenizer
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.ctc_module import CtcModule
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-    from training.ctc_module import CtcModule
     from training.data.dataset import feature_stats
 
     torch.set_num_threads(cfg.threads)
@@ -89,22 +91,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(cfg)
     feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
-    transducer = None
-    if cfg.head.type == "rnnt":
-        from models.nn.transducer import TransducerConfig
-
-        transducer = TransducerConfig(predictor=cfg.head.predictor,  # type: ignore[arg-type]
-                                      pred_dim=cfg.head.pred_dim, joiner_dim=cfg.head.joiner_dim)
-    model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type,  # type: ignore[arg-type]
-                            transducer=transducer)
-    if cfg.head.type == "rnnt":
-        from training.rnnt_module import RnntModule
-
-        module: CtcModule = RnntModule(model_cfg, cfg.optim, tok, loss=cfg.head.rnnt_loss,
-                                       prune_range=cfg.head.prune_range,
-                                       simple_loss_scale=cfg.head.simple_loss_scale)
-    else:
-        module = CtcModule(model_cfg, cfg.optim, tok)
+    module = make_module(cfg, tok)
     history: list[dict[str, Any]] = []
     if cfg.init_from:
         history = warm_start(module, cfg.init_from)
@@ -153,6 +140,27 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
     (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return path
+
+
+def make_module(cfg: TrainConfig, tok: CharTokenizer) -> CtcModule:
+    """The Lightning module for the config's head: CtcModule (CTC, Gram-CTC) or RnntModule."""
+    from training.ctc_module import CtcModule
+
+    transducer = None
+    if cfg.head.type == "rnnt":
+        from models.nn.transducer import TransducerConfig
+
+        transducer = TransducerConfig(predictor=cfg.head.predictor,  # type: ignore[arg-type]
+                                      pred_dim=cfg.head.pred_dim, joiner_dim=cfg.head.joiner_dim)
+    model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type,  # type: ignore[arg-type]
+                            transducer=transducer)
+    if cfg.head.type == "rnnt":
+        from training.rnnt_module import RnntModule
+
+        return RnntModule(model_cfg, cfg.optim, tok, loss=cfg.head.rnnt_loss,
+                          prune_range=cfg.head.prune_range,
+                          simple_loss_scale=cfg.head.simple_loss_scale)
+    return CtcModule(model_cfg, cfg.optim, tok)
 
 
 def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:

@@ -60,22 +60,12 @@ def draw_batches(cfg: Any, n: int) -> list[dict[str, Any]]:
 def measure(name: str, cfg: Any, batches: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
-    from models.acoustic import ModelConfig
-    from models.nn.transducer import TransducerConfig
-    from training.ctc_module import CtcModule
-    from training.rnnt_module import RnntModule, pad_targets
-    from training.train import make_tokenizer
+    from training.train import make_module, make_tokenizer
 
     torch.manual_seed(0)
     tok = make_tokenizer(cfg)
     h = cfg.head
-    transducer = (TransducerConfig(predictor=h.predictor, pred_dim=h.pred_dim,
-                                   joiner_dim=h.joiner_dim) if h.type == "rnnt" else None)
-    mcfg = ModelConfig(cfg.model, tok.vocab_size, head=h.type, transducer=transducer)
-    module: CtcModule = (RnntModule(mcfg, cfg.optim, tok, loss=h.rnnt_loss,
-                                    prune_range=h.prune_range,
-                                    simple_loss_scale=h.simple_loss_scale)
-                         if h.type == "rnnt" else CtcModule(mcfg, cfg.optim, tok))
+    module = make_module(cfg, tok)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cells = [], []
@@ -93,7 +83,7 @@ def measure(name: str, cfg: Any, batches: list[dict[str, Any]]) -> dict[str, Any
             times.append(time.perf_counter() - t0)
             if h.type == "rnnt":
                 b, t = len(batch["texts"]), int(out_lengths.max())
-                u1 = pad_targets(batch["targets"], batch["target_lengths"]).shape[1] + 1
+                u1 = int(batch["target_lengths"].max()) + 1
                 cells.append(b * t * (h.prune_range if h.rnnt_loss == "pruned" else u1))
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"variant": name, "params": sum(p.numel() for p in module.model.parameters()),
@@ -137,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     data = [f"data.train=[{args.corpus / 'cuts_train.jsonl.gz'}]",
             f"data.dev=[{args.corpus / 'cuts_dev.jsonl.gz'}]", f"model.subsampling={args.stride}",
             *args.override]
-    base = load_config(args.recipe, data)
-    batches = draw_batches(base, args.batches)
-    audio = sum(float(b["lengths"].sum()) for b in batches[1:]) / 100 / args.batches
     if args.row is not None:  # one variant, in this (fresh) process
+        batches = draw_batches(load_config(args.recipe, data), args.batches)
         cfg = load_config(args.recipe, [*data, *VARIANTS[args.variants]])
-        args.row.write_text(json.dumps(measure(args.variants, cfg, batches)))
+        row = measure(args.variants, cfg, batches)
+        row["audio_seconds_per_batch"] = round(
+            sum(float(b["lengths"].sum()) for b in batches[1:]) / 100 / args.batches, 1)
+        args.row.write_text(json.dumps(row))
         return 0
     rows = []
     for name in args.variants.split(","):
@@ -160,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     result = {"date": time.strftime("%Y-%m-%d"), "recipe": str(args.recipe),
               "stride": args.stride, "batches": args.batches,
-              "audio_seconds_per_batch": round(audio, 1), "rows": rows}
+              "audio_seconds_per_batch": [r.pop("audio_seconds_per_batch") for r in rows][0],
+              "rows": rows}
     write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0
