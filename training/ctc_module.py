@@ -2,7 +2,8 @@
 
 The CTC loss is torch's own `ctc_loss` (native on CPU and CUDA); Gram-CTC's is ours
 (training.losses.gram_ctc), over the grams the tokenizer lists. Validation decodes greedily and
-logs dev WER/CER (jiwer); the best checkpoint by dev WER is exported as a bundle by train.py.
+logs dev WER/CER (jiwer, pooled over DDP ranks); the best checkpoint by dev WER is exported as a
+bundle by train.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from models.acoustic import AcousticModel, ModelConfig
 from models.decoding.ctc_greedy import greedy_batch
 from models.tokenizer import CharTokenizer
 from training.config import OptimConfig
+from training.eval.metrics import edit_counts
 from training.losses.gram_ctc import gram_ctc_loss, gram_lattice
 
 
@@ -59,12 +61,16 @@ class CtcModule(L.LightningModule):
         self._refs += batch["texts"]
 
     def on_validation_epoch_end(self) -> None:
-        import jiwer
-
+        # Pooled over every rank's share of the dev set: edit and reference counts are summed
+        # across processes, so a DDP run's dev WER is the WER of the whole dev set (a mean of
+        # per-rank WERs would weigh a short share like a long one).
+        counts = torch.zeros(4, dtype=torch.float64)  # word edits, ref words, char edits, ref chars
         if self._refs:
-            hyps = [h or "<empty>" for h in self._hyps]
-            self.log("dev_wer", jiwer.wer(self._refs, hyps), prog_bar=True, sync_dist=True)
-            self.log("dev_cer", jiwer.cer(self._refs, hyps), sync_dist=True)
+            counts += torch.tensor(edit_counts(self._refs, self._hyps), dtype=torch.float64)
+        counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
+        if counts[1] > 0:
+            self.log("dev_wer", float(counts[0] / counts[1]), prog_bar=True)
+            self.log("dev_cer", float(counts[2] / counts[3].clamp(min=1)))
         self._refs, self._hyps = [], []
 
     def configure_optimizers(self) -> Any:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from training.eval.metrics import breakdown, error_rates
+from training.eval.metrics import breakdown, edit_counts, error_rates
 
 
 def test_error_rates_pool_edits() -> None:
@@ -20,6 +20,18 @@ def test_error_rates_pool_edits() -> None:
     assert per["x"].wer == 0.0 and per["y"].wer == 0.5 and per["y"].cer == pytest.approx(0.5 / 1.5)
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
         error_rates(["a", "b"], ["a"])
+
+
+def test_edit_counts_of_shards_pool_to_the_whole_set() -> None:
+    refs = ["the cat sat", "a dog", "one two three four five six", "x"]
+    hyps = ["the cat sat down", "", "one too three for five six", "x"]
+    whole = edit_counts(refs, hyps)
+    shards = [edit_counts(refs[:1], hyps[:1]), edit_counts(refs[1:], hyps[1:])]
+    assert tuple(map(sum, zip(*shards, strict=True))) == whole
+    r = error_rates(refs, hyps)
+    assert whole[0] / whole[1] == pytest.approx(r.wer) and whole[2] / whole[3] == pytest.approx(r.cer)
+    # the mean of the shards' WERs is not the set's WER: why dev WER pools counts across ranks
+    assert sum(s[0] / s[1] for s in shards) / 2 != pytest.approx(r.wer)
 
 
 def test_pocketsphinx_peer_transcribes(tmp_path) -> None:

@@ -107,6 +107,9 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
+    rows = (out / "logs/version_0/metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("dev_wer")  # pooled over both ranks' dev shares
+    assert [r.split(",")[col] for r in rows[1:] if r.split(",")[col]], rows
     assert "gloo" in proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
 
 

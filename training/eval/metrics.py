@@ -28,7 +28,7 @@ class Rates:
         return d
 
 
-def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> Rates:
+def _align(refs: Sequence[str], hyps: Sequence[str]) -> tuple[Any, Any]:
     import jiwer
 
     if len(refs) != len(hyps):
@@ -37,10 +37,24 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> Rates:
         raise ValueError("nothing to score: no utterances")
     # jiwer rejects empty strings; an empty hypothesis is all deletions, which "" -> " " keeps
     h = [x if x.strip() else " " for x in hyps]
-    w = jiwer.process_words(list(refs), h)
-    c = jiwer.process_characters(list(refs), h)
+    return jiwer.process_words(list(refs), h), jiwer.process_characters(list(refs), h)
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> Rates:
+    w, c = _align(refs, hyps)
     words = w.hits + w.substitutions + w.deletions
     return Rates(len(refs), words, w.wer, c.cer, w.substitutions, w.deletions, w.insertions)
+
+
+def edit_counts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[int, int, int, int]:
+    """(word edits, reference words, character edits, reference characters): the sums that pool.
+
+    Shards of a set (a DDP rank's share of the dev set) add up to the whole set's counts, so
+    WER = sum(word edits) / sum(reference words) over the shards is the set's WER.
+    """
+    w, c = _align(refs, hyps)
+    return (w.substitutions + w.deletions + w.insertions, w.hits + w.substitutions + w.deletions,
+            c.substitutions + c.deletions + c.insertions, c.hits + c.substitutions + c.deletions)
 
 
 def breakdown(refs: Sequence[str], hyps: Sequence[str], keys: Sequence[str]) -> dict[str, Rates]:
