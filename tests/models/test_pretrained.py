@@ -47,8 +47,8 @@ SENTENCES = ["turn on the kitchen lights", "what time is it", "call mom", "play 
 def test_transcribes_freshly_synthesized_sentences(bundle, tmp_path) -> None:
     """A regression guard at the shipped model's measured quality (docs/RESULTS.md), decoding
     as shipped (beam + its word LM): pooled CER 0.014 and 6 of 8 sentences exactly right
-    (espeak-ng en-us) when shipped (2026-11-29; the model before: 0.043, 5 of 8); not all are
-    exact yet (the issue's target is not met)."""
+    (espeak-ng en-us) when shipped (2026-11-29, sessions 4 and 5; the session-3 model: 0.043,
+    5 of 8); not all are exact yet (the issue's target is not met)."""
     import jiwer
 
     hyps = []
