@@ -16,11 +16,13 @@ never a promise. Writes JSON, a markdown table and a PNG plot.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from models.bundle import BUNDLE_JSON
 from training.experiments import write_report
 
 
@@ -125,9 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=0.15, help="dev WER to extrapolate to")
     ap.add_argument("--out", type=Path, required=True, help="path stem: writes .json, .md, .png")
     args = ap.parse_args(argv)
-    import json
-
-    provenance = json.loads((Path(args.bundle) / "bundle.json").read_text()).get("provenance", {})
+    # the provenance only: models.bundle.load would also read the weights and parse the LM
+    provenance = json.loads((Path(args.bundle) / BUNDLE_JSON).read_text()).get("provenance", {})
     points = chain(provenance)
     fits = extrapolate(points, args.target)
     md = table(points, fits, args.target)
