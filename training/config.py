@@ -55,6 +55,9 @@ class OptimConfig:
 @dataclass
 class HeadConfig:
     type: str = "ctc"  # ctc | gram_ctc | rnnt
+    units: str = "char"  # ctc, rnnt: char | subword (sentencepiece units from the train text)
+    subword_vocab: int = 256  # units=subword: vocabulary size incl. blank, <unk>, the characters
+    subword_type: str = "unigram"  # units=subword: unigram | bpe (sentencepiece model type)
     gram_size: int = 100  # gram_ctc: most frequent within-word n-grams added to the characters
     gram_max_n: int = 3
     grams: list[str] = field(default_factory=list)  # gram_ctc: a fixed gram set (e.g. refined)

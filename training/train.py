@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from training.ctc_module import CtcModule
 
 log = logging.getLogger(__name__)
+UNITS = ("char", "subword")
 
 
 def _cuts(paths: list[str]) -> Any:
@@ -164,12 +165,34 @@ def make_module(cfg: TrainConfig, tok: CharTokenizer) -> CtcModule:
 
 
 def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:
-    """Characters for CTC; characters + n-grams for Gram-CTC (the config's fixed set, or the
-    most frequent ones in the training transcripts)."""
+    """Characters, or sentencepiece subword units (CTC, RNN-T), learned from the training
+    transcripts unless `init_from` brings its own; characters + n-grams for Gram-CTC (the
+    config's fixed set, or the most frequent ones in the training transcripts)."""
     from models.acoustic import HEADS
 
     if cfg.head.type not in HEADS:
         raise ValueError(f"config head.type must be one of {HEADS}, got {cfg.head.type!r}")
+    if cfg.head.units not in UNITS:
+        raise ValueError(f"config head.units must be one of {UNITS}, got {cfg.head.units!r}")
+    if cfg.head.units == "subword":
+        if cfg.head.type == "gram_ctc":
+            raise ValueError("config head.units=subword: Gram-CTC learns its own grams; "
+                             "use head.type=ctc or rnnt")
+        if cfg.init_from:
+            from models.tokenizer import SubwordTokenizer
+
+            tok = CharTokenizer.load(Path(cfg.init_from) / "tokens.txt")
+            if not isinstance(tok, SubwordTokenizer):
+                raise ValueError(f"init_from {cfg.init_from} has character tokens, "
+                                 "but the config asks for head.units=subword")
+            return tok
+        from training.units import train_subword
+
+        texts = [s.text for c in _cuts(cfg.data.train) for s in c.supervisions]
+        tok = train_subword(texts, cfg.head.subword_vocab, model_type=cfg.head.subword_type)
+        log.info("subword units: %d (%s), e.g. %s", tok.vocab_size, cfg.head.subword_type,
+                 [s for s in tok.symbols if len(s) > 3][:10])
+        return tok
     if cfg.head.type != "gram_ctc":
         return CharTokenizer()
     from training.grams import gram_tokenizer, select_grams

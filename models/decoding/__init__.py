@@ -45,7 +45,7 @@ def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
         if name == "beam":
             return RnntBeamDecoder(transducer, tokenizer, frame_seconds=frame_seconds,
                                    beam_size=beam_size, lm=lm,
-                                   hotwords=Hotwords(hotwords, tokenizer) if hotwords else None)
+                                   hotwords=Hotwords(hotwords) if hotwords else None)
         raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
     if hotwords:
         name = "beam"
@@ -54,7 +54,7 @@ def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
     if name == "beam":
         return CtcPrefixBeamDecoder(tokenizer, frame_seconds=frame_seconds,
                                     config=BeamConfig(beam_size=beam_size),
-                                    hotwords=Hotwords(hotwords, tokenizer) if hotwords else None,
+                                    hotwords=Hotwords(hotwords) if hotwords else None,
                                     lm=lm)
     raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}")
 

@@ -1,6 +1,7 @@
 """Per-stream hotword (contextual) biasing for CTC prefix beam search.
 
-Hotword phrases become a character trie. Each beam prefix carries a context state: the trie
+Hotword phrases become a character trie (the character alphabet, whatever units the model
+emits: the beam advances it through each token's spelling). Each beam prefix carries a context state: the trie
 node it has matched so far from a word start (or "no match" inside another word), the bonus of
 hotwords it completed (`committed`) and the bonus of the match in progress (`partial`). Each
 matched character earns `boost` (log domain); a match that breaks loses its partial bonus, so
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.tokenizer import CharTokenizer
+from models.tokenizer import char_ids
 
 NO_MATCH = -1  # inside a word that is no hotword: wait for the next space
 
@@ -37,9 +38,9 @@ class Context:
 
 
 class Hotwords:
-    def __init__(self, phrases: list[tuple[str, float]], tokenizer: CharTokenizer):
+    def __init__(self, phrases: list[tuple[str, float]]):
         self.trie = _Trie()
-        self.space = tokenizer.symbols.index(" ")
+        self.space = char_ids(" ")[0]
         for phrase, boost in phrases:
             text = " ".join(phrase.lower().split())
             if not text:
@@ -47,7 +48,7 @@ class Hotwords:
             if not 0.0 < boost <= 20.0:
                 raise ValueError(f"hotword boost must be in (0, 20], got {boost} for {phrase!r}")
             try:
-                ids = tokenizer.encode(text)
+                ids = char_ids(text)
             except ValueError as exc:
                 raise ValueError(f"hotword {phrase!r}: {exc}") from None
             node = 0

@@ -1,9 +1,9 @@
 """Decoder results shared by every decoder: words with timing and confidence.
 
 A decoder reduces its best path to emitted tokens `(token_id, frame, prob)`; `hypothesis()`
-turns them into words. A word starts at its first token's frame and ends after its last; its
-confidence is the mean of its tokens' probabilities; the utterance confidence is the mean over
-words.
+turns them into words by their spelling (characters, grams or subword units). A word starts at
+its first token's frame and ends after its last; its confidence is the mean of its tokens'
+probabilities; the utterance confidence is the mean over words.
 """
 
 from __future__ import annotations
@@ -36,24 +36,29 @@ class Hypothesis:
 
 
 def hypothesis(emissions: Iterable[Emission], tok: CharTokenizer, frame_seconds: float) -> Hypothesis:
-    space_id = tok.symbols.index(" ")
+    """Tokens -> timed words. A space starts a new word, alone (characters) or leading a
+    subword unit (" the"); a unit with no space (a letter, a gram, "ing") goes on the word."""
     words: list[Word] = []
     current: list[Emission] = []
+    text: list[str] = []
 
     def flush() -> None:
-        if current:
-            text = tok.decode([k for k, _, _ in current])
+        if current and "".join(text):
             conf = sum(p for _, _, p in current) / len(current)
             start = current[0][1] * frame_seconds
             end = (current[-1][1] + 1) * frame_seconds
-            words.append(Word(text, round(start, 3), round(end, 3), round(conf, 4)))
-            current.clear()
+            words.append(Word("".join(text), round(start, 3), round(end, 3), round(conf, 4)))
+        current.clear()
+        text.clear()
 
     for item in emissions:
-        if item[0] == space_id:
+        piece = tok.spell(item[0])
+        if piece.startswith(" "):
             flush()
-        else:
+            piece = piece.lstrip(" ")
+        if piece:
             current.append(item)
+            text.append(piece)
     flush()
     conf = sum(w.confidence for w in words) / len(words) if words else 0.0
     return Hypothesis(" ".join(w.word for w in words), words, round(conf, 4))

@@ -1,6 +1,6 @@
 """What both beam decoders (CTC prefix beam, RNN-T modified beam) add to acoustic scores:
-hotword bonuses and word-LM fusion, advanced one character at a time (a Gram-CTC token spells
-several), plus the log-add they merge paths with."""
+hotword bonuses and word-LM fusion, advanced one character at a time (a Gram-CTC gram or a subword
+unit spells several), plus the log-add they merge paths with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.lm_fusion import LmFusion, LmState
-from models.tokenizer import CharTokenizer
+from models.tokenizer import CharTokenizer, char_ids
 
 NEG_INF = float("-inf")
 
@@ -30,9 +30,8 @@ class PrefixBias:
         self.hotwords = hotwords
         self.lm = lm
         # token -> its characters as (char id, char): grams (Gram-CTC) spell several
-        self._spell = [[] if i == tokenizer.blank_id else
-                       [(tokenizer.encode(ch)[0], ch) for ch in sym]
-                       for i, sym in enumerate(tokenizer.symbols)]
+        self._spell = [list(zip(char_ids(tokenizer.spell(i)), tokenizer.spell(i), strict=True))
+                       for i in range(tokenizer.vocab_size)]
 
     def start(self) -> tuple[Context, LmState | None]:
         return Context(), self.lm.start if self.lm is not None else None

@@ -113,7 +113,7 @@ def test_hotwords_and_lm_steer_the_rnnt_beam() -> None:
     assert inert.finalize().text == base and inert.nbest() == plain.nbest()
     runner_up = plain.nbest()[1][0]  # what the acoustics rank second
     boosted = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8,
-                              hotwords=Hotwords([(runner_up, 5.0)], TOK))
+                              hotwords=Hotwords([(runner_up, 5.0)]))
     boosted.update(enc)
     assert base != runner_up and boosted.finalize().text == runner_up
 

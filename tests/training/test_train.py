@@ -34,6 +34,15 @@ def overrides(corpus: Path, out: Path, steps: int) -> list[str]:
             "augment.spec_time_masks=0", "augment.spec_freq_masks=0", "chunk_frames=16"]
 
 
+def stream_equals_offline(bundle, audio, decoder: str | None = None) -> None:
+    """The bundle's transcript of `audio` fed in 1234-sample pieces equals the offline one."""
+    offline = transcribe(bundle, audio, decoder=decoder)
+    t = StreamingTranscriber(bundle, decoder=decoder)
+    for i in range(0, audio.size, 1234):
+        t.accept_waveform(audio[i : i + 1234])
+    assert t.finalize() == offline
+
+
 def test_loss_falls_and_bundle_streams(tiny_corpus, tmp_path) -> None:
     cfg = load_config(None, overrides(tiny_corpus, tmp_path / "run", 500))
     bundle_path = train(cfg, progress=False)
@@ -168,3 +177,31 @@ def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str, loss: st
         whole = bundle_decoder(bundle, decoder)
         whole.update(enc[0])
         assert whole.finalize().text == offline.text
+
+
+@pytest.mark.parametrize("head", ["ctc", "rnnt"])
+def test_subword_units_train_stream_and_warm_start(tiny_corpus, tmp_path, head: str) -> None:
+    """head.units=subword: sentencepiece units from the train text; the bundle carries them
+    (tokens.model), streams == offline with both decoders, and a warm start keeps the units."""
+    from models.tokenizer import SubwordTokenizer
+
+    extra = ["head.units=subword", "head.subword_vocab=40", f"head.type={head}",
+             "head.pred_dim=64", "head.joiner_dim=64", "model.subsampling=8"]
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "sw", 150), *extra])
+    path = train(cfg, progress=False)
+    bundle = load(path)
+    rows = (tmp_path / "sw/logs/version_0/metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("train_loss")
+    losses = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert isinstance(bundle.tokenizer, SubwordTokenizer) and (path / "tokens.model").is_file()
+    assert bundle.model.cfg.vocab_size == 40 and bundle.model.subsampling == 8
+    from lhotse import CutSet
+
+    cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")))
+    audio = load_audio(cut.recording.sources[0].source)
+    for decoder in ("greedy", "beam"):
+        stream_equals_offline(bundle, audio, decoder)
+    cfg2 = load_config(None, [*overrides(tiny_corpus, tmp_path / "sw2", 20), *extra,
+                              f"init_from={path}"])
+    assert load(train(cfg2, progress=False)).tokenizer.symbols == bundle.tokenizer.symbols
