@@ -1,9 +1,10 @@
 """Forward-only streaming encoder (Deep Speech 2 style, unidirectional).
 
-features (B, T, F) -> global CMVN -> causal conv subsampling x s (4, or 2) -> unidirectional
-GRU/LSTM layers -> row convolution over tau future frames -> LayerNorm -> (B, T/s, D).
+features (B, T, F) -> global CMVN -> causal conv subsampling x s (4, 2 or 8) -> the body:
+unidirectional GRU/LSTM layers (arch "rnn") or causal Conformer layers (arch "conformer",
+models.nn.conformer) -> row convolution over tau future frames -> LayerNorm -> (B, T/s, D).
 
-`step` and `forward` share `_advance` (conv + RNN from a state). Lookahead comes in on the input
+`step` and `forward` share `_advance` (conv + body from a state). Lookahead comes in on the input
 side: a step gets T_chunk + s * tau frames; the chunk part advances (and commits) the state, the
 lookahead part runs from the committed state only to feed the row convolution. `forward` is the
 same computation over the whole (zero-padded) utterance, so the two agree to float rounding.
@@ -17,10 +18,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from models.nn.conformer import ConformerStack
 from models.nn.rowconv import RowConv
 from models.nn.subsampling import SUBSAMPLING, ConvSubsampling
 
 State = dict[str, torch.Tensor]
+ARCHS = ("rnn", "conformer")
+CONFORMER_STATE = ("att_k", "att_v", "att_valid", "conv")  # models.nn.conformer's state keys
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class EncoderConfig:
     lookahead: int = 2  # tau, in subsampled frames (x 10 ms x subsampling)
     dropout: float = 0.1
     subsampling: int = SUBSAMPLING  # 4 (40 ms frames), 2 (20 ms) or 8 (80 ms)
+    arch: Literal["rnn", "conformer"] = "rnn"  # the body: `rnn` layers, or causal Conformer
+    heads: int = 4  # conformer: attention heads
+    ff_mult: int = 4  # conformer: feed-forward width / d_model
+    conv_kernel: int = 15  # conformer: causal depthwise convolution, frames (the past K - 1)
+    left_context: int = 64  # conformer: output frames of cached left context per attention
 
     @property
     def lookahead_frames(self) -> int:
@@ -61,9 +70,15 @@ class StreamingEncoder(nn.Module):
         self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
         self.subsampling = ConvSubsampling(cfg.num_mel_bins, cfg.conv_channels, cfg.d_model,
                                            cfg.subsampling)
-        rnn_cls = nn.GRU if cfg.rnn == "gru" else nn.LSTM
-        self.rnn = rnn_cls(cfg.d_model, cfg.d_model, cfg.num_layers, batch_first=True,
-                           dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        if cfg.arch not in ARCHS:
+            raise ValueError(f"encoder arch must be one of {ARCHS}, got {cfg.arch!r}")
+        if cfg.arch == "conformer":
+            self.conformer = ConformerStack(cfg.d_model, cfg.num_layers, cfg.heads, cfg.ff_mult,
+                                            cfg.conv_kernel, cfg.left_context, cfg.dropout)
+        else:
+            rnn_cls = nn.GRU if cfg.rnn == "gru" else nn.LSTM
+            self.rnn = rnn_cls(cfg.d_model, cfg.d_model, cfg.num_layers, batch_first=True,
+                               dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.rowconv = RowConv(cfg.d_model, cfg.lookahead)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -71,10 +86,14 @@ class StreamingEncoder(nn.Module):
     # ---- state -----------------------------------------------------------------------------
     def init_state(self, batch: int) -> State:
         c1, c2 = self.subsampling.init_cache(batch, self.cfg.num_mel_bins)
-        h = torch.zeros(batch, self.cfg.num_layers, self.cfg.d_model)  # (B, L, D)
-        state = {"conv1": c1, "conv2": c2, "rnn_h": h}
-        if self.cfg.rnn == "lstm":
-            state["rnn_c"] = torch.zeros_like(h)
+        state = {"conv1": c1, "conv2": c2}
+        if self.cfg.arch == "conformer":
+            state.update(self.conformer.init_state(batch))
+        else:
+            h = torch.zeros(batch, self.cfg.num_layers, self.cfg.d_model)  # (B, L, D)
+            state["rnn_h"] = h
+            if self.cfg.rnn == "lstm":
+                state["rnn_c"] = torch.zeros_like(h)
         dev = self.feat_mean.device
         return {k: v.to(dev) for k, v in state.items()}
 
@@ -89,9 +108,12 @@ class StreamingEncoder(nn.Module):
 
     # ---- shared core -------------------------------------------------------------------------
     def _advance(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Normalised x (B, T, F), T % s == 0 -> RNN outputs (B, T/s, D), new state."""
+        """Normalised x (B, T, F), T % s == 0 -> body outputs (B, T/s, D), new state."""
         y, c1, c2 = self.subsampling(x, state["conv1"], state["conv2"])
         y = self.dropout(y)
+        if self.cfg.arch == "conformer":
+            y, new_body = self.conformer(y, {k: state[k] for k in CONFORMER_STATE})
+            return y, {"conv1": c1, "conv2": c2, **new_body}
         h0 = state["rnn_h"].transpose(0, 1).contiguous()  # (L, B, D)
         if self.cfg.rnn == "lstm":
             c0 = state["rnn_c"].transpose(0, 1).contiguous()
@@ -103,7 +125,7 @@ class StreamingEncoder(nn.Module):
         return y, new
 
     def _finish(self, h: torch.Tensor) -> torch.Tensor:
-        """RNN outputs (B, T' + tau, D) -> encoder outputs (B, T', D)."""
+        """Body outputs (B, T' + tau, D) -> encoder outputs (B, T', D)."""
         return self.norm(self.dropout(self.rowconv(h)))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
