@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 UNITS = ("char", "subword")
+INIT_SCOPES = ("all", "encoder")
 
 
 def _cuts(paths: list[str]) -> Any:
@@ -95,7 +96,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     module = make_module(cfg, tok)
     history: list[dict[str, Any]] = []
     if cfg.init_from:
-        history = warm_start(module, cfg.init_from)
+        history = warm_start(module, cfg.init_from, cfg.init_scope)
         mean = module.model.encoder.feat_mean.clone()
     else:
         mean, std = feature_stats(_cuts(cfg.data.train), feats)
@@ -178,7 +179,7 @@ def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:
         if cfg.head.type == "gram_ctc":
             raise ValueError("config head.units=subword: Gram-CTC learns its own grams; "
                              "use head.type=ctc or rnnt")
-        if cfg.init_from:
+        if cfg.init_from and cfg.init_scope == "all":
             from models.tokenizer import SubwordTokenizer
 
             tok = CharTokenizer.load(Path(cfg.init_from) / "tokens.txt")
@@ -211,15 +212,24 @@ def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def warm_start(module: Any, bundle_dir: str) -> list[dict[str, Any]]:
-    """Load a bundle's weights (and normaliser) into `module`; return the runs behind it."""
+def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[str, Any]]:
+    """Load a bundle's weights (and normaliser) into `module`, all of them or (scope
+    "encoder") the encoder's only; return the runs behind it."""
     from models.bundle import load
 
+    if scope not in INIT_SCOPES:
+        raise ValueError(f"config init_scope must be one of {INIT_SCOPES}, got {scope!r}")
     bundle = load(bundle_dir)
-    if bundle.model.cfg != module.model.cfg:
-        raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from the "
-                         f"config's {module.model.cfg}")
-    module.model.load_state_dict(bundle.model.state_dict())
+    if scope == "encoder":
+        if bundle.model.cfg.encoder != module.model.cfg.encoder:
+            raise ValueError(f"init_from {bundle_dir}: its encoder {bundle.model.cfg.encoder} "
+                             f"differs from the config's {module.model.cfg.encoder}")
+        module.model.encoder.load_state_dict(bundle.model.encoder.state_dict())
+    else:
+        if bundle.model.cfg != module.model.cfg:
+            raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from "
+                             f"the config's {module.model.cfg}")
+        module.model.load_state_dict(bundle.model.state_dict())
     prov = dict(bundle.provenance)
     earlier = prov.pop("history", [])
     prov.pop("config", None)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.audio import load_audio
 from models.bundle import load
@@ -161,7 +162,6 @@ def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str, loss: st
 
     cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")))
     audio = load_audio(cut.recording.sources[0].source)
-    import torch
 
     from models.decoding import bundle_decoder
     from models.features import Fbank
@@ -205,3 +205,18 @@ def test_subword_units_train_stream_and_warm_start(tiny_corpus, tmp_path, head: 
     cfg2 = load_config(None, [*overrides(tiny_corpus, tmp_path / "sw2", 20), *extra,
                               f"init_from={path}"])
     assert load(train(cfg2, progress=False)).tokenizer.symbols == bundle.tokenizer.symbols
+    # init_scope=encoder: a character model starts from the subword model's encoder
+    from models.tokenizer import CharTokenizer
+    from training.train import make_module, warm_start
+
+    cfg3 = load_config(None, [*overrides(tiny_corpus, tmp_path / "sw3", 20), *extra[3:],
+                              f"head.type={head}", f"init_from={path}", "init_scope=encoder"])
+    module = make_module(cfg3, CharTokenizer())
+    assert [h["steps"] for h in warm_start(module, str(path), "encoder")] == [150]
+    for k, v in bundle.model.encoder.state_dict().items():
+        assert torch.equal(module.model.encoder.state_dict()[k], v), k
+    assert module.model.cfg.vocab_size == 29
+    with pytest.raises(ValueError, match="its model .* differs from the config"):
+        warm_start(module, str(path), "all")
+    with pytest.raises(ValueError, match="init_scope must be one of"):
+        warm_start(module, str(path), "head")
