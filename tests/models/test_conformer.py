@@ -8,7 +8,7 @@ import torch
 
 from models.acoustic import AcousticModel, ModelConfig
 from models.nn.encoder import EncoderConfig
-from tests.models.test_encoder import TOL, stream
+from tests.models.test_encoder import TOL, assert_batch_rows_independent, stream
 
 
 def make_model(subsampling: int = 4, lookahead: int = 2, left: int = 5, seed: int = 0,
@@ -69,14 +69,7 @@ def test_left_context_is_bounded() -> None:
 
 def test_batch_rows_are_independent_and_state_is_batched() -> None:
     model = make_model()
-    a, b = torch.randn(1, 90, 80), torch.randn(1, 57, 80)
-    batch = torch.zeros(2, 90, 80)
-    batch[0], batch[1, :57] = a[0], b[0]
-    with torch.no_grad():
-        out, lengths = model(batch, torch.tensor([90, 57]))
-        out_b, _ = model(b)
-    assert lengths.tolist() == [23, 15]
-    assert (out[1, :15] - out_b[0]).abs().max().item() <= TOL
+    assert_batch_rows_independent(model)
     state = model.init_state(3)
     assert set(state) == {"conv1", "conv2", "att_k", "att_v", "att_valid", "conv"}
     assert all(v.shape[0] == 3 for v in state.values())
