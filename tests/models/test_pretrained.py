@@ -1,20 +1,22 @@
 """The shipped default bundle: loads, transcribes fresh synthetic speech, streams == offline.
 
-The audio is synthesized here, now, from held-out (test split) voices and sentences, so these
-tests exercise the real model on speech it never saw.
+The audio is synthesized here, now, from held-out voices and sentences: the test split of the
+shipped model's own corpus (`chorus data synth --seed 0`: voices are held out per seed, sentences
+by a hash of their text), which the tests check utterance by utterance, so they exercise the real
+model on speech it never saw.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.audio import load_audio
 from models.bundle import DEFAULT_BUNDLE, load
 from models.streaming import StreamingTranscriber, transcribe
+
+CORPUS_SEED = 0  # the shipped model's corpus (training/recipes/small.yaml)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def test_split(tmp_path_factory) -> Path:
     from training.data.synth.corpus import SynthConfig, synthesize_corpus
 
     out = tmp_path_factory.mktemp("heldout")
-    synthesize_corpus(SynthConfig(out=out, hours=0.03, seed=11, jobs=2,
+    synthesize_corpus(SynthConfig(out=out, hours=0.05, seed=CORPUS_SEED, jobs=2,
                                   split_weights={"train": 0.0, "dev": 0.0, "test": 1.0}),
                       progress=False)
     return out
@@ -39,26 +41,36 @@ def test_default_bundle_is_shipped_and_small() -> None:
     assert sum(files.values()) < 50 * 2**20
 
 
-SENTENCES = ["turn on the kitchen lights", "what time is it", "call mom", "play some music",
-             "set a timer for ten minutes", "open the door", "good morning",
-             "the weather is nice today"]
+def test_held_out_speech_is_held_out(test_split) -> None:
+    """Every utterance of the fixture: a test-split voice of the corpus seed and a sentence
+    that hashes to the test split (never in training)."""
+    from training.data.synth.corpus import SynthConfig, available_voices
+    from training.data.synth.split import split_voices, text_split
+    from training.eval.run import load_manifest
+
+    cfg = SynthConfig(out=test_split, hours=0.0, seed=CORPUS_SEED)
+    held = {v.id for v in split_voices(available_voices(cfg), seed=CORPUS_SEED)["test"]}
+    utts = load_manifest(test_split / "cuts_test.jsonl.gz")
+    assert len(utts) >= 40 and len({u.engine for u in utts}) >= 5
+    for u in utts:
+        assert u.voice in held, u.voice
+        assert text_split(u.ref) == "test", u.id
 
 
-def test_transcribes_freshly_synthesized_sentences(bundle, tmp_path) -> None:
-    """A regression guard at the shipped model's measured quality (docs/RESULTS.md), decoding
-    as shipped (beam + its word LM): pooled CER 0.014 and 6 of 8 sentences exactly right
-    (espeak-ng en-us) when shipped (2026-11-29, sessions 4 and 5; the session-3 model: 0.043,
-    5 of 8); not all are exact yet (the issue's target is not met)."""
-    import jiwer
+def test_quality_on_held_out_speech(bundle, test_split) -> None:
+    """A regression guard at the shipped model's measured quality, decoding as shipped (beam +
+    its word LM), on held-out voices and sentences of every engine: measured WER 0.364 / CER
+    0.206 on these 52 utterances (synthesis is deterministic for a seed) for the session-5 model
+    (2026-12-02); the bounds leave a few points of margin. Tighten them when a better model ships."""
+    from training.eval.metrics import error_rates
+    from training.eval.run import load_manifest, transcribe_ours
 
-    hyps = []
-    for i, text in enumerate(SENTENCES):
-        wav = tmp_path / f"{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
-        audio = load_audio(wav, sample_rate=16_000)  # espeak-ng writes 22.05 kHz: resampled
-        hyps.append(transcribe(bundle, audio).text)
-    assert jiwer.cer(SENTENCES, hyps) <= 0.06, list(zip(SENTENCES, hyps, strict=True))
-    assert sum(h == s for h, s in zip(hyps, SENTENCES, strict=True)) >= 5, hyps
+    utts = load_manifest(test_split / "cuts_test.jsonl.gz")
+    hyps, _ = transcribe_ours(bundle, utts, decoder=bundle.decoding.decoder,
+                              beam_size=bundle.decoding.beam_size, lm=bundle.lm, progress=False)
+    r = error_rates([u.ref for u in utts], hyps)
+    pairs = [(u.ref, h) for u, h in zip(utts, hyps, strict=True)]
+    assert r.wer <= 0.39 and r.cer <= 0.23, (r, pairs)
 
 
 def test_streaming_equals_full_utterance_on_held_out_speech(bundle, test_split) -> None:
