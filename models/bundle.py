@@ -37,6 +37,7 @@ class DecodingDefaults:
     lm_weight: float = 0.5  # alpha of shallow fusion
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # per word outside the LM vocabulary
+    lexicon: bool = False  # beam + LM: only words of the LM's vocabulary (hard constraint)
 
 
 @dataclass
@@ -143,4 +144,5 @@ def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:
         lm = ArpaLM.load(path)
     except (ArpaError, OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"bundle.json: decoding.lm {decoding.lm!r}: {exc}") from exc
-    return LmFusion(lm, LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty))
+    return LmFusion(lm, LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty,
+                                 decoding.lexicon))

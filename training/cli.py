@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--lm-weight", type=float, default=None, help="LM weight (alpha)")
     ev.add_argument("--word-bonus", type=float, default=None, help="per-word bonus (beta)")
     ev.add_argument("--oov-penalty", type=float, default=None, help="per out-of-vocabulary word")
+    ev.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
+                    help="beam + LM: only words of the LM's vocabulary (default: the bundle's)")
     ev.add_argument("--json", type=Path, default=None, help="write the full result here")
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ev.add_argument("--no-progress", action="store_true")
@@ -95,7 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
         result = evaluate(args.bundle, args.manifest, decoder=args.decoder,
                           beam_size=args.beam_size, peers=tuple(args.peer), limit=args.limit,
                           lm=args.lm, lm_weight=args.lm_weight, word_bonus=args.word_bonus,
-                          oov_penalty=args.oov_penalty,
+                          oov_penalty=args.oov_penalty, lexicon=args.lexicon,
                           progress=not args.no_progress)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"chorus eval: {exc}") from exc

@@ -123,8 +123,9 @@ class CtcPrefixBeamDecoder:
                     child.peak, child.frame = lp, frame
                 cs = slot(child)
                 cs[1] = logadd(cs[1], via)
-        ranked = sorted(nxt.items(), key=lambda kv: logadd(kv[1][0], kv[1][1]) + kv[0].bias,
-                        reverse=True)
+        # a prefix the LM's lexicon rules out (bias -inf, lexicon=True) leaves the beam
+        ranked = sorted((kv for kv in nxt.items() if kv[0].bias != NEG_INF),
+                        key=lambda kv: logadd(kv[1][0], kv[1][1]) + kv[0].bias, reverse=True)
         self.beam = {node: (s[0], s[1]) for node, s in ranked[: self.cfg.beam_size]}
 
     def _final(self, node: _Node, scores: tuple[float, float]) -> float:

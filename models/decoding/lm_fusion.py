@@ -7,6 +7,9 @@ Without the OOV penalty the beam learns to glue words into one unknown "word" (o
 costs less than three real words), which dev decoding showed.
 A partial word that is not the start of any vocabulary word already pays the <unk> price, so
 misspelled prefixes fall out of the beam early instead of at their space (the lexicon check).
+With `lexicon=True` the vocabulary is a hard constraint instead (words through the prefix set
+of the LM's vocabulary, as a lexicon-constrained decoder like Kaldi's or flashlight's would):
+a prefix that leaves it is impossible (rank -inf) and the beams drop it.
 
 `LmState` is immutable and hangs off a beam node: extending a prefix by one character makes a
 new state in O(1) (dict lookups), so fusion adds no per-frame cost beyond new prefixes.
@@ -18,12 +21,15 @@ from dataclasses import dataclass
 
 from models.lm.arpa import BOS, EOS, ArpaLM
 
+NEG_INF = float("-inf")
+
 
 @dataclass(frozen=True)
 class LmConfig:
     weight: float = 0.5  # alpha
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # subtracted per word outside the LM's vocabulary (natural log)
+    lexicon: bool = False  # only words of the LM's vocabulary (a hard constraint, not a penalty)
 
 
 @dataclass(frozen=True)
@@ -44,13 +50,14 @@ class LmFusion:
         self.cfg = config or LmConfig()
         self.keep = max(lm.order - 1, 1)
         self.start = LmState()
-        self.unk_price = self.cfg.weight * lm.unk_logprob - self.cfg.oov_penalty
+        self.unk_price = (NEG_INF if self.cfg.lexicon else
+                          self.cfg.weight * lm.unk_logprob - self.cfg.oov_penalty)
 
     def _word(self, state: LmState) -> tuple[tuple[str, ...], float]:
         word = state.partial
         lp = self.cfg.weight * self.lm.logprob(state.context, word)
         if word not in self.lm.vocab:
-            lp -= self.cfg.oov_penalty
+            lp = NEG_INF if self.cfg.lexicon else lp - self.cfg.oov_penalty
         ctx = (*state.context, word)[-self.keep:]
         return ctx, state.score + lp + self.cfg.word_bonus
 

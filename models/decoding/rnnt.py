@@ -21,7 +21,7 @@ import torch
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
-from models.decoding.scoring import PrefixBias, logadd
+from models.decoding.scoring import NEG_INF, PrefixBias, logadd
 from models.nn.transducer import PredState, TransducerHead, batch_dim
 from models.tokenizer import CharTokenizer
 
@@ -177,7 +177,8 @@ class RnntBeamDecoder:
                     ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
                     new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)],
                                     preds_new[j : j + 1], _slice(state_new, j), ctx, lm_state))
-            pool = list(merged.values()) + new
+            # hypotheses the LM's lexicon rules out (rank -inf, lexicon=True) leave the beam
+            pool = [h for h in (*merged.values(), *new) if self._rank(h) != NEG_INF]
             pool.sort(key=self._rank, reverse=True)
             self.hyps = pool[: self.beam_size]
         self.frames += int(enc.shape[0])

@@ -50,6 +50,25 @@ def test_word_order_matters_not_just_the_lexicon(lm: ArpaLM) -> None:
     assert beam(lp, LmFusion(lm, LmConfig(0.8, 1.0))).finalize().text == "the cat sat on the mat"
 
 
+def test_lexicon_allows_only_vocabulary_words(lm: ArpaLM) -> None:
+    """Acoustics say "cxt" (0.9): open vocabulary keeps it when OOV words cost nothing extra,
+    the lexicon-constrained beam cannot spell it and finds "cat"."""
+    tok = CharTokenizer()
+    lp = ambiguous("the cat sat", {5: ("x", 0.9)}, tok)
+    assert beam(lp, LmFusion(lm, LmConfig(0.1, 0.0, 0.0))).finalize().text == "the cxt sat"
+    assert beam(lp, LmFusion(lm, LmConfig(0.1, 0.0, 0.0, lexicon=True))).finalize().text == "the cat sat"
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_lexicon_beam_emits_vocabulary_words_only(lm: ArpaLM, seed: int) -> None:
+    lp = random_log_probs(40, CharTokenizer().vocab_size, seed, sharp=2.0)
+    dec = beam(lp, LmFusion(lm, LmConfig(0.5, 1.0, lexicon=True)))
+    for text, score in dec.nbest():
+        if score > float("-inf"):  # an unfinished last word can only be scored -inf
+            assert set(text.split()) <= lm.vocab, text
+
+
 def test_zero_weights_change_nothing(lm: ArpaLM) -> None:
     lp = random_log_probs(30, CharTokenizer().vocab_size, 5, sharp=3.0)
     plain = beam(lp, None)

@@ -111,6 +111,10 @@ def test_hotwords_and_lm_steer_the_rnnt_beam() -> None:
                             lm=LmFusion(lm, LmConfig(0.0, 0.0, 0.0)))
     inert.update(enc)
     assert inert.finalize().text == base and inert.nbest() == plain.nbest()
+    only = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8,
+                           lm=LmFusion(lm, LmConfig(0.1, 0.0, 0.0, lexicon=True)))
+    only.update(enc)
+    assert set(only.finalize().text.split()) <= {"zebra"}  # the lexicon: one word
     runner_up = plain.nbest()[1][0]  # what the acoustics rank second
     boosted = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=8,
                               hotwords=Hotwords([(runner_up, 5.0)]))

@@ -145,14 +145,14 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
              beam_size: int | None = None, peers: tuple[str, ...] = (), limit: int | None = None,
              lm: str | None = None, lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             lexicon: bool | None = None, progress: bool = True) -> dict[str, Any]:
     """`lm`: an ARPA file to fuse instead of the bundle's, or "none" for no LM."""
     from models.bundle import load
 
     bundle = load(bundle_path)
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
-    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty)
+    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon)
     utts = load_manifest(manifest, limit)
     audio_s = sum(u.duration for u in utts)
     texts: dict[str, list[str]] = {}
@@ -180,6 +180,7 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         "beam_size": beam_size if decoder == "beam" else None,
         "lm": ({"order": fusion.lm.order, "weight": fusion.cfg.weight,
                 "word_bonus": fusion.cfg.word_bonus, "oov_penalty": fusion.cfg.oov_penalty,
+                "lexicon": fusion.cfg.lexicon,
                 "source": lm or bundle.decoding.lm}
                if fusion is not None and decoder == "beam" else None),
         "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
@@ -191,7 +192,7 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
 
 
 def lm_override(bundle: Any, lm: str | None, weight: float | None, bonus: float | None,
-                oov: float | None = None) -> Any:
+                oov: float | None = None, lexicon: bool | None = None) -> Any:
     """The LmFusion to decode with: the bundle's, another ARPA file's, or none."""
     from models.decoding import LmConfig, LmFusion
     from models.lm.arpa import ArpaLM
@@ -205,7 +206,8 @@ def lm_override(bundle: Any, lm: str | None, weight: float | None, bonus: float 
     cfg = base.cfg if base is not None else LmConfig()
     return LmFusion(model, LmConfig(cfg.weight if weight is None else weight,
                                     cfg.word_bonus if bonus is None else bonus,
-                                    cfg.oov_penalty if oov is None else oov))
+                                    cfg.oov_penalty if oov is None else oov,
+                                    cfg.lexicon if lexicon is None else lexicon))
 
 
 def report_markdown(result: dict[str, Any]) -> str:

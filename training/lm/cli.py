@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--weight", type=float, required=True)
     a.add_argument("--bonus", type=float, required=True)
     a.add_argument("--oov-penalty", type=float, default=10.0)
+    a.add_argument("--lexicon", action="store_true",
+                   help="decode only words of the LM's vocabulary (a hard constraint)")
     a.add_argument("--decoder", choices=("greedy", "beam"), default=None,
                    help="also set the bundle's default decoder")
     a.set_defaults(func=run_attach)
@@ -150,7 +152,7 @@ def run_attach(args: argparse.Namespace) -> int:
     meta = json.loads(meta_path.read_text())
     dec = meta.setdefault("decoding", {})
     dec.update({"lm": rel.as_posix(), "lm_weight": args.weight, "word_bonus": args.bonus,
-                "oov_penalty": args.oov_penalty})
+                "oov_penalty": args.oov_penalty, "lexicon": args.lexicon})
     if args.decoder:
         dec["decoder"] = args.decoder
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
