@@ -231,4 +231,5 @@ def _lm_words(lm: dict[str, Any] | None) -> str:
     if not lm:
         return ""
     return (f" + {lm['order']}-gram LM (weight {lm['weight']}, word bonus "
-            f"{lm['word_bonus']}, OOV penalty {lm.get('oov_penalty')})")
+            f"{lm['word_bonus']}, " + ("lexicon-constrained)" if lm.get("lexicon") else
+                                        f"OOV penalty {lm.get('oov_penalty')})"))
