@@ -25,6 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=run_synth)
 
+    prep = data_sub.add_parser(
+        "prepare", help="manifests from a corpus you have (LibriSpeech, Common Voice, Kaldi)",
+        description="Read a corpus directory with Lhotse's recipes (no download) and write the "
+                    "manifests chorus train/eval read: cuts_{train,dev,test}.jsonl.gz (16 kHz, "
+                    "normalised text) plus one per corpus part.")
+    prep.add_argument("layout", choices=("librispeech", "commonvoice", "kaldi"))
+    prep.add_argument("corpus", type=Path, help="LibriSpeech/ (its parts inside), a Common "
+                      "Voice release (cv-corpus-*/ with LANG/), or a Kaldi data directory")
+    prep.add_argument("--out", type=Path, required=True, help="output directory")
+    prep.add_argument("--language", default="en", help="commonvoice: the language directory")
+    prep.add_argument("--split", action="append", default=[],
+                      help="kaldi: SPLIT=SUBDIR (repeatable), e.g. train=train_960 dev=dev_clean; "
+                           "default: DIR itself as train, or DIR/{train,dev,test}")
+    prep.set_defaults(func=run_prepare)
+
     tr = sub.add_parser("train", help="train a streaming CTC model and export a bundle")
     tr.add_argument("--config", type=Path, default=None, help="recipe YAML (training/recipes/)")
     tr.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -51,6 +66,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=run_eval)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    try:
+        from training.data.prepare import PrepareError, parse_splits, prepare
+    except ImportError as exc:
+        raise SystemExit(f"`chorus data prepare` needs the train extra ({exc.name} is missing): "
+                         "pip install 'chorus-asr[train]'") from exc
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        stats = prepare(args.layout, args.corpus, args.out, language=args.language,
+                        kaldi_splits=parse_splits(args.split) or None)
+    except PrepareError as exc:
+        raise SystemExit(f"chorus data prepare: {exc}") from exc
+    print(json.dumps(stats, indent=1))
+    return 0
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -75,14 +75,18 @@ class CtcModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        # fused AdamW on CUDA: one kernel for all parameters instead of one per tensor
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                fused=self.device.type == "cuda")
         if o.max_minutes > 0:
             sched: Any = torch.optim.lr_scheduler.LambdaLR(
                 opt, TimeBudgetSchedule(o.warmup_steps, o.max_minutes * 60.0))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # OneCycle needs >= 1 step in each phase (3 steps with 1 warm-up step divided by zero)
+        total = max(o.max_steps, 4)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=o.lr, total_steps=max(o.max_steps, 2),
-            pct_start=min(0.5, o.warmup_steps / max(o.max_steps, 1)), anneal_strategy="cos")
+            opt, max_lr=o.lr, total_steps=total,
+            pct_start=min(0.5, max(o.warmup_steps, 2) / total), anneal_strategy="cos")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
