@@ -12,10 +12,12 @@ the dispatcher owns every stream's recurrent state. Its loop:
 
 A batch stacks features (chunks of equal length; unequal ones run as separate groups) and
 gathers the streams' states along dim 0, runs `backend.step` in a worker thread (off the event
-loop), then scatters outputs and new states back. A failing batch fails only its own streams
-(each gets a StreamError, their state untouched); the loop keeps running. Admission control:
-beyond `max_streams` open streams or `max_queue` waiting chunks, new work is refused up front
-(`Overloaded`) instead of slowing everyone down.
+loop), then scatters outputs and new states back. A failing batch is retried chunk by chunk,
+so only the chunks that fail alone fail (each gets a StreamError, its state untouched); the
+loop keeps running. A stream closed while its chunk waits (even while an earlier group of the
+same batch computes) is skipped before each group: a stream that goes away never fails
+another's chunk. Admission control: beyond `max_streams` open streams or `max_queue` waiting
+chunks, new work is refused up front (`Overloaded`) instead of slowing everyone down.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class Overloaded(RuntimeError):
 
 class StreamError(RuntimeError):
     """This stream's chunk could not be computed; other streams are unaffected."""
+
+
+class _PostFailed(RuntimeError):
+    """The batched decoding hook failed after the model step: not retried chunk by chunk
+    (some decoders may already hold this step's outputs)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,9 @@ class Dispatcher:
     def active_streams(self) -> int:
         return len(self._states)
 
+    def is_open(self, sid: int) -> bool:
+        return sid in self._states
+
     def open_stream(self) -> int:
         if len(self._states) >= self.cfg.max_streams:
             self.metrics.refused += 1
@@ -195,14 +205,36 @@ class Dispatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
             groups: dict[int, list[_Request]] = defaultdict(list)
-            for r in batch:
-                if r.future.cancelled() or r.sid not in self._states:
-                    continue  # the stream went away while waiting
+            for r in await self._collect():
                 groups[r.features.shape[0]].append(r)
             for group in groups.values():
-                await self._execute(loop, group)
+                # checked again before every group: a stream may close while an earlier group
+                # of the same batch computes, and a gone stream must not fail the others
+                live = self._live(group)
+                if live:
+                    self._record_waits(live)
+                    await self._execute(loop, live)
+
+    def _live(self, group: list[_Request]) -> list[_Request]:
+        """The requests still wanted: stream open, caller waiting. A caller whose stream was
+        closed under it gets a StreamError rather than waiting forever."""
+        live = []
+        for r in group:
+            if r.future.done():  # the caller went away (cancelled)
+                continue
+            if r.sid not in self._states:
+                r.future.set_exception(StreamError(
+                    f"stream {r.sid} was closed while its chunk waited"))
+                continue
+            live.append(r)
+        return live
+
+    def _record_waits(self, group: list[_Request]) -> None:
+        start = time.perf_counter()
+        for r in group:
+            self.metrics.queue_wait_s.append(start - r.submitted)
+            self.metrics.queue_wait_sum_s += start - r.submitted
 
     def _step(self, inputs: dict[str, np.ndarray], group: list[_Request]) -> dict[str, np.ndarray]:
         """In the worker thread: the model step, then the batched decoding hook."""
@@ -210,35 +242,51 @@ class Dispatcher:
         if self.post is not None:
             rows = [i for i, r in enumerate(group) if r.decoder is not None]
             if rows:
-                self.post([group[i].decoder for i in rows], [out["outputs"][i] for i in rows])
+                try:
+                    self.post([group[i].decoder for i in rows], [out["outputs"][i] for i in rows])
+                except Exception as exc:  # noqa: BLE001 - decoders may be half advanced
+                    raise _PostFailed(f"{type(exc).__name__}: {exc}") from exc
         return out
+
+    def _gather(self, group: list[_Request]) -> dict[str, np.ndarray]:
+        """Stack the group's features (B, T, F) and its streams' states along dim 0."""
+        inputs = {"features": np.stack([r.features for r in group])}  # (B, T, F)
+        for name in self._states[group[0].sid]:
+            inputs[name] = np.concatenate([self._states[r.sid][name] for r in group])
+        return inputs
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, group: list[_Request]) -> None:
         start = time.perf_counter()
-        for r in group:
-            self.metrics.queue_wait_s.append(start - r.submitted)
-            self.metrics.queue_wait_sum_s += start - r.submitted
         try:
-            inputs = {"features": np.stack([r.features for r in group])}  # (B, T, F)
-            for name in self._states[group[0].sid]:
-                inputs[name] = np.concatenate([self._states[r.sid][name] for r in group])
-            out = await loop.run_in_executor(self._pool, self._step, inputs, group)
-        except Exception as exc:  # noqa: BLE001 - a failing batch fails its own streams only
-            self.metrics.failed_chunks += len(group)
-            for r in group:
-                if not r.future.done():
-                    r.future.set_exception(StreamError(
-                        f"model step failed for a batch of {len(group)} chunk(s): "
-                        f"{type(exc).__name__}: {exc}"))
+            out = await loop.run_in_executor(self._pool, self._step, self._gather(group), group)
+        except Exception as exc:  # noqa: BLE001 - a failing step fails what it must, no more
+            if len(group) > 1 and not isinstance(exc, _PostFailed):
+                # which chunk broke the batch is unknown: run them one by one, so only the
+                # chunk(s) that fail alone fail (decoders untouched: the hook never ran)
+                for r in group:
+                    if self._live([r]):
+                        await self._execute(loop, [r])
+                return
+            self._fail(group, exc)
             return
-        self.metrics.compute_s += time.perf_counter() - start
-        self.metrics.compute_s_per_step.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self.metrics.compute_s += elapsed
+        self.metrics.compute_s_per_step.append(elapsed)
         self.metrics.steps += 1
         self.metrics.chunks += len(group)
         self.metrics.batch_sizes[len(group)] += 1
         for i, r in enumerate(group):
-            if r.sid in self._states:
+            if r.sid in self._states:  # it may have closed while the step ran
                 self._states[r.sid] = {k.removeprefix("new_"): v[i : i + 1]
                                        for k, v in out.items() if k.startswith("new_state_")}
             if not r.future.done():
                 r.future.set_result(out["outputs"][i])
+
+    def _fail(self, group: list[_Request], exc: Exception) -> None:
+        """Each chunk of the group gets a StreamError; the streams' states stay untouched."""
+        self.metrics.failed_chunks += len(group)
+        for r in group:
+            if not r.future.done():
+                r.future.set_exception(StreamError(
+                    f"model step failed for a batch of {len(group)} chunk(s): "
+                    f"{type(exc).__name__}: {exc}"))

@@ -183,3 +183,100 @@ def test_bench_dispatch_cli_writes_json_table_and_plot(bundle, tmp_path) -> None
     assert r["matmul_peak_gflops"] > 1 and r["model_mflops_per_audio_second"] > 0
     assert (tmp_path / "dispatch.png").stat().st_size > 1000
     assert "| capacity (eager) |" in (tmp_path / "dispatch.md").read_text().replace("| backend ", "")
+
+
+class CloseDuringStep:
+    """A real backend that, inside its first step, has the event loop close one stream (what a
+    client that goes away does while a batch computes) and waits until it is closed."""
+
+    def __init__(self, inner, loop: asyncio.AbstractEventLoop):
+        self.inner = inner
+        self.state_names = inner.state_names
+        self.loop = loop
+        self.disp: Dispatcher | None = None
+        self.victim: int | None = None
+        self.steps: list[int] = []  # batch size of each step
+
+    def init_state(self, batch):
+        return self.inner.init_state(batch)
+
+    def step(self, inputs):
+        import threading
+
+        if self.victim is not None:
+            closed = threading.Event()
+            disp, sid = self.disp, self.victim
+            assert disp is not None
+
+            def close() -> None:
+                disp.close_stream(sid)
+                closed.set()
+
+            self.loop.call_soon_threadsafe(close)
+            assert closed.wait(10)
+            self.victim = None
+        self.steps.append(inputs["features"].shape[0])
+        return self.inner.step(inputs)
+
+
+def test_a_stream_closed_during_a_group_never_fails_another_group(bundle) -> None:
+    """One batch, two groups of unequal chunk length: a stream of group 2 closes while group 1
+    computes. Group 2's other chunk completes (== its solo step); the closed one gets a
+    StreamError instead of hanging; nothing counts as failed."""
+    chunk = Chunker(bundle).chunk + bundle.model.lookahead_frames
+    rng = np.random.default_rng(0)
+    long_x = rng.standard_normal((chunk, bundle.features.num_mel_bins)).astype(np.float32)
+    short_x = long_x[: chunk - Chunker(bundle).chunk // 2]
+
+    async def solo(x: np.ndarray) -> np.ndarray:
+        async with Dispatcher(make_backend("torch", bundle)) as disp:
+            return await disp.step(disp.open_stream(), x)
+
+    async def main() -> None:
+        want = await solo(short_x)
+        be = CloseDuringStep(make_backend("torch", bundle), asyncio.get_running_loop())
+        # the timeout policy with max_batch 3 collects all three chunks into one batch
+        disp = Dispatcher(be, DispatchConfig(policy="timeout", max_batch=3, max_wait_ms=5000))
+        async with disp:
+            a, b, c = disp.open_stream(), disp.open_stream(), disp.open_stream()
+            be.disp, be.victim = disp, c
+            ra, rb, rc = await asyncio.wait_for(asyncio.gather(
+                disp.step(a, long_x), disp.step(b, short_x), disp.step(c, short_x),
+                return_exceptions=True), 30)
+            assert isinstance(ra, np.ndarray), ra
+            assert isinstance(rb, np.ndarray), rb
+            assert np.abs(rb - want).max() < 1e-5
+            assert isinstance(rc, StreamError) and "closed" in str(rc), rc
+            assert be.steps == [1, 1]  # group 2 ran without the closed stream
+            assert disp.metrics.failed_chunks == 0 and disp.metrics.chunks == 2
+            assert (await disp.step(b, long_x)).shape == ra.shape  # b goes on
+
+    asyncio.run(main())
+
+
+def test_a_failing_chunk_in_a_batch_fails_only_itself(bundle) -> None:
+    """The backend fails a batch because of one stream's chunk: the batch is retried chunk by
+    chunk, so only that chunk fails and the others equal their solo steps."""
+    chunk = Chunker(bundle).chunk + bundle.model.lookahead_frames
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((chunk, bundle.features.num_mel_bins)).astype(np.float32)
+          for _ in range(3)]
+    bad = np.full_like(xs[0], np.nan)
+
+    async def main() -> None:
+        async with Dispatcher(make_backend("torch", bundle)) as ref:
+            want = [await ref.step(ref.open_stream(), x) for x in xs]
+        disp = Dispatcher(PoisonOnNaN(make_backend("torch", bundle)),
+                          DispatchConfig(policy="timeout", max_batch=4, max_wait_ms=5000))
+        async with disp:
+            sids = [disp.open_stream() for _ in range(4)]
+            got = await asyncio.gather(*(disp.step(s, x) for s, x in zip(sids, [*xs, bad],
+                                                                         strict=True)),
+                                       return_exceptions=True)
+            for g, w in zip(got[:3], want, strict=True):
+                assert isinstance(g, np.ndarray), g
+                assert np.abs(g - w).max() < 1e-5
+            assert isinstance(got[3], StreamError) and "features contain NaN" in str(got[3])
+            assert disp.metrics.failed_chunks == 1 and disp.metrics.chunks == 3
+
+    asyncio.run(main())
