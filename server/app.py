@@ -9,6 +9,7 @@ only translate messages to `Stream.feed / finish / close` and events back.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,13 +37,28 @@ class ServerConfig:
     api_keys: tuple[str, ...] = ()  # empty: no authentication
     tls_cert: str | None = None
     tls_key: str | None = None
-    send_queue: int = 256  # WebSocket: events waiting for a slow reader before it is dropped
+    send_queue: int = 256  # WebSocket and gRPC: results waiting for a slow reader before it is dropped
     # WebSocket: kernel send buffer per connection (bytes). Bounded so that a client that stops
     # reading is noticed by the send queue above, not hidden in up to 4 MB of autotuned buffer.
     ws_send_buffer: int = 262144
     drain_timeout_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+
+
+def discard(fut: asyncio.Future[Any]) -> None:
+    """Cancel a helper future nobody will await any more, and take whatever it ends with (an
+    exception included), so asyncio never logs "Task exception was never retrieved"."""
+    fut.cancel()
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def api_key_ok(token: str, keys: tuple[str, ...]) -> bool:
+    """Whether `token` is one of the keys, compared in constant time against every key (a
+    timing side channel must not reveal how much of a key a guess got right)."""
+    given = token.encode("utf-8", "surrogatepass")
+    hits = [hmac.compare_digest(given, k.encode("utf-8", "surrogatepass")) for k in keys]
+    return bool(token) and any(hits)
 
 
 class Stream:

@@ -23,6 +23,7 @@ from models.audio import AudioError, check_sample_rate
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "wav")
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
 MAX_WAV_HEADER = 64 * 1024
+FMT_MIN_BYTES = 16  # PCMWAVEFORMAT: the fields read from a 'fmt ' chunk
 WAV_FORMATS = {1: "pcm_s16le", 3: "pcm_f32le", 7: "mulaw"}  # WAVE format tags we read
 
 
@@ -48,7 +49,8 @@ class AudioFormat:
             raise AudioError(f"encoding must be one of {list(ENCODINGS)}, got {self.encoding!r}")
         if self.encoding != "wav":
             check_sample_rate(self.sample_rate, field="sample_rate")
-        if not isinstance(self.channels, int) or not 1 <= self.channels <= 8:
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) \
+                or not 1 <= self.channels <= 8:
             raise AudioError(f"channels must be an integer 1..8, got {self.channels!r}")
         return self
 
@@ -76,9 +78,17 @@ def parse_wav_header(buf: bytes) -> tuple[AudioFormat, int, int | None] | None:
                 raise AudioError("WAV header: 'data' chunk before 'fmt ' chunk")
             # 0 / 0xFFFFFFFF: written by a streaming writer that did not know the length
             return fmt, pos + 8, (None if size in (0, 0xFFFFFFFF) else size)
+        if pos + 8 + size > MAX_WAV_HEADER:  # refused now, not after 64 KiB of waiting
+            name = cid.decode("latin-1")
+            raise AudioError(f"WAV header: {name!r} chunk of {size} bytes does not end within the "
+                             f"first {MAX_WAV_HEADER} bytes (expected 'fmt ' then 'data')")
         if len(buf) < pos + 8 + size:
             return None
         if cid == b"fmt ":
+            if size < FMT_MIN_BYTES:
+                raise AudioError(f"WAV header: 'fmt ' chunk of {size} bytes; expected at least "
+                                 f"{FMT_MIN_BYTES} (format tag, channels, rate, byte rate, "
+                                 "block align, bits per sample)")
             tag, channels, rate = struct.unpack("<HHI", buf[pos + 8 : pos + 16])
             bits = struct.unpack("<H", buf[pos + 22 : pos + 24])[0]
             if tag == 0xFFFE and size >= 40:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.app import App
 from server.audio_in import AudioFormat
 from server.grpc_codegen import generated
-from server.grpc_common import abort_for, recognize_whole, until_drained
-from server.session import Final, Partial, SessionConfig
+from server.grpc_common import abort_for, bounded_responses, client_requests, recognize_whole
+from server.session import Final, Partial, SessionConfig, SessionError
 
 pb, pb_grpc = generated()
 ENCODINGS = {0: "wav", 1: "pcm_s16le", 2: "pcm_f32le", 3: "mulaw", 4: "wav"}
@@ -73,20 +73,25 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             yield await done
 
     async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async for resp in bounded_responses(self.app, context, self._streaming(requests)):
+            yield resp
+
+    async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        """The responses of one streaming call; on an error, the owed finals, then it raises."""
         stream = None
         try:
-            async for req in until_drained(self.app, requests):
+            async for req in client_requests(self.app, requests):
                 kind = req.WhichOneof("request")
                 if kind == "streaming_config":
                     if stream is not None:
-                        raise ValueError("streaming_config sent twice")
+                        raise SessionError("bad_config", "streaming_config sent twice")
                     sc = req.streaming_config
                     stream = self.app.open(session_config(self.app, sc.config,
                                                           interim=sc.interim_results,
                                                           continuous=sc.continuous))
                     continue
                 if stream is None:
-                    raise ValueError("the first request must carry streaming_config")
+                    raise SessionError("bad_config", "the first request must carry streaming_config")
                 events = await stream.feed(req.audio)
                 if events:
                     yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
@@ -96,12 +101,12 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
                 if events:
                     yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
                                                         results=[result_of(e) for e in events])
-        except Exception as exc:  # noqa: BLE001
+        except Exception:
             finals = await stream.owed_finals() if stream is not None else []
             if finals:  # owed finals first, then the error
                 yield pb.StreamingRecognizeResponse(stream_id=stream.sid,  # type: ignore[union-attr]
                                                     results=[result_of(e) for e in finals])
-            await abort_for(context, exc)
+            raise
         finally:
             if stream is not None:
                 stream.close()

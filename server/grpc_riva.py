@@ -13,14 +13,14 @@ So Riva's own client library and scripts work unchanged. Mapping:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 from server.app import App, Stream
 from server.audio_in import AudioFormat, looks_like_wav
-from server.grpc_common import abort_for, recognize_whole, until_drained
-from server.session import Final, Partial, SessionConfig
+from server.grpc_common import abort_for, bounded_responses, client_requests, recognize_whole
+from server.session import Final, Partial, SessionConfig, SessionError
 
 ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read
 LANGUAGES = ("en-US", "en")
@@ -36,8 +36,8 @@ def _pb() -> tuple[Any, Any]:
 def session_config(app: App, cfg: Any, first_audio: bytes, *, interim: bool = False,
                    continuous: bool = True) -> SessionConfig:
     if cfg.language_code and cfg.language_code not in LANGUAGES:
-        raise ValueError(f"language_code {cfg.language_code!r} is not served; this server has "
-                         f"{LANGUAGES[0]} (empty means the default)")
+        raise SessionError("bad_config", f"language_code {cfg.language_code!r} is not served; "
+                                         f"this server has {LANGUAGES[0]} (empty means the default)")
     if looks_like_wav(first_audio):
         fmt = AudioFormat("wav", 0)
     elif cfg.encoding in ENCODINGS:
@@ -47,8 +47,8 @@ def session_config(app: App, cfg: Any, first_audio: bytes, *, interim: bool = Fa
 
         name = raudio.AudioEncoding.Name(cfg.encoding) if cfg.encoding in raudio.AudioEncoding.values() \
             else str(cfg.encoding)
-        raise ValueError(f"encoding {name} is not supported: send LINEAR_PCM, MULAW, or a WAV file's "
-                         "bytes (header included)")
+        raise SessionError("bad_config", f"encoding {name} is not supported: send LINEAR_PCM, "
+                                         "MULAW, or a WAV file's bytes (header included)")
     hotwords = tuple((p, min(2.0, max(0.01, ctx.boost / 10))) for ctx in cfg.speech_contexts
                      for p in ctx.phrases if p.strip())
     sc = app.session_config(format=fmt, interim_results=interim, continuous=continuous,
@@ -104,6 +104,11 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
             for f in finals if f.text])
 
     async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async for resp in bounded_responses(self.app, context, self._streaming(requests)):
+            yield resp
+
+    async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        """The responses of one streaming call; on an error, the owed finals, then it raises."""
         rasr, _ = _pb()
         streaming_cfg = None
         stream: Stream | None = None
@@ -117,14 +122,15 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                     audio_processed=stream.session.audio_seconds) for e in events])
 
         try:
-            async for req in until_drained(self.app, requests):
+            async for req in client_requests(self.app, requests):
                 if req.HasField("streaming_config"):
                     if streaming_cfg is not None:
-                        raise ValueError("streaming_config sent twice")
+                        raise SessionError("bad_config", "streaming_config sent twice")
                     streaming_cfg = req.streaming_config
                     continue
                 if streaming_cfg is None:
-                    raise ValueError("the first StreamingRecognizeRequest must carry streaming_config")
+                    raise SessionError("bad_config", "the first StreamingRecognizeRequest must "
+                                                     "carry streaming_config")
                 if stream is None:  # the format is known from the first audio bytes
                     stream = self.app.open(session_config(
                         self.app, streaming_cfg.config, req.audio_content,
@@ -136,11 +142,11 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                 events = await stream.finish()
                 if events:
                     yield response(events)
-        except Exception as exc:  # noqa: BLE001
+        except Exception:
             finals = await stream.owed_finals() if stream is not None else []
             if finals:  # owed finals first, then the error
                 yield response(finals)
-            await abort_for(context, exc)
+            raise
         finally:
             if stream is not None:
                 stream.close()

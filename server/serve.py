@@ -2,8 +2,8 @@
 
 Config file: YAML with ServerConfig fields (`limits:` and `endpoint:` as mappings). Environment:
 CHORUS_<FIELD> for top-level fields (e.g. CHORUS_WS_PORT=8001, CHORUS_API_KEYS=a,b). SIGTERM
-or SIGINT: stop accepting (new connections get 503), let open streams deliver the finals owed
-for the audio they sent, close, exit 0.
+or SIGINT: stop accepting (new connections get 503 while the port stays open), let open
+streams deliver the finals owed for the audio they sent, close, exit 0.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def load_server_config(path: Path | None, env: dict[str, str], flags: dict[str, 
         if key in env:
             raw[name] = _coerce(env[key], getattr(base, name))
     raw.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(raw.get("api_keys"), str):  # `api_keys: a,b` in YAML: keys, not characters
+        raw["api_keys"] = _coerce(raw["api_keys"], ())
     if "api_keys" in raw:
         raw["api_keys"] = tuple(raw["api_keys"])
     return dataclasses.replace(base, **raw)
@@ -94,16 +97,32 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     await stop.wait()
     log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
     print("chorus: draining", flush=True)
-    health = getattr(app, "grpc_health", None)
-    if health is not None:
-        await health.enter_graceful_shutdown()  # load balancers see NOT_SERVING
-    await app.drain()
-    await grpc_server.stop(app.cfg.drain_timeout_s)  # in-flight RPCs finish, new ones refused
-    ws_server.close()
-    await ws_server.wait_closed()
+    await drain(app, ws_server, grpc_server)
     await app.stop()
     print("chorus: stopped", flush=True)
     return 0
+
+
+async def drain(app: App, ws_server: Any, grpc_server: Any) -> None:
+    """Stop admitting while the listeners stay open, so load balancers and clients are told
+    (/readyz and WebSocket upgrades 503, gRPC health NOT_SERVING) rather than refused: open
+    streams deliver their owed finals and close, WebSocket connections end, in-flight RPCs
+    finish; only then do the ports close. All within drain_timeout_s: what is still open at
+    the deadline is cut."""
+    deadline = time.monotonic() + app.cfg.drain_timeout_s
+    health = getattr(app, "grpc_health", None)
+    if health is not None:
+        await health.enter_graceful_shutdown()  # load balancers see NOT_SERVING
+    await app.drain()  # streams end (owed finals first), bounded by drain_timeout_s
+    handlers = list(ws_server.handlers.values())  # every connection ends on the drain event
+    if handlers:
+        await asyncio.wait(handlers, timeout=max(0.0, deadline - time.monotonic()))
+    await grpc_server.stop(max(0.0, deadline - time.monotonic()))  # in-flight RPCs finish
+    for conn, task in list(ws_server.handlers.items()):
+        if not task.done():  # e.g. a client that never answers the close: cut it
+            conn.transport.abort()
+    ws_server.close()  # only now is the WebSocket port closed
+    await ws_server.wait_closed()
 
 
 def main(config: Path | None, flags: dict[str, Any]) -> int:

@@ -71,7 +71,8 @@ class SessionConfig:
 
     def validate(self) -> SessionConfig:
         self.format.validate()
-        if not isinstance(self.max_alternatives, int) or not 1 <= self.max_alternatives <= 10:
+        alts = self.max_alternatives
+        if isinstance(alts, bool) or not isinstance(alts, int) or not 1 <= alts <= 10:
             raise AudioError(f"max_alternatives must be an integer 1..10, got {self.max_alternatives!r}")
         if self.decoder not in (None, "greedy", "beam"):
             raise AudioError(f"decoder must be 'greedy' or 'beam', got {self.decoder!r}")

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from models.audio import AudioError
-from server.app import App, Stream, final_dict
+from server.app import App, Stream, api_key_ok, discard, final_dict
 from server.audio_in import AudioFormat
 from server.dispatch import Overloaded, StreamError
 from server.session import Final, Partial, SessionError
@@ -36,6 +36,32 @@ CLOSE = {"invalid_json": 1007, "bad_audio": 1007, "bad_config": 1007, "unknown_t
          "client_too_slow": 1008, "overloaded": 1013, "internal": 1011, "server_shutdown": 1001}
 
 
+class _QuietConnections(logging.Filter):
+    """What websockets logs per connection, minus the noise: an HTTP route answered (a health
+    probe, a metrics scrape) is not a "rejected connection", and a TCP connection closed before
+    a complete HTTP request (a load balancer's port check, a scan) is not an error with a
+    traceback (it goes to DEBUG in one line). Real refusals (401, 404, 503) stay at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "connection rejected (%d %s)" and isinstance(record.args, tuple):
+            status = record.args[0]
+            return not isinstance(status, int) or status >= 400
+        if record.msg == "opening handshake failed" and record.exc_info:
+            exc: BaseException | None = record.exc_info[1]
+            for _ in range(8):  # down the cause chain (InvalidMessage from EOFError)
+                if exc is None:
+                    break
+                if isinstance(exc, EOFError | ConnectionError):
+                    log.debug("connection closed before a complete HTTP request: %s", exc)
+                    return False
+                exc = exc.__cause__ or exc.__context__
+        return True
+
+
+conn_log = logging.getLogger("chorus.ws.conn")  # the websockets server's and connections' logger
+conn_log.addFilter(_QuietConnections())
+
+
 class ProtocolError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -49,7 +75,7 @@ def authorized(app: App, headers: Any, query: str) -> bool:
     auth = headers.get("Authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
     token = token or next(iter(parse_qs(query).get("token", [])), "")
-    return bool(token) and token in keys
+    return api_key_ok(token, keys)
 
 
 def make_process_request(app: App) -> Any:
@@ -86,6 +112,56 @@ def make_process_request(app: App) -> Any:
     return process_request
 
 
+def json_bool(msg: dict[str, Any], name: str, default: bool) -> bool:
+    """A boolean field: a real JSON true/false (the string "false" is not false)."""
+    value = msg.get(name, default)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_config", f"{name} must be a JSON boolean (true or false), "
+                                          f"got {value!r}")
+    return value
+
+
+def parse_hotwords(hot: Any) -> tuple[tuple[str, float], ...]:
+    """`hotwords`: a list of phrases or of {"phrase": str, "boost": number} objects."""
+    def bad() -> ProtocolError:
+        return ProtocolError("bad_config", 'hotwords must be a list of strings or of {"phrase": '
+                                           f'str, "boost": number}}; got {hot!r}')
+
+    if not isinstance(hot, list):
+        raise bad()
+    out = []
+    for h in hot:
+        if isinstance(h, str):
+            out.append((h, DEFAULT_BOOST))
+        elif (isinstance(h, dict) and set(h) == {"phrase", "boost"} and isinstance(h["phrase"], str)
+              and isinstance(h["boost"], int | float) and not isinstance(h["boost"], bool)):
+            out.append((h["phrase"], float(h["boost"])))
+        else:
+            raise bad()
+    return tuple(out)
+
+
+JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}
+
+
+def parse_control(text: str) -> dict[str, Any]:
+    """A text frame -> a control message: a JSON object (ProtocolError otherwise)."""
+    try:
+        ctl = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"text message is not JSON: {exc}") from None
+    except RecursionError:  # the C decoder's guard against stack exhaustion
+        raise ProtocolError("invalid_json", "text message is JSON nested too deeply; expected "
+                                            'a JSON object like {"type": "start", ...}') from None
+    if not isinstance(ctl, dict):
+        kind = JSON_TYPES.get(type(ctl), type(ctl).__name__)
+        raise ProtocolError("invalid_json", 'text message must be a control message: expected a '
+                                            'JSON object like {"type": "start", ...}, got a JSON '
+                                            f"{kind} {text[:40]!r}")
+    return ctl
+
+
 def parse_start(msg: dict[str, Any], app: App) -> Any:
     unknown = set(msg) - START_FIELDS
     if unknown:
@@ -95,21 +171,14 @@ def parse_start(msg: dict[str, Any], app: App) -> Any:
     if not isinstance(fmt, dict) or set(fmt) - {"encoding", "sample_rate", "channels"}:
         raise ProtocolError("bad_config", "format must be an object with encoding, sample_rate, "
                                           f"channels; got {fmt!r}")
-    hot = msg.get("hotwords", [])
-    try:
-        hotwords = tuple((h, DEFAULT_BOOST) if isinstance(h, str) else (h["phrase"], float(h["boost"]))
-                         for h in hot)
-    except (TypeError, KeyError, ValueError):
-        raise ProtocolError("bad_config", 'hotwords must be a list of strings or of {"phrase": str, '
-                                          f'"boost": number}}; got {hot!r}') from None
     try:
         return app.session_config(
             format=AudioFormat(fmt.get("encoding", "pcm_s16le"), fmt.get("sample_rate", 16000),
                                fmt.get("channels", 1)),
-            interim_results=bool(msg.get("interim_results", True)),
-            continuous=bool(msg.get("continuous", True)),
+            interim_results=json_bool(msg, "interim_results", True),
+            continuous=json_bool(msg, "continuous", True),
             max_alternatives=msg.get("max_alternatives", 1), decoder=msg.get("decoder"),
-            hotwords=hotwords)
+            hotwords=parse_hotwords(msg.get("hotwords", [])))
     except TypeError as exc:
         raise ProtocolError("bad_config", str(exc)) from None
 
@@ -123,89 +192,133 @@ def event_dict(e: Any) -> dict[str, Any]:
 
 
 async def handle(app: App, ws: Any) -> None:
-    out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=app.cfg.send_queue)
-    sock = ws.transport.get_extra_info("socket")
-    if sock is not None and app.cfg.ws_send_buffer > 0:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
-    stream: Stream | None = None
+    """One connection: the conversation, cut short the moment the client goes away, so its
+    slot is freed at once and its buffered audio is not computed for nobody."""
+    work = asyncio.ensure_future(converse(app, ws))
+    gone = asyncio.ensure_future(ws.wait_closed())
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        discard(gone)
+        if not work.done():
+            work.cancel()  # the client went away (or the server stops): closes the stream
+        await asyncio.wait({work})
+    if not work.cancelled():
+        work.result()
 
-    async def sender() -> None:
-        while (msg := await out.get()) is not None:
-            await ws.send(json.dumps(msg))
 
-    def put(msg: dict[str, Any]) -> None:
+async def converse(app: App, ws: Any) -> None:
+    """The protocol on one connection: start, audio, stop; results back; errors as documented.
+    The stream is closed whatever happens (cancellation included)."""
+    conn = _Connection(app, ws)
+    try:
+        code, message = await conn.exchange()
+        await conn.report(code, message)
+    finally:
+        conn.send_task.cancel()
+        if conn.stream is not None:
+            conn.stream.close()
+
+
+class _Connection:
+    """One WebSocket's state: the bounded send queue and its sender, and the stream."""
+
+    def __init__(self, app: App, ws: Any):
+        self.app, self.ws = app, ws
+        self.out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=app.cfg.send_queue)
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None and app.cfg.ws_send_buffer > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
+        self.stream: Stream | None = None
+        self.send_task = asyncio.create_task(self.sender())
+
+    async def sender(self) -> None:
+        while (msg := await self.out.get()) is not None:
+            await self.ws.send(json.dumps(msg))
+
+    def put(self, msg: dict[str, Any]) -> None:
         try:
-            out.put_nowait(msg)
+            self.out.put_nowait(msg)
         except asyncio.QueueFull:
-            raise ProtocolError("client_too_slow", f"more than {app.cfg.send_queue} results "
+            raise ProtocolError("client_too_slow", f"more than {self.app.cfg.send_queue} results "
                                                    "waiting: the client is not reading") from None
 
-    async def next_message() -> str | bytes:
-        recv = asyncio.ensure_future(ws.recv())
-        drain = asyncio.ensure_future(app.drain_event.wait())
-        done, _ = await asyncio.wait({recv, drain}, timeout=app.cfg.limits.idle_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        drain.cancel()
+    async def next_message(self) -> str | bytes:
+        idle_s = self.app.cfg.limits.idle_timeout_s
+        recv = asyncio.ensure_future(self.ws.recv())
+        drain = asyncio.ensure_future(self.app.drain_event.wait())
+        try:
+            done, _ = await asyncio.wait({recv, drain}, timeout=idle_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the handler is cancelled: no helper task left behind
+            discard(drain)
+            if not recv.done():
+                discard(recv)
         if recv in done:
             return recv.result()
-        recv.cancel()
         if drain in done:
             raise ProtocolError("server_shutdown", "the server is shutting down: finals for the "
                                                    "audio received were sent; reconnect elsewhere")
-        raise ProtocolError("idle_timeout", f"no message for {app.cfg.limits.idle_timeout_s:g} "
-                                            "seconds (limits.idle_timeout_s)")
+        raise ProtocolError("idle_timeout", f"no message for {idle_s:g} seconds "
+                                            "(limits.idle_timeout_s)")
 
-    send_task = asyncio.create_task(sender())
-    code, message = None, ""
-    try:
+    async def exchange(self) -> tuple[str | None, str]:
+        """Messages in, results out, until `stop` (-> (None, "")) or an error (-> its code and
+        message; None too when the connection closed)."""
+        try:
+            await self._messages()
+        except ProtocolError as exc:
+            return exc.code, str(exc)
+        except SessionError as exc:
+            return exc.code, str(exc)
+        except AudioError as exc:
+            return ("bad_config" if self.stream is None else "bad_audio"), str(exc)
+        except Overloaded as exc:
+            return "overloaded", str(exc)
+        except StreamError as exc:
+            return "internal", str(exc)
+        except Exception as exc:  # the connection closed, or a bug: log it, keep the server up
+            from websockets.exceptions import ConnectionClosed
+
+            if not isinstance(exc, ConnectionClosed):
+                log.exception("stream %s failed", self.stream.sid if self.stream else "-")
+                return "internal", f"{type(exc).__name__}: {exc}"
+        return None, ""
+
+    async def _messages(self) -> None:
+        app = self.app
         while True:
-            msg = await next_message()
+            msg = await self.next_message()
             if isinstance(msg, bytes):
-                if stream is None:
+                if self.stream is None:
                     raise ProtocolError("audio_before_start", "binary audio before the start message")
-                for e in await stream.feed(msg):
-                    put(event_dict(e))
+                for e in await self.stream.feed(msg):
+                    self.put(event_dict(e))
                 continue
-            try:
-                ctl = json.loads(msg)
-            except json.JSONDecodeError as exc:
-                raise ProtocolError("invalid_json", f"text message is not JSON: {exc}") from None
-            kind = ctl.get("type") if isinstance(ctl, dict) else None
+            ctl = parse_control(msg)
+            kind = ctl.get("type")
             if kind == "start":
-                if stream is not None:
+                if self.stream is not None:
                     raise ProtocolError("bad_config", "start sent twice")
-                stream = app.open(parse_start(ctl, app))
-                put({"type": "ready", "stream_id": stream.sid,
-                     "sample_rate": app.bundle.features.sample_rate})
+                self.stream = app.open(parse_start(ctl, app))
+                self.put({"type": "ready", "stream_id": self.stream.sid,
+                          "sample_rate": app.bundle.features.sample_rate})
             elif kind == "stop":
-                if stream is None:
+                if self.stream is None:
                     raise ProtocolError("expected_start", "stop before start")
-                for e in await stream.finish():
-                    put(event_dict(e))
-                put({"type": "end", "audio_processed": round(stream.session.audio_seconds, 3)})
-                break
+                for e in await self.stream.finish():
+                    self.put(event_dict(e))
+                self.put({"type": "end", "audio_processed": round(self.stream.session.audio_seconds, 3)})
+                return
             else:
                 raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected "
                                                     "'start' or 'stop' (audio goes in binary frames)")
-    except ProtocolError as exc:
-        code, message = exc.code, str(exc)
-    except SessionError as exc:
-        code, message = exc.code, str(exc)
-    except AudioError as exc:
-        code, message = ("bad_config" if stream is None else "bad_audio"), str(exc)
-    except Overloaded as exc:
-        code, message = "overloaded", str(exc)
-    except StreamError as exc:
-        code, message = "internal", str(exc)
-    except Exception as exc:  # the connection closed, or a bug: log it, keep the server up
-        from websockets.exceptions import ConnectionClosed
 
-        if not isinstance(exc, ConnectionClosed):
-            log.exception("stream %s failed", stream.sid if stream else "-")
-            code, message = "internal", f"{type(exc).__name__}: {exc}"
-    try:
+    async def report(self, code: str | None, message: str) -> None:
+        """Owed finals, then the error (if any), what is queued, then the close that fits."""
+        stream, out = self.stream, self.out
         if code is not None:
-            app.metrics.errors.labels(code).inc()
+            self.app.metrics.errors.labels(code).inc()
             if stream is not None and code != "internal":
                 for e in await stream.owed_finals():  # owed finals first
                     with contextlib.suppress(asyncio.QueueFull):
@@ -215,16 +328,12 @@ async def handle(app: App, ws: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             out.put_nowait(None)
         if code == "client_too_slow":
-            send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
+            self.send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(send_task, 10)
+            await asyncio.wait_for(self.send_task, 10)
         if code is not None:
             log.info("stream=%s error=%s %s", stream.sid if stream else "-", code, message)
-            await ws.close(CLOSE.get(code, 1008), code)
-    finally:
-        send_task.cancel()
-        if stream is not None:
-            stream.close()
+            await self.ws.close(CLOSE.get(code, 1008), code)
 
 
 async def serve_ws(app: App, *, ssl: Any = None) -> Any:
@@ -235,4 +344,5 @@ async def serve_ws(app: App, *, ssl: Any = None) -> Any:
                        process_request=make_process_request(app),
                        # frames up to 2x the limit get a JSON error from the session; bigger
                        # ones are refused by websockets itself (close 1009)
-                       max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64)
+                       max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64,
+                       logger=conn_log)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -14,13 +14,17 @@ from server.app import App, ServerConfig
 
 
 @contextmanager
-def running_server(bundle: Any, **overrides: Any) -> Iterator[App]:
+def running_server(bundle: Any, *, wrap_backend: Callable[[Any], Any] | None = None,
+                   **overrides: Any) -> Iterator[App]:
+    """`wrap_backend(backend)`: a backend around the real one (to fail on purpose)."""
     from server.grpc_server import serve_grpc
     from server.ws import serve_ws
 
     cfg = replace(ServerConfig(ws_port=free_port(), grpc_port=free_port()), **overrides)
     loop = asyncio.new_event_loop()
     app = App(cfg, bundle=bundle)
+    if wrap_backend is not None:
+        app.backend = app.dispatcher.backend = wrap_backend(app.backend)
     started = threading.Event()
     holder: dict[str, Any] = {}
 

@@ -110,3 +110,28 @@ def test_bad_frames_are_refused_and_earlier_audio_kept() -> None:
     wav.feed(b"RIFF\x00\x00\x00\x00WAVEfmt ")
     with pytest.raises(AudioError, match="ended inside the WAV header"):
         wav.flush()
+
+
+def wav_with_fmt(fmt_body: bytes) -> bytes:
+    """A WAV header with the given 'fmt ' chunk body, then an empty data chunk."""
+    fmt = b"fmt " + len(fmt_body).to_bytes(4, "little") + fmt_body + b"\x00" * (len(fmt_body) & 1)
+    body = b"WAVE" + fmt + b"data" + (0).to_bytes(4, "little")
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+@pytest.mark.parametrize("data, message", [
+    pytest.param(wav_with_fmt(b"\x01\x00\x01\x00"),
+                 "'fmt ' chunk of 4 bytes; expected at least 16", id="fmt-4-bytes"),
+    pytest.param(wav_with_fmt(b"\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00"),
+                 "'fmt ' chunk of 14 bytes; expected at least 16", id="fmt-14-bytes"),
+    pytest.param(wav_with_fmt(b"\xfe\xff" + b"\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00"
+                              + b"\x10\x00\x00\x00"),
+                 "format tag 65534 with 16 bits per sample is not supported",
+                 id="extensible-too-short"),
+    pytest.param(b"RIFF\x00\x00\x00\x00WAVEjunk" + (0xFFFFFFF0).to_bytes(4, "little"),
+                 "'junk' chunk of 4294967280 bytes", id="chunk-past-header-limit"),
+])
+def test_short_or_oversized_wav_chunks_get_a_specific_error(data: bytes, message: str) -> None:
+    for cut in (len(data), len(data) + 10):  # whole, and with sample bytes after it
+        with pytest.raises(AudioError, match=message.replace("(", r"\(")):
+            StreamDecoder(AudioFormat("wav", 0)).feed((data + b"\x00" * 10)[:cut])

@@ -207,3 +207,241 @@ def test_over_capacity_is_resource_exhausted(bundle, wav) -> None:
                 asr.offline_recognize(wav.read_bytes(), riva.client.RecognitionConfig())
             assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "retry" in e.value.details()
+
+
+class BrokenOpen:
+    """A real backend whose stream set-up fails with a ValueError while `broken`: a server
+    bug, not a client error."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.state_names = inner.state_names
+        self.broken = True
+
+    def init_state(self, batch):
+        if self.broken:
+            raise ValueError("simulated server bug")
+        return self.inner.init_state(batch)
+
+    def step(self, inputs):
+        return self.inner.step(inputs)
+
+
+def test_only_client_errors_are_invalid_argument(bundle, wav, caplog) -> None:
+    """Bad requests are INVALID_ARGUMENT with a message naming what was expected; a server
+    bug (even a ValueError) is INTERNAL and logged with its traceback; the server goes on."""
+    import logging
+
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    backends: list[BrokenOpen] = []
+
+    def wrap(inner):
+        backends.append(BrokenOpen(inner))
+        return backends[-1]
+
+    cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.WAV))
+    with running_server(bundle, wrap_backend=wrap) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = pb_grpc.AsrStub(ch)
+            with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as e:
+                stub.Recognize(pb.RecognizeRequest(config=cfg, audio=wav.read_bytes()))
+            assert e.value.code() == grpc.StatusCode.INTERNAL, e.value
+            assert "simulated server bug" in e.value.details()
+            assert any(r.exc_info and "simulated server bug" in str(r.exc_info[1])
+                       for r in caplog.records), caplog.records
+            backends[0].broken = False
+            assert stub.Recognize(pb.RecognizeRequest(config=cfg, audio=wav.read_bytes())).text \
+                == offline(bundle, wav)
+            audio = pb.StreamingRecognizeRequest(audio=b"\x00\x00")
+            start = pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(config=cfg))
+            for reqs, msg in [([audio], "first request must carry streaming_config"),
+                              ([start, start], "streaming_config sent twice")]:
+                with pytest.raises(grpc.RpcError) as e:
+                    list(stub.StreamingRecognize(iter(reqs)))
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+                assert msg in e.value.details()
+
+
+def test_cancelled_streams_leave_no_task_errors_in_the_log(bundle, caplog) -> None:
+    """A client that cancels its streaming call (native and Riva) mid-stream: the server's
+    stream closes and nothing like "Task exception was never retrieved" reaches the log."""
+    import gc
+    import logging
+    import threading
+    import time
+
+    import riva.client
+
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    rasr = riva.client.proto.riva_asr_pb2
+    pcm = b"\x00\x00" * 1600
+    with caplog.at_level(logging.INFO), running_server(bundle) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            native = pb_grpc.AsrStub(ch)
+            riva_stub = riva.client.proto.riva_asr_pb2_grpc.RivaSpeechRecognitionStub(ch)
+            for call in ("native", "riva"):
+                hold = threading.Event()
+
+                def requests(call=call, hold=hold):
+                    if call == "native":
+                        yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+                            config=pb.RecognitionConfig(format=pb.AudioFormat(
+                                encoding=pb.PCM_S16LE, sample_rate_hertz=16000))))
+                        yield pb.StreamingRecognizeRequest(audio=pcm)
+                    else:
+                        yield rasr.StreamingRecognizeRequest(
+                            streaming_config=rasr.StreamingRecognitionConfig(
+                                config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000)))
+                        yield rasr.StreamingRecognizeRequest(audio_content=pcm)
+                    hold.wait(30)
+
+                responses = (native if call == "native" else riva_stub).StreamingRecognize(requests())
+                deadline = time.monotonic() + 10
+                while app.dispatcher.active_streams == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert app.dispatcher.active_streams == 1
+                responses.cancel()
+                hold.set()
+                deadline = time.monotonic() + 10
+                while app.dispatcher.active_streams and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert app.dispatcher.active_streams == 0, call
+        app.loop.call_soon_threadsafe(gc.collect)  # unreferenced tasks report when collected
+        time.sleep(0.3)
+    noise = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert not noise, noise
+
+
+def quiet_stream_requests(call: str, audio: bytes, hold):
+    """A streaming call's requests that send config and audio, then go quiet (no half-close)."""
+    import riva.client
+
+    from server.grpc_codegen import generated
+
+    pb, _ = generated()
+    rasr = riva.client.proto.riva_asr_pb2
+    if call == "native":
+        yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+            config=pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.PCM_S16LE,
+                                                              sample_rate_hertz=16000)),
+            continuous=False))
+        yield pb.StreamingRecognizeRequest(audio=audio)
+    else:
+        yield rasr.StreamingRecognizeRequest(streaming_config=rasr.StreamingRecognitionConfig(
+            config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000)))
+        yield rasr.StreamingRecognizeRequest(audio_content=audio)
+    hold.wait(30)
+
+
+@pytest.mark.parametrize("call", ["native", "riva"])
+def test_silent_grpc_stream_times_out_and_frees_its_slot(bundle, wav, call) -> None:
+    """A gRPC stream that sends nothing for limits.idle_timeout_s gets the final for its audio,
+    then DEADLINE_EXCEEDED, and its slot is free again (a new stream is admitted)."""
+    import threading
+    import time
+
+    import riva.client
+
+    from server.grpc_codegen import generated
+    from server.session import Limits
+
+    pb, pb_grpc = generated()
+    audio = (load_audio(wav, sample_rate=16_000) * 32767).astype("<i2").tobytes()
+    with running_server(bundle, max_streams=1, limits=Limits(idle_timeout_s=0.5)) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = (pb_grpc.AsrStub(ch) if call == "native" else
+                    riva.client.proto.riva_asr_pb2_grpc.RivaSpeechRecognitionStub(ch))
+            hold = threading.Event()
+            finals = []
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                for resp in stub.StreamingRecognize(quiet_stream_requests(call, audio, hold),
+                                                    timeout=20):
+                    finals += [r for r in resp.results if r.is_final]
+            hold.set()
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+            assert "idle_timeout_s" in e.value.details()
+            assert time.monotonic() - t0 < 10
+            assert len(finals) == 1
+            assert app.dispatcher.active_streams == 0
+            cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.WAV))
+            assert pb_grpc.AsrStub(ch).Recognize(pb.RecognizeRequest(
+                config=cfg, audio=wav.read_bytes())).text == offline(bundle, wav)
+
+
+@pytest.mark.parametrize("call", ["native", "riva"])
+def test_a_grpc_client_that_stops_reading_is_ended_and_others_continue(bundle, wav, call) -> None:
+    """Backpressure over gRPC: a client that sends audio but reads no responses (its receive
+    window kept tiny, so they back up into the server) gets its stream closed once more than
+    send_queue responses wait (client_too_slow, counted in chorus_errors), and, when it reads
+    at last, RESOURCE_EXHAUSTED; a concurrent stream is unaffected."""
+    import threading
+    import time
+
+    import riva.client
+
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    rasr = riva.client.proto.riva_asr_pb2
+    speech = (load_audio(wav, sample_rate=16_000) * 32767).astype("<i2").tobytes()
+    audio = speech * 40
+
+    def slow_requests():
+        if call == "native":
+            yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+                config=pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.PCM_S16LE,
+                                                                  sample_rate_hertz=16000)),
+                interim_results=True, continuous=False))
+        else:
+            yield rasr.StreamingRecognizeRequest(streaming_config=rasr.StreamingRecognitionConfig(
+                config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000),
+                interim_results=True))
+        for i in range(0, len(audio), 3200):
+            piece = audio[i : i + 3200]
+            yield (pb.StreamingRecognizeRequest(audio=piece) if call == "native" else
+                   rasr.StreamingRecognizeRequest(audio_content=piece))
+
+    want = offline(bundle, wav)
+    with running_server(bundle, send_queue=8) as app:
+        addr = f"127.0.0.1:{app.cfg.grpc_port}"
+        good: list = []
+
+        def good_stream() -> None:
+            with grpc.insecure_channel(addr) as ch:
+                cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.WAV))
+                reqs = [pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+                    config=cfg, interim_results=True, continuous=False))]
+                data = wav.read_bytes()
+                reqs += [pb.StreamingRecognizeRequest(audio=data[i : i + 4000])
+                         for i in range(0, len(data), 4000)]
+                good.extend(r.text for resp in pb_grpc.AsrStub(ch).StreamingRecognize(iter(reqs))
+                            for r in resp.results if r.is_final)
+
+        too_slow = app.metrics.errors.labels("client_too_slow")._value
+        opts = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
+        with grpc.insecure_channel(addr, options=opts) as ch:
+            stub = (pb_grpc.AsrStub(ch) if call == "native" else
+                    riva.client.proto.riva_asr_pb2_grpc.RivaSpeechRecognitionStub(ch))
+            responses = stub.StreamingRecognize(slow_requests(), timeout=60)
+            worker = threading.Thread(target=good_stream)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while too_slow.get() < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert too_slow.get() == 1
+            worker.join(60)
+            deadline = time.monotonic() + 5
+            while app.dispatcher.active_streams and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert app.dispatcher.active_streams == 0  # the slot is free
+            with pytest.raises(grpc.RpcError) as e:
+                for _ in responses:  # reading at last: what was in flight, then the status
+                    pass
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+            assert "client_too_slow" in e.value.details()
+    assert good == [want]

@@ -20,14 +20,17 @@ from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import free_port
 
 
-def start_server(tmp_path: Path, *extra: str,
-                 grpc_port: int | None = None) -> tuple[subprocess.Popen, int]:
+def start_server(tmp_path: Path, *extra: str, grpc_port: int | None = None,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    import os
+
     bundle = tiny_bundle(tmp_path / "b")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle),
                              "--ws-port", str(port), "--grpc-port", str(grpc_port or free_port()),
                              *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -102,6 +105,60 @@ def test_sigterm_ends_grpc_streams_with_their_finals(tmp_path) -> None:
     assert results[0].audio_processed == pytest.approx(2.0, abs=0.01)
     assert proc.wait(60) == 0
     assert time.monotonic() - t0 < 20  # well inside drain_timeout_s (30 s)
+
+
+def raw_ws_client(port: int):
+    """A WebSocket client on a raw socket that, after the handshake, reads nothing (so it never
+    answers the server's close): the connection outlives the drain unless the server ends it."""
+    import socket
+
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/v1/stream"))
+    proto.send_request(proto.connect())
+    sock.sendall(b"".join(proto.data_to_send()))
+    while not proto.events_received():  # the handshake response only
+        proto.receive_data(sock.recv(1))
+    return sock
+
+
+def test_drain_keeps_the_port_open_answering_503(tmp_path) -> None:
+    """While the server drains, its port stays open: /readyz answers 503 and new WebSocket
+    upgrades get 503 (not connection refused) until the drain ends; a connection that does
+    not close is cut at drain_timeout_s and the server exits 0."""
+    import urllib.error
+    import urllib.request
+
+    from websockets.exceptions import InvalidStatus
+
+    proc, port = start_server(tmp_path, env={"CHORUS_DRAIN_TIMEOUT_S": "3"})
+    stuck = raw_ws_client(port)
+
+    def readyz() -> int | str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError as e:
+            return type(e).__name__
+
+    assert readyz() == 200
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    probes = []
+    while time.monotonic() - t0 < 1.5:
+        probes.append(readyz())
+        time.sleep(0.05)
+    assert probes and set(probes) == {503}, probes
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"ws://127.0.0.1:{port}/v1/stream")
+    assert e.value.response.status_code == 503
+    assert proc.wait(30) == 0
+    assert time.monotonic() - t0 < 8  # the stuck connection did not hold it past the timeout
+    stuck.close()
 
 
 def test_tls(tmp_path) -> None:

@@ -106,6 +106,10 @@ def expect_error(url: str, messages: list, code: str, close_code: int) -> dict:
 
 
 START = {"type": "start", "continuous": False}
+# a WAV header whose 'fmt ' chunk is 4 bytes long (16 at least are needed), then a data chunk
+SHORT_FMT_WAV = (b"RIFF" + (28).to_bytes(4, "little") + b"WAVE" + b"fmt " + (4).to_bytes(4, "little")
+                 + b"\x01\x00\x01\x00" + b"data" + (0).to_bytes(4, "little"))
+DEEP_JSON = "[" * 3000 + "]" * 3000  # json.loads: RecursionError (and under 2 x max_frame_bytes)
 
 
 @pytest.mark.parametrize("messages, code, close_code, text", [
@@ -120,6 +124,25 @@ START = {"type": "start", "continuous": False}
     ([{**START, "beam": 3}], "bad_config", 1007, "unknown start field(s) ['beam']"),
     ([START, b"\x00" * 5000], "frame_too_large", 1009, "exceeds max_frame_bytes=4000"),
     ([START] + [b"\x00" * 4000] * 5, "stream_too_long", 1008, "max_stream_s=0.5"),
+    pytest.param([{**START, "format": {"encoding": "wav"}}, SHORT_FMT_WAV], "bad_audio", 1007,
+                 "'fmt ' chunk of 4 bytes; expected at least 16", id="wav-fmt-4-bytes"),
+    pytest.param([DEEP_JSON], "invalid_json", 1007, "nested too deeply", id="deep-json"),
+    pytest.param(["[]"], "invalid_json", 1007, "expected a JSON object", id="json-array"),
+    pytest.param(["null"], "invalid_json", 1007, "got a JSON null", id="json-null"),
+    pytest.param(["3"], "invalid_json", 1007, "expected a JSON object", id="json-number"),
+    pytest.param([{**START, "interim_results": "false"}], "bad_config", 1007,
+                 "interim_results must be a JSON boolean (true or false), got 'false'",
+                 id="bool-as-string"),
+    pytest.param([{**START, "continuous": "no"}], "bad_config", 1007,
+                 "continuous must be a JSON boolean", id="bool-as-no"),
+    pytest.param([{**START, "hotwords": "abc"}], "bad_config", 1007, "hotwords must be a list",
+                 id="hotwords-string"),
+    pytest.param([{**START, "hotwords": [{"phrase": 5, "boost": 1}]}], "bad_config", 1007,
+                 "hotwords must be a list", id="hotword-phrase-number"),
+    pytest.param([{**START, "max_alternatives": True}], "bad_config", 1007,
+                 "max_alternatives must be", id="alternatives-bool"),
+    pytest.param([{**START, "format": {"channels": True}}], "bad_config", 1007,
+                 "channels must be", id="channels-bool"),
 ])
 def test_bad_input_gets_a_specific_error_and_others_continue(bundle, speech, messages, code,
                                                              close_code, text) -> None:
@@ -242,3 +265,126 @@ def test_a_client_that_stops_reading_is_closed_and_others_continue(bundle, speec
         assert close is not None and (close.code, close.reason) == (1008, "client_too_slow")
         worker.join(60)
     assert good and good[-1]["type"] == "end" and any(m["type"] == "final" for m in good)
+
+
+def test_api_keys_match_whole_keys_only(bundle, tmp_path) -> None:
+    """Keys are compared whole (hmac.compare_digest against each key): a prefix, a single
+    character or a non-ASCII token is refused over WebSocket and gRPC; the right key works.
+    A YAML `api_keys: KEY` (one string) is one key, not one key per character."""
+    import grpc
+    from websockets.exceptions import InvalidStatus
+
+    from server.grpc_codegen import generated
+    from server.serve import load_server_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("api_keys: s3cret,other\n")
+    keys = load_server_config(f, {}, {}).api_keys
+    assert keys == ("s3cret", "other")
+    pb, pb_grpc = generated()
+    with running_server(bundle, api_keys=keys) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        for token in ("s", "s3c", "s3cret2", "%C3%A9", "", "s3cret,other"):
+            with pytest.raises(InvalidStatus) as e:
+                connect(f"{url}?token={token}")
+            assert e.value.response.status_code == 401, token
+        with pytest.raises(InvalidStatus) as e:
+            connect(url, additional_headers={"Authorization": "Bearer ot"})
+        assert e.value.response.status_code == 401
+        for token in ("s3cret", "other"):
+            with connect(f"{url}?token={token}") as ws:
+                ws.send(json.dumps(START))
+                assert json.loads(ws.recv())["type"] == "ready"
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = pb_grpc.AsrStub(ch)
+            req = pb.RecognizeRequest(config=pb.RecognitionConfig(format=pb.AudioFormat(
+                encoding=pb.PCM_S16LE, sample_rate_hertz=16000)), audio=b"\x00\x00" * 1600)
+            for meta in ([("x-api-key", "s")], [("x-api-key", "s3c")],
+                         [("authorization", "Bearer other2")], [("x-api-key", "é".encode().hex())]):
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.Recognize(req, metadata=meta)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, meta
+            stub.Recognize(req, metadata=[("x-api-key", "s3cret")])
+            stub.Recognize(req, metadata=[("authorization", "Bearer other")])
+
+
+def test_probes_and_bare_connections_do_not_flood_the_log(bundle, caplog) -> None:
+    """Health probes are not "rejected connections", and a bare TCP connect (a load balancer's
+    check, a port scan) logs no traceback. Real refusals (401) are still logged."""
+    import logging
+    import socket
+    import time
+
+    with caplog.at_level(logging.INFO), running_server(bundle, api_keys=("k",)) as app:
+        port = app.cfg.ws_port
+        for _ in range(3):
+            assert http(port, "/healthz")[0] == 200 and http(port, "/readyz")[0] == 200
+            assert http(port, "/metrics")[0] == 200
+        for _ in range(3):
+            socket.create_connection(("127.0.0.1", port)).close()  # connect, then close
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # half a request, then gone
+        assert http(port, "/v1/stream")[0] == 401
+        time.sleep(0.3)
+        assert http(port, "/healthz")[0] == 200  # still serving
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    text = "\n".join(r.getMessage() for r in records)
+    assert "connection rejected (200" not in text, text
+    assert "connection rejected (401" in text, text
+    assert not [r for r in records if r.exc_info], text
+    assert not [r for r in records if r.levelno >= logging.WARNING], text
+
+
+class SlowSteps:
+    """A real backend that takes `delay_s` longer per step (a loaded machine)."""
+
+    def __init__(self, inner, delay_s: float = 0.1):
+        self.inner = inner
+        self.state_names = inner.state_names
+        self.delay_s = delay_s
+
+    def init_state(self, batch):
+        return self.inner.init_state(batch)
+
+    def step(self, inputs):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.inner.step(inputs)
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_a_client_that_goes_away_frees_its_slot_at_once(bundle, speech, how) -> None:
+    """A client sends 10 s of audio (about 3 s of model steps here) and goes away (a clean
+    close, or the TCP connection dropped): its slot is free at once, not after its buffered
+    audio is computed, and a concurrent stream is untouched."""
+    import socket
+    import time
+
+    rng = np.random.default_rng(0)
+    noise = pcm16(0.1 * rng.standard_normal(16000 * 10))
+    with running_server(bundle, wrap_backend=SlowSteps) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        good: list = []
+        worker = threading.Thread(target=lambda: good.extend(stream_audio(url, speech)))
+        worker.start()
+        ws = connect(url)
+        ws.send(json.dumps(START))
+        sid = json.loads(ws.recv())["stream_id"]
+        for i in range(0, len(noise), 32000):
+            ws.send(noise[i : i + 32000])
+        deadline = time.monotonic() + 10
+        while app.dispatcher.metrics.steps < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # its audio is being computed
+        if how == "close":
+            ws.close()
+        else:  # no close frame: the TCP connection just ends
+            ws.socket.shutdown(socket.SHUT_RDWR)
+        t0 = time.monotonic()
+        while app.dispatcher.is_open(sid) and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        freed_s = time.monotonic() - t0
+        worker.join(60)
+    assert freed_s < 0.5, freed_s
+    finals = [m["text"] for m in good if m["type"] == "final"]
+    assert good[-1]["type"] == "end" and finals == [offline_text(bundle, speech)]
