@@ -91,6 +91,8 @@ class TrainConfig:
     num_nodes: int = 1
     accelerator: str = "auto"
     threads: int = 1
+    # write each process's trained cut ids and final parameter digest (training.audit)
+    audit: bool = False
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -7,7 +7,8 @@ Launch:
 - multi-node: run the same command on every node with num_nodes=N devices=G and the
   torch.distributed variables set (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE), or under
   `torchrun --nnodes N --nproc-per-node G -m clients.cli train ...` / SLURM `srun`, which
-  Lightning detects.
+  Lightning detects. Tested as 2 nodes x 1 process on loopback (MASTER_ADDR=127.0.0.1,
+  NODE_RANK=0 and 1, `num_nodes=2 devices=1`); `audit=true` writes what each rank did.
 With more than one process each rank's DynamicBucketingSampler takes its share of the cuts
 (Lhotse reads rank / world size from torch.distributed) and, with drop_last=False, Lhotse
 redistributes the last batches so every rank runs the same number of steps (no DDP hang).
@@ -111,6 +112,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     except ImportError:
         log.info("tensorboard not installed: CSV logs only (pip install tensorboard)")
     budget = cfg.optim.max_minutes
+    audit = []
+    if cfg.audit:
+        from training.audit import RankAudit
+
+        audit.append(RankAudit(out))
     trainer = L.Trainer(
         max_steps=cfg.optim.max_steps if budget <= 0 else -1,
         max_time=datetime.timedelta(minutes=budget) if budget > 0 else None,
@@ -118,7 +124,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
         gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
         check_val_every_n_epoch=None, logger=loggers,
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="step")],
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *audit],
         enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
         num_sanity_val_steps=0,
     )

@@ -101,19 +101,40 @@ def test_recipes_parse(recipe: Path) -> None:
     assert cfg.name == f"{recipe.stem}-ctc" and cfg.data.train and cfg.data.dev
 
 
+def ddp_args(corpus: Path, out: Path, steps: int) -> list[str]:
+    args = [a for a in overrides(corpus, out, steps) if not a.startswith("data.max_duration_s")]
+    return ["-m", "clients.cli", "train", "--no-progress", *args, "data.max_duration_s=8",
+            "accelerator=cpu", "audit=true"]
+
+
+def assert_data_parallel(corpus: Path, out: Path, steps: int, world: int) -> None:
+    """Every rank ran `steps` steps on its own cuts (disjoint, all from train) and ended
+    with parameters identical to every other rank's."""
+    from lhotse import CutSet
+
+    ranks = [json.loads((out / f"ranks/rank{r}.json").read_text()) for r in range(world)]
+    assert [r["global_rank"] for r in ranks] == list(range(world))
+    assert all(r["world_size"] == world and r["steps"] == steps for r in ranks), ranks
+    assert len({r["param_sha256"] for r in ranks}) == 1, "parameters differ across ranks"
+    train_ids = {c.id for c in CutSet.from_file(corpus / "cuts_train.jsonl.gz")}
+    for epoch in range(len(ranks[0]["epochs"])):
+        seen = [set(r["epochs"][epoch]) for r in ranks]
+        assert all(seen), "every rank trains on cuts"
+        assert not set.intersection(*seen), f"epoch {epoch}: ranks must see different cuts"
+        assert set.union(*seen) <= train_ids
+
+
 def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
-    """The documented multi-process launch: 2 CPU processes (gloo) train a few steps."""
+    """The documented multi-process launch: 2 CPU processes (gloo), synchronised parameters,
+    disjoint data, dev WER pooled over both ranks."""
     import os
     import subprocess
     import sys
 
     out = tmp_path / "ddp"
-    args = [a for a in overrides(tiny_corpus, out, 4) if not a.startswith("data.max_duration_s")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "train", "--no-progress", *args,
-         "data.max_duration_s=8", "devices=2", "accelerator=cpu"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, *ddp_args(tiny_corpus, out, 4), "devices=2"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
@@ -121,6 +142,34 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
     col = rows[0].split(",").index("dev_wer")  # pooled over both ranks' dev shares
     assert [r.split(",")[col] for r in rows[1:] if r.split(",")[col]], rows
     assert "gloo" in proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
+    assert_data_parallel(tiny_corpus, out, 4, 2)
+
+
+def test_two_nodes_on_loopback(tiny_corpus, tmp_path) -> None:
+    """The documented multi-node launch, as 2 nodes x 1 process on this machine: the same
+    command on each "node" with num_nodes=2 and MASTER_ADDR / MASTER_PORT / NODE_RANK set."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "nodes"
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2]),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, *ddp_args(tiny_corpus, out, 4), "devices=1",
+                               "num_nodes=2"], env={**base, "NODE_RANK": str(n)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in (0, 1)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    ranks = [json.loads((out / f"ranks/rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["node_rank"] for r in ranks] == [0, 1]
+    assert_data_parallel(tiny_corpus, out, 4, 2)
 
 
 def test_gram_ctc_trains_and_streams(tiny_corpus, tmp_path) -> None:
