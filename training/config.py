@@ -90,6 +90,7 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     accelerator: str = "auto"
+    precision: str = "32-true"  # Lightning's: "bf16-mixed" on a GPU (autocast; CTC runs in fp32)
     threads: int = 1
     # write each process's trained cut ids and final parameter digest (training.audit)
     audit: bool = False

@@ -51,31 +51,75 @@ def _cuts(paths: list[str]) -> Any:
     return out
 
 
+def _packed(paths: list[str]) -> bool:
+    """Whether the manifests are packs (training.data.packed); a mix is refused."""
+    from training.data.packed import is_packed
+
+    kinds = {is_packed(p) for p in paths}
+    if len(kinds) > 1:
+        raise ValueError(f"config data: mix of packs (.npz) and Lhotse manifests in {paths}")
+    return kinds == {True}
+
+
+def _train_texts(cfg: TrainConfig) -> list[str]:
+    if _packed(cfg.data.train):
+        from training.data.packed import PackedCorpus
+
+        return [t for p in cfg.data.train for t in PackedCorpus(p).texts]
+    return [s.text for c in _cuts(cfg.data.train) for s in c.supervisions]
+
+
 def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
                     mean: torch.Tensor) -> Any:
     import lightning as L
-    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
     from training.data.dataset import AsrDataset, worker_init
 
+    pin = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto"
+                                                 and torch.cuda.is_available())
+
+    def loader(ds: Any, sampler: Any, workers: int) -> Any:
+        return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None,
+                                           num_workers=workers, worker_init_fn=worker_init,
+                                           persistent_workers=workers > 0, pin_memory=pin)
+
+    def packed_loader(paths: list[str], train: bool) -> Any:
+        from training.data.packed import DurationBatchSampler, PackedCorpus, PackedDataset
+
+        if len(paths) != 1:
+            raise ValueError(f"config data: one pack per split, got {paths}")
+        corpus = PackedCorpus(paths[0])
+        durations = corpus.durations if train else corpus.durations[: cfg.data.dev_max_cuts]
+        sampler = DurationBatchSampler(durations, max_duration_s=cfg.data.max_duration_s,
+                                       shuffle=train, seed=cfg.seed,
+                                       num_buckets=cfg.data.num_buckets if train else 1)
+        ds = PackedDataset(corpus, tokenizer=tok, augment=cfg.augment if train else None,
+                           feat_mean=mean, seed=cfg.seed)
+        return loader(ds, sampler, cfg.data.num_workers if train else 0)
+
     class DataModule(L.LightningDataModule):
         def train_dataloader(self) -> Any:
-            cuts = _cuts(cfg.data.train)
-            sampler = DynamicBucketingSampler(cuts, max_duration=cfg.data.max_duration_s,
+            if _packed(cfg.data.train):
+                return packed_loader(cfg.data.train, True)
+            from lhotse.dataset import DynamicBucketingSampler
+
+            sampler = DynamicBucketingSampler(_cuts(cfg.data.train),
+                                              max_duration=cfg.data.max_duration_s,
                                               num_buckets=cfg.data.num_buckets, shuffle=True,
                                               drop_last=False, seed=cfg.seed)
             ds = AsrDataset(tokenizer=tok, features=feats, augment=cfg.augment, feat_mean=mean,
                             seed=cfg.seed)
-            return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None,
-                                               num_workers=cfg.data.num_workers,
-                                               worker_init_fn=worker_init,
-                                               persistent_workers=cfg.data.num_workers > 0)
+            return loader(ds, sampler, cfg.data.num_workers)
 
         def val_dataloader(self) -> Any:
+            if _packed(cfg.data.dev):
+                return packed_loader(cfg.data.dev, False)
+            from lhotse.dataset import SimpleCutSampler
+
             cuts = _cuts(cfg.data.dev).subset(first=cfg.data.dev_max_cuts)
             sampler = SimpleCutSampler(cuts, max_duration=cfg.data.max_duration_s)
             ds = AsrDataset(tokenizer=tok, features=feats, augment=None, feat_mean=mean)
-            return torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0)
+            return loader(ds, sampler, 0)
 
     return DataModule()
 
@@ -99,6 +143,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if cfg.init_from:
         history = warm_start(module, cfg.init_from, cfg.init_scope)
         mean = module.model.encoder.feat_mean.clone()
+    elif _packed(cfg.data.train):  # a pack carries its features' statistics
+        from training.data.packed import PackedCorpus
+
+        corpus = PackedCorpus(cfg.data.train[0])
+        if corpus.features != feats:
+            raise ValueError(f"{cfg.data.train[0]}: packed with features {corpus.features}, "
+                             f"the model needs {feats}")
+        mean = corpus.mean
+        module.model.encoder.set_normalizer(corpus.mean, corpus.std)
     else:
         mean, std = feature_stats(_cuts(cfg.data.train), feats)
         module.model.encoder.set_normalizer(mean, std)
@@ -122,7 +175,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         max_time=datetime.timedelta(minutes=budget) if budget > 0 else None,
         accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
-        gradient_clip_val=cfg.optim.grad_clip, val_check_interval=cfg.optim.val_every_steps,
+        precision=cfg.precision, gradient_clip_val=cfg.optim.grad_clip,
+        val_check_interval=cfg.optim.val_every_steps,
         check_val_every_n_epoch=None, logger=loggers,
         callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *audit],
         enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
@@ -195,8 +249,8 @@ def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:
             return tok
         from training.units import train_subword
 
-        texts = [s.text for c in _cuts(cfg.data.train) for s in c.supervisions]
-        tok = train_subword(texts, cfg.head.subword_vocab, model_type=cfg.head.subword_type)
+        tok = train_subword(_train_texts(cfg), cfg.head.subword_vocab,
+                            model_type=cfg.head.subword_type)
         log.info("subword units: %d (%s), e.g. %s", tok.vocab_size, cfg.head.subword_type,
                  [s for s in tok.symbols if len(s) > 3][:10])
         return tok
@@ -206,8 +260,7 @@ def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:
 
     grams = list(cfg.head.grams)
     if not grams:
-        texts = (s.text for c in _cuts(cfg.data.train) for s in c.supervisions)
-        grams = select_grams(texts, max_n=cfg.head.gram_max_n, size=cfg.head.gram_size)
+        grams = select_grams(_train_texts(cfg), max_n=cfg.head.gram_max_n, size=cfg.head.gram_size)
     log.info("gram_ctc: %d grams, e.g. %s", len(grams), grams[:10])
     return gram_tokenizer(grams)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.eval.metrics import breakdown, edit_counts, error_rates
 
@@ -80,3 +82,14 @@ def test_eval_cli_missing_manifest(tmp_path) -> None:
                            "--manifest", str(tmp_path / "none.jsonl.gz")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "manifest not found" in proc.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(st.text("ab c", min_size=1, max_size=12).filter(str.strip),
+                                st.text("ab c", max_size=12)), min_size=1, max_size=4))
+def test_levenshtein_counts_equal_jiwers(pairs) -> None:
+    """The jiwer-free dev counts (the GPU machine has no jiwer) equal jiwer's."""
+    from training.eval.metrics import edit_counts, levenshtein_counts
+
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    assert levenshtein_counts(refs, hyps) == edit_counts(refs, hyps)

@@ -28,7 +28,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.rng = np.random.default_rng(seed)
 
     def __getitem__(self, cuts: Any) -> dict[str, Any]:
-        feats, targets, texts, ids = [], [], [], []
+        items = []
         for cut in cuts:
             audio = cut.load_audio()[0].astype(np.float32)  # (S,)
             if self.augment is not None:
@@ -36,20 +36,24 @@ class AsrDataset(torch.utils.data.Dataset):
             f = self.fbank(torch.from_numpy(audio))
             if self.augment is not None:
                 f = spec_augment(f, self.augment, self.rng, self.fill)
-            text = cut.supervisions[0].text
-            feats.append(f)
-            targets.append(torch.tensor(self.tok.encode(text), dtype=torch.long))
-            texts.append(text)
-            ids.append(cut.id)
-        lengths = torch.tensor([f.shape[0] for f in feats])
-        x = self.fill.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
-        for i, f in enumerate(feats):
-            x[i, : f.shape[0]] = f
-        return {
-            "features": x, "lengths": lengths,
-            "targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets]),
-            "texts": texts, "ids": ids,
-        }
+            items.append((f, cut.supervisions[0].text, cut.id))
+        return collate(items, self.tok, self.fill)
+
+
+def collate(items: list[tuple[torch.Tensor, str, str]], tok: CharTokenizer,
+            fill: torch.Tensor) -> dict[str, Any]:
+    """[(features (T_i, F), text, id)] -> the padded batch every training module takes."""
+    feats = [f for f, _, _ in items]
+    targets = [torch.tensor(tok.encode(text), dtype=torch.long) for _, text, _ in items]
+    lengths = torch.tensor([f.shape[0] for f in feats])
+    x = fill.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f
+    return {
+        "features": x, "lengths": lengths,
+        "targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets]),
+        "texts": [t for _, t, _ in items], "ids": [i for _, _, i in items],
+    }
 
 
 def worker_init(worker_id: int) -> None:
