@@ -14,7 +14,8 @@ from typing import Any
 from models.acoustic import AcousticModel, ModelConfig
 from models.decoding.lm_fusion import LmConfig, LmFusion
 from models.features import FbankConfig
-from models.lm.arpa import ArpaError, ArpaLM
+from models.lm.arpa import ArpaError
+from models.lm.mixture import load_lms
 from models.tokenizer import CharTokenizer
 
 FORMAT_VERSION = 1
@@ -34,6 +35,8 @@ class DecodingDefaults:
     decoder: str = "greedy"  # or "beam" (CTC prefix beam search)
     beam_size: int = 8
     lm: str | None = None  # word n-gram LM (ARPA, may be .gz), relative to the bundle; beam only
+    lm_mix: tuple[str, ...] = ()  # more ARPA LMs interpolated with `lm` (models.lm.mixture)
+    lm_mix_weights: tuple[float, ...] = ()  # interpolation weights of (lm, *lm_mix), sum 1
     lm_weight: float = 0.5  # alpha of shallow fusion
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # per word outside the LM vocabulary
@@ -98,7 +101,11 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
     try:
         cfg = ModelConfig.from_dict(meta["model"])
         feats = FbankConfig.from_dict(meta["features"])
-        decoding = DecodingDefaults(**meta.get("decoding", {}))
+        dec = dict(meta.get("decoding", {}))
+        for key in ("lm_mix", "lm_mix_weights"):  # JSON lists -> the dataclass's tuples
+            if key in dec:
+                dec[key] = tuple(dec[key])
+        decoding = DecodingDefaults(**dec)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{root / BUNDLE_JSON}: invalid field: {exc}") from exc
     tokenizer = CharTokenizer.load(root / TOKENS)
@@ -137,12 +144,14 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
 def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:
     if not decoding.lm:
         return None
-    path = root / decoding.lm
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise BundleError(f"bundle.json: decoding.lm must be inside the bundle, got {decoding.lm!r}")
+    names = [decoding.lm, *decoding.lm_mix]
+    for name in names:
+        if not (root / name).resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"bundle.json: decoding.lm must be inside the bundle, got {name!r}")
     try:
-        lm = ArpaLM.load(path)
+        lm = load_lms([root / n for n in names], decoding.lm_mix_weights or None)
     except (ArpaError, OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"bundle.json: decoding.lm {decoding.lm!r}: {exc}") from exc
+        which = repr(names[0]) if len(names) == 1 else f"{names!r} (mixed)"
+        raise BundleError(f"bundle.json: decoding.lm {which}: {exc}") from exc
     return LmFusion(lm, LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty,
                                  decoding.lexicon))

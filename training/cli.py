@@ -55,8 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--peer", action="append", default=[], choices=("pocketsphinx",),
                     help="also transcribe the same audio with an offline peer")
     ev.add_argument("--limit", type=int, default=None, help="first N utterances only")
-    ev.add_argument("--lm", default=None,
-                    help="ARPA word LM for the beam decoder instead of the bundle's; 'none': no LM")
+    ev.add_argument("--lm", action="append", default=None,
+                    help="ARPA word LM for the beam decoder instead of the bundle's ('none': no "
+                         "LM); repeat with --lm-mix-weights to interpolate several")
+    ev.add_argument("--lm-mix-weights", default=None,
+                    help="comma-separated interpolation weights, one per --lm, sum 1")
     ev.add_argument("--lm-weight", type=float, default=None, help="LM weight (alpha)")
     ev.add_argument("--word-bonus", type=float, default=None, help="per-word bonus (beta)")
     ev.add_argument("--oov-penalty", type=float, default=None, help="per out-of-vocabulary word")
@@ -128,7 +131,9 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.bundle, args.manifest, decoder=args.decoder,
                           beam_size=args.beam_size, peers=tuple(args.peer), limit=args.limit,
-                          lm=args.lm, lm_weight=args.lm_weight, word_bonus=args.word_bonus,
+                          lm=args.lm, lm_mix_weights=[float(x) for x in args.lm_mix_weights.split(",")]
+                          if args.lm_mix_weights else None,
+                          lm_weight=args.lm_weight, word_bonus=args.word_bonus,
                           oov_penalty=args.oov_penalty, lexicon=args.lexicon,
                           progress=not args.no_progress)
     except (BundleError, FileNotFoundError, ValueError) as exc:

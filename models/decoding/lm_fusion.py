@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.lm.arpa import BOS, EOS, ArpaLM
+from models.lm.arpa import BOS, EOS, WordLM
 
 NEG_INF = float("-inf")
 
@@ -45,7 +45,7 @@ class LmState:
 
 
 class LmFusion:
-    def __init__(self, lm: ArpaLM, config: LmConfig | None = None):
+    def __init__(self, lm: WordLM, config: LmConfig | None = None):
         self.lm = lm
         self.cfg = config or LmConfig()
         self.keep = max(lm.order - 1, 1)

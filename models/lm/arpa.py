@@ -23,7 +23,33 @@ class ArpaError(ValueError):
     pass
 
 
-class ArpaLM:
+class WordLM:
+    """What every word LM offers the decoders: `vocab`, `order`, `unk_logprob`, `logprob`;
+    the lexicon prefixes and sentence scores follow from those."""
+
+    vocab: frozenset[str]
+    _prefixes: frozenset[str] | None = None
+
+    def logprob(self, context: tuple[str, ...], word: str) -> float:
+        raise NotImplementedError
+
+    @property
+    def prefixes(self) -> frozenset[str]:
+        """Every prefix of every vocabulary word (the lexicon check of partial words)."""
+        if self._prefixes is None:
+            self._prefixes = frozenset(w[:i] for w in self.vocab for i in range(1, len(w) + 1))
+        return self._prefixes
+
+    def sentence_logprob(self, words: Iterable[str]) -> float:
+        ctx: tuple[str, ...] = (BOS,)
+        total = 0.0
+        for w in [*words, EOS]:
+            total += self.logprob(ctx, w)
+            ctx = (*ctx, w)
+        return total
+
+
+class ArpaLM(WordLM):
     """ngrams[n-1]: words tuple -> (ln prob, ln backoff)."""
 
     def __init__(self, ngrams: list[dict[tuple[str, ...], tuple[float, float]]]):
@@ -35,15 +61,7 @@ class ArpaLM:
         unk = ngrams[0].get((UNK,))
         # a model without <unk> gives unknown words a floor far below any listed word
         self.unk_logprob = unk[0] if unk else min(p for p, _ in ngrams[0].values()) - 5 * LN10
-        self._prefixes: frozenset[str] | None = None
         self._cache: dict[tuple[tuple[str, ...], str], float] = {}
-
-    @property
-    def prefixes(self) -> frozenset[str]:
-        """Every prefix of every vocabulary word (the lexicon check of partial words)."""
-        if self._prefixes is None:
-            self._prefixes = frozenset(w[:i] for w in self.vocab for i in range(1, len(w) + 1))
-        return self._prefixes
 
     def logprob(self, context: tuple[str, ...], word: str) -> float:
         """ln p(word | context); context is the preceding words, oldest first (<s> allowed)."""
@@ -70,14 +88,6 @@ class ArpaLM:
             self._cache.clear()
         self._cache[key] = score
         return score
-
-    def sentence_logprob(self, words: Iterable[str]) -> float:
-        ctx: tuple[str, ...] = (BOS,)
-        total = 0.0
-        for w in [*words, EOS]:
-            total += self.logprob(ctx, w)
-            ctx = (*ctx, w)
-        return total
 
     @classmethod
     def load(cls, path: str | Path) -> ArpaLM:

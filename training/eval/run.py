@@ -143,16 +143,18 @@ def _source_path(u: Utterance) -> str:
 
 def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: str | None = None,
              beam_size: int | None = None, peers: tuple[str, ...] = (), limit: int | None = None,
-             lm: str | None = None, lm_weight: float | None = None,
+             lm: list[str] | None = None, lm_mix_weights: list[float] | None = None,
+             lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
              lexicon: bool | None = None, progress: bool = True) -> dict[str, Any]:
-    """`lm`: an ARPA file to fuse instead of the bundle's, or "none" for no LM."""
+    """`lm`: ARPA files to fuse instead of the bundle's (several: interpolated with
+    `lm_mix_weights`), or ["none"] for no LM."""
     from models.bundle import load
 
     bundle = load(bundle_path)
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
-    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon)
+    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon, lm_mix_weights)
     utts = load_manifest(manifest, limit)
     audio_s = sum(u.duration for u in utts)
     texts: dict[str, list[str]] = {}
@@ -181,7 +183,8 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         "lm": ({"order": fusion.lm.order, "weight": fusion.cfg.weight,
                 "word_bonus": fusion.cfg.word_bonus, "oov_penalty": fusion.cfg.oov_penalty,
                 "lexicon": fusion.cfg.lexicon,
-                "source": lm or bundle.decoding.lm}
+                "source": lm or [bundle.decoding.lm, *bundle.decoding.lm_mix],
+                "mix_weights": lm_mix_weights or list(bundle.decoding.lm_mix_weights) or None}
                if fusion is not None and decoder == "beam" else None),
         "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
         "wall_seconds": round(time.monotonic() - start, 1), "systems": systems,
@@ -191,18 +194,20 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
     }
 
 
-def lm_override(bundle: Any, lm: str | None, weight: float | None, bonus: float | None,
-                oov: float | None = None, lexicon: bool | None = None) -> Any:
-    """The LmFusion to decode with: the bundle's, another ARPA file's, or none."""
+def lm_override(bundle: Any, lm: list[str] | str | None, weight: float | None,
+                bonus: float | None, oov: float | None = None, lexicon: bool | None = None,
+                mix_weights: list[float] | None = None) -> Any:
+    """The LmFusion to decode with: the bundle's, other ARPA files' (mixed), or none."""
     from models.decoding import LmConfig, LmFusion
-    from models.lm.arpa import ArpaLM
+    from models.lm.mixture import load_lms
 
-    if lm == "none":
+    paths = [lm] if isinstance(lm, str) else lm
+    if paths == ["none"]:
         return None
     base = bundle.lm
-    if lm is None and base is None:
+    if not paths and base is None:
         return None
-    model = ArpaLM.load(lm) if lm is not None else base.lm
+    model = load_lms(paths, mix_weights) if paths else base.lm
     cfg = base.cfg if base is not None else LmConfig()
     return LmFusion(model, LmConfig(cfg.weight if weight is None else weight,
                                     cfg.word_bonus if bonus is None else bonus,

@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--order", type=int, default=3)
     b.add_argument("--text", type=Path, action="append", default=[],
                    help="extra normalised text, one sentence per line (repeatable)")
+    b.add_argument("--counts", default=None,
+                   help="instead of text: a published n-gram count table ('w1 .. wn count' "
+                        "lines), or 'symspell-bigrams' (symspellpy's English bigrams); the "
+                        "order is the table's, build it as its own LM and mix it in")
     b.add_argument("--no-corpus-text", action="store_true",
                    help="only --text (no synthetic-corpus text, no word list)")
     b.add_argument("--template-sentences", type=int, default=20000,
@@ -33,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = lm_sub.add_parser("tune", help="grid-search LM weight and word bonus on a dev manifest")
     t.add_argument("--bundle", type=Path, default=None)
     t.add_argument("--manifest", type=Path, required=True, help="dev cuts (.jsonl.gz)")
-    t.add_argument("--lm", type=Path, required=True)
+    t.add_argument("--lm", type=Path, action="append", required=True,
+                   help="ARPA LM; repeat with --mix-weights to interpolate several")
+    t.add_argument("--mix-weights", default="", help="comma-separated, one per --lm, sum 1")
     t.add_argument("--weights", default="0.3,0.5,0.8,1.2", help="comma-separated alphas")
     t.add_argument("--bonuses", default="0,1,2,3", help="comma-separated betas")
     t.add_argument("--oov-penalties", default="10", help="comma-separated OOV penalties")
@@ -43,9 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=run_tune)
 
+    pp = lm_sub.add_parser("ppl", help="perplexity of an LM (or a mixture) on a manifest's "
+                                       "transcripts, overall and per domain")
+    pp.add_argument("--lm", type=Path, action="append", required=True)
+    pp.add_argument("--mix-weights", default="", help="comma-separated, one per --lm, sum 1")
+    pp.add_argument("--manifest", type=Path, action="append", required=True)
+    pp.add_argument("--json", type=Path, default=None)
+    pp.set_defaults(func=run_ppl)
+
     a = lm_sub.add_parser("attach", help="copy an ARPA LM into a bundle and make beam fuse it")
     a.add_argument("--bundle", type=Path, required=True)
-    a.add_argument("--lm", type=Path, required=True)
+    a.add_argument("--lm", type=Path, action="append", required=True,
+                   help="ARPA LM; repeat with --mix-weights to interpolate several")
+    a.add_argument("--mix-weights", default="", help="comma-separated, one per --lm, sum 1")
     a.add_argument("--weight", type=float, required=True)
     a.add_argument("--bonus", type=float, required=True)
     a.add_argument("--oov-penalty", type=float, default=10.0)
@@ -71,6 +87,17 @@ def run_build(args: argparse.Namespace) -> int:
     from training.lm.text import LmTextConfig, train_sentences, vocabulary
 
     t0 = time.monotonic()
+    if args.counts:
+        from training.lm.counts import read_counts, resolve
+        from training.lm.ngram import estimate_counts
+
+        counts, order = read_counts(resolve(args.counts))
+        print(f"chorus lm build: {len(counts)} {order}-gram counts from {args.counts}", flush=True)
+        ngrams = estimate_counts(counts, order)
+        write_arpa(args.out, ngrams)
+        print(f"chorus lm build: wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) "
+              f"in {time.monotonic() - t0:.0f} s")
+        return 0
     sentences: list[list[str]] = []
     if not args.no_corpus_text:
         cfg = LmTextConfig(template_sentences=args.template_sentences, seed=args.seed)
@@ -96,14 +123,14 @@ def run_build(args: argparse.Namespace) -> int:
 def run_tune(args: argparse.Namespace) -> int:
     from models.bundle import load
     from models.decoding import LmConfig, LmFusion
-    from models.lm.arpa import ArpaLM
+    from models.lm.mixture import load_lms
     from training.eval.metrics import error_rates
     from training.eval.run import decode_all, forward_all, load_manifest
 
     bundle = load(args.bundle)
     utts = load_manifest(args.manifest, args.limit)
     refs = [u.ref for u in utts]
-    lm = ArpaLM.load(args.lm)
+    lm = load_lms(args.lm, _floats(args.mix_weights, "--mix-weights"))
     log_probs, _ = forward_all(bundle, utts, progress=not args.no_progress)
     rows = []
 
@@ -131,8 +158,43 @@ def run_tune(args: argparse.Namespace) -> int:
           f"{len(utts)} utterances of {args.manifest}")
     if args.json:
         args.json.write_text(json.dumps({"manifest": str(args.manifest), "utterances": len(utts),
-                                         "lm": str(args.lm), "beam_size": args.beam_size,
+                                         "lm": [str(p) for p in args.lm],
+                                         "mix_weights": args.mix_weights, "beam_size": args.beam_size,
                                          "rows": rows, "best": best}, indent=1) + "\n")
+    return 0
+
+
+def run_ppl(args: argparse.Namespace) -> int:
+    import gzip
+    import math
+    from collections import defaultdict
+
+    from models.lm.mixture import load_lms
+
+    lm = load_lms(args.lm, _floats(args.mix_weights, "--mix-weights"))
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    for manifest in args.manifest:
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])  # ln p, tokens, OOVs
+        with gzip.open(manifest, "rt") as f:
+            for line in f:
+                sup = json.loads(line)["supervisions"][0]
+                words = sup["text"].split()
+                lp = lm.sentence_logprob(words)
+                oov = sum(w not in lm.vocab for w in words)
+                for key in ("all", (sup.get("custom") or {}).get("domain", "?")):
+                    s = sums[key]
+                    s[0] += lp
+                    s[1] += len(words) + 1  # + </s>
+                    s[2] += oov
+        result[str(manifest)] = {k: {"perplexity": round(math.exp(-v[0] / v[1]), 1),
+                                     "tokens": int(v[1]), "oov_rate": round(v[2] / v[1], 4)}
+                                 for k, v in sorted(sums.items())}
+        for k, v in result[str(manifest)].items():
+            print(f"{manifest} {k}: perplexity {v['perplexity']} ({v['tokens']} tokens, "
+                  f"OOV {100 * v['oov_rate']:.2f} %)")
+    if args.json:
+        args.json.write_text(json.dumps({"lm": [str(p) for p in args.lm],
+                                         "mix_weights": args.mix_weights, **result}, indent=1))
     return 0
 
 
@@ -144,14 +206,21 @@ def run_attach(args: argparse.Namespace) -> int:
     meta_path = args.bundle / BUNDLE_JSON
     if not meta_path.is_file():
         raise SystemExit(f"--bundle {args.bundle}: no {BUNDLE_JSON}")
-    if not args.lm.is_file():
-        raise SystemExit(f"--lm {args.lm}: file not found")
-    rel = Path("lm") / args.lm.name
+    for path in args.lm:
+        if not path.is_file():
+            raise SystemExit(f"--lm {path}: file not found")
+    weights = _floats(args.mix_weights, "--mix-weights")
+    if len(args.lm) > 1 and len(weights) != len(args.lm):
+        raise SystemExit(f"--mix-weights: one per --lm ({len(args.lm)}), got {weights}")
     (args.bundle / "lm").mkdir(exist_ok=True)
-    shutil.copyfile(args.lm, args.bundle / rel)
+    rels = [Path("lm") / p.name for p in args.lm]
+    for src, rel in zip(args.lm, rels, strict=True):
+        shutil.copyfile(src, args.bundle / rel)
     meta = json.loads(meta_path.read_text())
     dec = meta.setdefault("decoding", {})
-    dec.update({"lm": rel.as_posix(), "lm_weight": args.weight, "word_bonus": args.bonus,
+    dec.update({"lm": rels[0].as_posix(), "lm_mix": [r.as_posix() for r in rels[1:]],
+                "lm_mix_weights": weights if len(rels) > 1 else [],
+                "lm_weight": args.weight, "word_bonus": args.bonus,
                 "oov_penalty": args.oov_penalty, "lexicon": args.lexicon})
     if args.decoder:
         dec["decoder"] = args.decoder
@@ -160,5 +229,6 @@ def run_attach(args: argparse.Namespace) -> int:
         load(args.bundle)
     except BundleError as exc:
         raise SystemExit(f"chorus lm attach: the bundle no longer loads: {exc}") from exc
-    print(f"chorus lm attach: {args.bundle / rel} (weight {args.weight}, bonus {args.bonus})")
+    print(f"chorus lm attach: {', '.join(str(args.bundle / r) for r in rels)} (weight "
+          f"{args.weight}, bonus {args.bonus}{f', mixed {weights}' if len(rels) > 1 else ''})")
     return 0

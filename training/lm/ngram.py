@@ -43,14 +43,25 @@ def estimate(sentences: Iterable[list[str]], order: int = 3,
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
     raw: Counter[tuple[str, ...]] = Counter()  # highest-order counts
-    vocab: set[str] = set()
     for words in sentences:
-        vocab.update(words)
         toks = [BOS, *words, EOS]
         for i in range(1, len(toks)):
             raw[tuple(toks[max(0, i - order + 1): i + 1])] += 1
     if not raw:
         raise ValueError("no sentences to estimate a language model from")
+    return estimate_counts(raw, order, vocabulary)
+
+
+def estimate_counts(raw: Counter[tuple[str, ...]], order: int,
+                    vocabulary: Iterable[str] = ()) -> NGrams:
+    """The same estimate from n-gram counts: `raw` holds each order-n gram's count and, for
+    shorter grams, counts of grams that start with <s> (a sentence start) or that a source
+    lists without their left context (e.g. a published bigram table, with order 2)."""
+    if not raw:
+        raise ValueError("no n-gram counts to estimate a language model from")
+    if any(len(g) > order for g in raw):
+        raise ValueError(f"counts of grams longer than order {order}")
+    vocab: set[str] = {w for g in raw for w in g if w not in (BOS, EOS)}
     # adjusted counts per order, top order first
     adjusted: list[Counter[tuple[str, ...]]] = [Counter() for _ in range(order)]
     for gram, c in raw.items():
@@ -84,6 +95,8 @@ def estimate(sentences: Iterable[list[str]], order: int = 3,
             probs[n - 1][gram] = (c - d[min(c, 3) - 1]) / totals[hist] + gammas[n - 1][hist] * lower
         if n == 1:  # seen unigrams already hold their uniform share; <unk> gets only that
             probs[0][(UNK,)] = probs[0].get((UNK,), 0.0) + gammas[0][()] / vocab_size
+            for w in vocab:  # a word never seen after another (first words of a count
+                probs[0].setdefault((w,), gammas[0][()] / vocab_size)  # table): uniform share
     out: NGrams = [{} for _ in range(order)]
     for n in range(order):
         for gram, p in probs[n].items():
