@@ -4,6 +4,11 @@ Files of any format/rate are decoded and resampled locally to 16 kHz PCM16 and s
 frames, paced in real time (as a microphone would) unless --fast. --mic captures the default
 input device with sounddevice until Ctrl-C. Partials update one live line on stderr; finals
 print as lines on stdout (JSON lines with --json).
+
+A dropped connection (no close frame: network change, TCP reset) is resumed: the client
+reconnects (--retries times, with exponential backoff) and sends `resume` with the stream's
+token, the last `acked` offset and the number of finals it has, then resends the audio from
+that offset (kept since the last ack), so the transcript is that of an uninterrupted stream.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 
 RATE = 16_000
 FRAME_S = 0.1
+RETRIES = 5  # reconnections per stream after a dropped connection
+BACKOFF_S = 0.2  # first wait before reconnecting; doubled each further try
+MAX_BACKOFF_S = 5.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--continuous", action="store_true", help="a final per utterance")
     p.add_argument("--hotword", action="append", default=[], help="phrase to boost (repeat)")
     p.add_argument("--cafile", default=None, help="CA / self-signed cert to trust for wss://")
+    p.add_argument("--retries", type=int, default=RETRIES,
+                   help="reconnect and resume this many times after a dropped connection (0: off)")
     p.set_defaults(func=run)
 
 
@@ -74,25 +84,63 @@ def mic_frames() -> Iterator[bytes]:
     return frames()
 
 
+class ServerError(RuntimeError):
+    """The server sent an `error` message (`code`, `reason` for resume_failed)."""
+
+    def __init__(self, msg: dict[str, Any]):
+        super().__init__(f"server error {msg['code']}: {msg['message']}")
+        self.code, self.reason = msg["code"], msg.get("reason")
+
+
 def stream(url: str, frames: Iterator[bytes], *, api_key: str | None = None,
            continuous: bool = False, hotwords: list[str] | None = None, cafile: str | None = None,
            on_partial: Callable[[str], None] | None = None,
-           on_final: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Send frames to /v1/stream; returns the finals (also passed to on_final as they come)."""
+           on_final: Callable[[dict[str, Any]], None] | None = None,
+           retries: int = RETRIES, backoff_s: float = BACKOFF_S,
+           on_reconnect: Callable[[int, Exception], None] | None = None) -> list[dict[str, Any]]:
+    """Send frames to /v1/stream; returns the finals (also passed to on_final as they come).
+
+    When the connection drops mid-stream (no close frame came), reconnects up to `retries`
+    times per drop (waiting backoff_s, doubling, at most MAX_BACKOFF_S; `on_reconnect(try,
+    error)` before each) and resumes the stream: the audio after the last `acked` offset is
+    kept and resent, finals the client already has are not sent again. A server error (an
+    `error` message, a refused handshake, a close frame) is not retried: it raises."""
     import ssl
 
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
     from websockets.sync.client import connect
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     ctx = ssl.create_default_context(cafile=cafile) if url.startswith("wss://") else None
     finals: list[dict[str, Any]] = []
-    with connect(url, additional_headers=headers, ssl=ctx, max_size=None) as ws:
-        ws.send(json.dumps({"type": "start", "continuous": continuous,
-                            "hotwords": hotwords or []}))
-        ready = json.loads(ws.recv())
-        if ready.get("type") != "ready":
-            raise RuntimeError(f"server refused the stream: {ready}")
+    unacked = bytearray()  # audio sent after offset `base` (what a resume resends)
+    base = 0
+    token: str | None = None
+    stopped = False  # all audio sent and `stop` too
+    frames = iter(frames)
+
+    def take(msg: dict[str, Any]) -> bool:
+        """One server message; True at `end`."""
+        nonlocal base
+        acked = msg.get("acked")
+        if isinstance(acked, int) and acked > base:  # the server has these: no resend
+            del unacked[: acked - base]
+            base = acked
+        kind = msg["type"]
+        if kind == "partial" and on_partial:
+            on_partial(msg["text"])
+        elif kind == "final" and msg.get("seq", len(finals)) >= len(finals):  # never twice
+            finals.append(msg)
+            if on_final:
+                on_final(msg)
+        elif kind == "error":
+            raise ServerError(msg)
+        return kind == "end"
+
+    attempt = 0  # reconnections since the last successful (re)start
+
+    def converse(ws: Any) -> None:
+        nonlocal token, stopped, attempt
 
         def drain(block: bool) -> bool:
             while True:
@@ -100,29 +148,59 @@ def stream(url: str, frames: Iterator[bytes], *, api_key: str | None = None,
                     msg = json.loads(ws.recv(timeout=None if block else 0))
                 except TimeoutError:
                     return False
-                if msg["type"] == "partial" and on_partial:
-                    on_partial(msg["text"])
-                elif msg["type"] == "final":
-                    finals.append(msg)
-                    if on_final:
-                        on_final(msg)
-                elif msg["type"] == "error":
-                    raise RuntimeError(f"server error {msg['code']}: {msg['message']}")
-                elif msg["type"] == "end":
+                if take(msg):
                     return True
 
-        for frame in frames:
-            ws.send(frame)
-            drain(block=False)
+        if token is None:
+            ws.send(json.dumps({"type": "start", "continuous": continuous,
+                                "hotwords": hotwords or []}))
+        else:
+            ws.send(json.dumps({"type": "resume", "token": token, "offset": base,
+                                "finals": len(finals)}))
+        ready = json.loads(ws.recv())
+        if ready.get("type") != "ready":
+            if token is not None and ready.get("type") == "error":
+                raise ServerError(ready)
+            raise RuntimeError(f"server refused the stream: {ready}")
+        token = ready.get("resume_token")
+        attempt = 0  # connected again: the next drop gets its own tries
+        step = int(RATE * FRAME_S) * 2
+        for i in range(0, len(unacked), step):  # resend what the server may not have
+            ws.send(bytes(unacked[i : i + step]))
+        take(ready)  # after the resend: its `acked` may cover some of it (skipped server-side)
+        if not stopped:
+            for frame in frames:
+                unacked.extend(frame)  # kept until acked, whatever happens to the send
+                ws.send(frame)
+                drain(block=False)
+        stopped = True
         ws.send(json.dumps({"type": "stop"}))
+        drain(block=True)
+
+    while True:
         try:
-            drain(block=True)
-        except ConnectionClosed:
-            pass
-    return finals
+            with connect(url, additional_headers=headers, ssl=ctx, max_size=None) as ws:
+                try:
+                    converse(ws)
+                except ConnectionClosedOK:
+                    pass  # the server closed after `end` (or cleanly before it)
+            return finals
+        except (ConnectionClosedError, OSError) as exc:  # dropped: resume if we can
+            closed = getattr(exc, "rcvd", None)
+            if closed is not None:  # the server closed it on purpose: not a dropped network
+                raise RuntimeError(f"server closed the connection: {closed.code} "
+                                   f"{closed.reason}") from exc
+            if token is None or attempt >= retries:
+                raise
+            attempt += 1
+            if on_reconnect:
+                on_reconnect(attempt, exc)
+            time.sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1)))
 
 
 def run(args: argparse.Namespace) -> int:
+    from websockets.exceptions import WebSocketException
+
     if args.mic == bool(args.audio):
         raise SystemExit("chorus client stream: give audio files or --mic (not both)")
     live = sys.stderr.isatty() and not args.json
@@ -140,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
         elif msg["text"]:
             print(msg["text"], flush=True)
 
+    def reconnecting(attempt: int, exc: Exception) -> None:
+        print(f"chorus client stream: connection lost ({exc}); resuming (try {attempt} of "
+              f"{args.retries})", file=sys.stderr, flush=True)
+
     sources = [("mic", mic_frames())] if args.mic else \
         [(str(p), file_frames(p, fast=args.fast)) for p in args.audio]
     for name, frames in sources:
@@ -149,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             stream(args.url, frames, api_key=args.api_key, continuous=args.continuous,
                    hotwords=args.hotword, cafile=args.cafile, on_partial=partial,
-                   on_final=on_final)
-        except (OSError, RuntimeError) as exc:
+                   on_final=on_final, retries=max(0, args.retries), on_reconnect=reconnecting)
+        except (OSError, RuntimeError, WebSocketException) as exc:
             raise SystemExit(f"chorus client stream: {name}: {exc}") from exc
     return 0

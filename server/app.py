@@ -1,9 +1,18 @@
 """The server's shared core: one bundle, one backend, one dispatcher; streams for any protocol.
 
 `App` owns what every protocol adapter shares (model, Batch Dispatch, the feature bank, metrics,
-admission control, drain). `App.open(config)` gives a `Stream`: the async driver around a
-sans-I/O `Session` whose model steps go through the dispatcher. Adapters (WebSocket, gRPC)
-only translate messages to `Stream.feed / finish / close` and events back.
+admission control, drain, the streams that can be resumed). `App.open(config)` gives a `Stream`:
+the async driver around a sans-I/O `Session` whose model steps go through the dispatcher.
+Adapters (WebSocket, gRPC) only translate messages to `Stream.feed / finish / close` and events
+back.
+
+Resume (server/resume.py has the bookkeeping): when a resumable stream's connection drops, its
+adapter calls `App.detach(stream)` instead of `close`: the stream keeps its slot, session,
+decoder and model state for `resume_window_s`, finishes computing the audio it had received
+(its finals are kept for the client), and is closed when the window passes. `App.resume(token,
+offset, finals, owner)` hands it to a new connection with the finals owed; a resume for a
+stream whose old connection the server has not yet seen drop takes it over (the old owner is
+told through its `owner` event and lets go).
 """
 
 from __future__ import annotations
@@ -12,14 +21,18 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.dispatch import DispatchConfig, Dispatcher, Overloaded
+from server.audio_in import BYTES_PER_SAMPLE
+from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
 from server.metrics import Metrics
+from server.resume import ResumeError, ResumeLedger, Tokens, new_token
 from server.session import EndpointConfig, Event, Final, Limits, Session, SessionConfig
 
 log = logging.getLogger("chorus.stream")
+TAKEOVER_S = 5.0  # a resume waits this long for the stream's old connection to let go
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,9 @@ class ServerConfig:
     # reading is noticed by the send queue above, not hidden in up to 4 MB of autotuned buffer.
     ws_send_buffer: int = 262144
     drain_timeout_s: float = 30.0
+    # resume after reconnect (WebSocket, native gRPC): a stream whose connection drops is kept,
+    # slot included, this long for its client to come back with the resume token; 0: off
+    resume_window_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 
@@ -62,53 +78,127 @@ def api_key_ok(token: str, keys: tuple[str, ...]) -> bool:
 
 
 class Stream:
-    """One recognition stream: Session + dispatcher, driven by an adapter."""
+    """One recognition stream: Session + dispatcher, driven by an adapter.
 
-    def __init__(self, app: App, session: Session, sid: int):
+    The work is cancellation-safe, so that a connection that drops midway (its adapter task
+    cancelled) loses nothing a resume could want: model inputs wait in `_inputs` until their
+    outputs reach the session, the dispatcher step in flight is shielded (the next `_advance`
+    picks up its result), and events are collected in `_events` until the adapter takes them
+    (the finals are also kept by the ledger until the client has them)."""
+
+    def __init__(self, app: App, session: Session, sid: int, ledger: ResumeLedger):
         self.app = app
         self.session = session
         self.sid = sid
+        self.ledger = ledger
         self.closed = False
+        self.detached = False
+        self.owner: asyncio.Event | None = None  # set it to make the owning adapter let go
+        self.released = asyncio.Event()  # set when the owner lets go (detach or close)
+        self.failure: BaseException | None = None  # a step that failed while detached
+        self._inputs: deque[Any] = deque()  # accepted model inputs not yet through the session
+        self._step: asyncio.Future[Any] | None = None  # the dispatcher step of _inputs[0]
+        self._events: list[Event] = []
+        self._settle: asyncio.Future[None] | None = None  # detached: computing what it has
+        self._expiry: asyncio.TimerHandle | None = None
 
-    async def _run(self, inputs: list[Any]) -> list[Event]:
-        events: list[Event] = []
-        for x in inputs:
+    @property
+    def token(self) -> str | None:
+        return self.ledger.token
+
+    @property
+    def acked(self) -> int:
+        """Audio bytes taken into the stream: sent with every result (a client resends from it)."""
+        return self.ledger.acked
+
+    async def _advance(self) -> None:
+        """Step the accepted inputs in order, each through the dispatcher then the session."""
+        while self._inputs:
             dec = self.session.batch_decoder  # decoded in the dispatcher, batched, if set
-            out = await self.app.dispatcher.step(self.sid, x, decoder=dec)
-            events += self.session.on_output(out, decoded=dec is not None)
+            if self._step is None:
+                self._step = asyncio.ensure_future(
+                    self.app.dispatcher.step(self.sid, self._inputs[0], decoder=dec))
+            try:
+                out = await asyncio.shield(self._step)  # cancelled: the step goes on
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                self._step = None  # failed: the input stays, for owed_finals to retry
+                raise
+            self._step = None
+            self._inputs.popleft()
+            self._record(self.session.on_output(out, decoded=dec is not None))
+
+    def _record(self, events: list[Event]) -> None:
         self.app.metrics.observe_events(events)
+        for e in events:
+            if isinstance(e, Final):
+                self.ledger.made(e)
+        self._events += events
+
+    def _take(self) -> list[Event]:
+        events, self._events = self._events, []
         return events
 
     async def feed(self, data: bytes) -> list[Event]:
-        """Audio bytes -> events (SessionError / AudioError on bad input; nothing lost then)."""
-        before = self.session.audio_seconds
-        inputs = self.session.feed(data, time.monotonic())
-        self.app.metrics.audio_seconds.inc(self.session.audio_seconds - before)
-        return await self._run(inputs)
+        """Audio bytes -> events (SessionError / AudioError on bad input; nothing lost then).
+        Bytes a resumed client re-sends that the stream already has are skipped first."""
+        data = self.ledger.incoming(data)
+        if data:
+            before = self.session.audio_seconds
+            self._inputs.extend(self.session.feed(data, time.monotonic()))
+            self.ledger.took(len(data))
+            self.app.metrics.audio_seconds.inc(self.session.audio_seconds - before)
+        await self._advance()
+        return self._take()
 
     async def finish(self) -> list[Event]:
-        """End of audio: the owed finals."""
-        events = await self._run(self.session.finish(time.monotonic()))
-        tail = self.session.close()
-        self.app.metrics.observe_events(tail)
-        return events + tail
+        """End of audio: the owed finals (again callable after a resume: then only what is new)."""
+        self._inputs.extend(self.session.finish(time.monotonic()))
+        await self._advance()
+        if not self.session.closed:
+            self._record(self.session.close())
+        return self._take()
 
     async def owed_finals(self) -> list[Final]:
         """After an error: the finals for the audio already accepted (never raises)."""
         if self.session.closed:
-            return []
+            return [e for e in self._take() if isinstance(e, Final)]
         try:
             return [e for e in await self.finish() if isinstance(e, Final)]
         except Exception:  # noqa: BLE001 - the error being reported matters more
             log.warning("stream=%d could not finish after an error", self.sid, exc_info=True)
             return []
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.app.dispatcher.close_stream(self.sid)
-            self.app.metrics.active_streams.set(self.app.dispatcher.active_streams)
-            log.info("stream=%d closed audio_s=%.2f", self.sid, self.session.audio_seconds)
+    async def _settle_detached(self) -> None:
+        """Detached: compute the audio already received (a stopped stream: to its end), so
+        the finals it makes wait for the client; partials are for nobody."""
+        try:
+            await self._advance()
+            if self.session.finished and not self.session.closed:
+                self._record(self.session.close())
+        except Exception as exc:  # noqa: BLE001 - reported to a resuming client
+            self.failure = exc
+            log.warning("stream=%d failed while detached: %s", self.sid, exc)
+        self._events = [e for e in self._events if isinstance(e, Final)]
+
+    def close(self, why: str = "ended") -> None:
+        """End the stream and free its slot (`why`: the reason a late resume will be told)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.detached = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for fut in (self._step, self._settle):
+            if fut is not None and not fut.done():
+                discard(fut)
+        self.app.dispatcher.close_stream(self.sid)
+        self.app.metrics.active_streams.set(self.app.dispatcher.active_streams)
+        if self.token is not None:
+            self.app.tokens.remove(self.token, why)
+        self.released.set()
+        log.info("stream=%d closed audio_s=%.2f", self.sid, self.session.audio_seconds)
 
 
 class App:
@@ -119,6 +209,9 @@ class App:
 
         if cfg.decoder not in (None, "greedy", "beam"):
             raise ValueError(f"decoder must be 'greedy' or 'beam', got {cfg.decoder!r}")
+        if not cfg.resume_window_s >= 0:
+            raise ValueError(f"resume_window_s must be >= 0 seconds (0: no resume), got "
+                             f"{cfg.resume_window_s!r}")
         self.cfg = cfg
         self.bundle = bundle or load(cfg.bundle)
         self.backend = make_backend(cfg.backend, self.bundle, BackendConfig(threads=cfg.threads))
@@ -135,6 +228,7 @@ class App:
             post=post)
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.metrics = Metrics(self.dispatcher)
+        self.tokens: Tokens[Stream] = Tokens()  # resumable streams, attached or detached
         self.draining = False
         self.drain_event = asyncio.Event()  # set on drain: open streams finish and close
         self.started = False
@@ -158,22 +252,114 @@ class App:
             overrides.pop("decoder", None)
         return SessionConfig(**{**base.__dict__, **overrides})
 
-    def open(self, config: SessionConfig) -> Stream:
-        """A new stream; Overloaded when at capacity or draining, AudioError on a bad config."""
+    @property
+    def detached_streams(self) -> int:
+        return sum(1 for s in self.tokens.live.values() if s.detached)
+
+    def open(self, config: SessionConfig, *, resumable: bool = False,
+             owner: asyncio.Event | None = None) -> Stream:
+        """A new stream; Overloaded when at capacity or draining, AudioError on a bad config.
+        `resumable` (and resume_window_s > 0): it gets a resume token; `owner`: the event
+        the owning adapter watches, set when another connection resumes the stream."""
         if self.draining:
             raise Overloaded("server is shutting down; retry on another instance")
         session = Session(self.bundle, config, fbank=self.fbank)  # validates first
         sid = self.dispatcher.open_stream()
-        log.info("stream=%d opened encoding=%s rate=%s continuous=%s", sid, config.format.encoding,
-                 config.format.sample_rate, config.continuous)
+        fmt = config.format
+        align = 1 if fmt.encoding == "wav" else BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
+        token = new_token() if resumable and self.cfg.resume_window_s > 0 else None
+        stream = Stream(self, session, sid, ResumeLedger(token, align=align))
+        if token is not None:
+            stream.owner = owner
+            self.tokens.add(token, stream)
+        log.info("stream=%d opened encoding=%s rate=%s continuous=%s resumable=%s", sid,
+                 fmt.encoding, fmt.sample_rate, config.continuous, token is not None)
         self.metrics.streams_total.inc()
         self.metrics.active_streams.set(self.dispatcher.active_streams)
-        return Stream(self, session, sid)
+        return stream
+
+    def detach(self, stream: Stream) -> None:
+        """The stream's connection dropped before the stream ended: keep it, slot and all, for
+        resume_window_s (computing the audio it has), then close it. A stream that cannot be
+        resumed (no token, resume off, the server draining) is closed at once."""
+        if stream.closed or stream.detached:
+            return
+        if stream.token is None or self.draining:
+            stream.close("server_shutdown" if self.draining else "ended")
+            return
+        stream.detached, stream.owner = True, None
+        stream._settle = asyncio.ensure_future(stream._settle_detached())
+        stream._expiry = asyncio.get_running_loop().call_later(
+            self.cfg.resume_window_s, self._expire, stream)
+        self.metrics.resumes.labels("detached").inc()
+        log.info("stream=%d detached: resumable for %gs (acked=%d finals=%d)", stream.sid,
+                 self.cfg.resume_window_s, stream.acked, stream.ledger.finals_made)
+        stream.released.set()
+
+    def _expire(self, stream: Stream) -> None:
+        if stream.detached and not stream.closed:
+            self.metrics.resumes.labels("expired").inc()
+            log.info("stream=%d resume window expired: closed", stream.sid)
+            stream.close("expired")
+
+    async def resume(self, token: Any, offset: int, finals: int,
+                     owner: asyncio.Event) -> tuple[Stream, list[Final]]:
+        """Continue the stream of `token` on a new connection (whose adapter watches `owner`):
+        the stream and the finals owed to the client (seq >= finals). ResumeError when it
+        cannot (the stream stays detached, its window running, when the token was right)."""
+        window = self.cfg.resume_window_s
+        try:
+            if window <= 0:
+                raise ResumeError("disabled", "resume is off on this server (resume_window_s=0): "
+                                              "start a new stream")
+            if self.draining:
+                raise ResumeError("server_shutdown", "the server is shutting down: start a new "
+                                                     "stream on another instance")
+            stream = self.tokens.find(token, window_s=window)
+            if not stream.detached:  # the old connection is still attached: take it over
+                if stream.owner is not None:
+                    stream.owner.set()
+                try:
+                    await asyncio.wait_for(stream.released.wait(), TAKEOVER_S)
+                except TimeoutError:
+                    raise ResumeError("in_use", f"the stream's current connection did not let "
+                                                f"go within {TAKEOVER_S:g} s") from None
+                if stream.closed or not stream.detached:
+                    raise ResumeError("ended", "the stream ended before it could be resumed")
+            stream.ledger.check(offset, finals)
+        except ResumeError:
+            self.metrics.resumes.labels("failed").inc()
+            raise
+        # take it: this connection owns it now (a later resume will take it from this one)
+        if stream._expiry is not None:
+            stream._expiry.cancel()
+        stream.detached, stream.owner = False, owner
+        stream.released.clear()
+        try:
+            if stream._settle is not None:
+                await asyncio.shield(stream._settle)  # what it computed while detached
+            if stream.failure is not None:
+                failure = stream.failure
+                stream.close()
+                raise StreamError(f"the stream failed while detached: {failure}")
+            owed = stream.ledger.resume(offset, finals)  # again: finals made while detached
+        except BaseException:  # this connection dropped too, or finals_gone: detached again
+            self.detach(stream)
+            raise
+        stream._events.clear()  # the owed finals are all that is due
+        self.metrics.resumes.labels("resumed").inc()
+        log.info("stream=%d resumed at offset=%d (acked=%d) finals=%d owed=%d", stream.sid,
+                 offset, stream.acked, finals, len(owed))
+        return stream, owed
 
     async def drain(self) -> None:
-        """Stop accepting streams; open ones deliver their owed finals and close (bounded)."""
+        """Stop accepting streams; open ones deliver their owed finals and close (bounded);
+        detached ones (nobody to deliver to) close at once."""
         self.draining = True
         self.drain_event.set()
+        for stream in list(self.tokens.live.values()):
+            if stream.detached:
+                stream.close("server_shutdown")
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while self.dispatcher.active_streams and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -181,6 +367,6 @@ class App:
 
 def final_dict(e: Final) -> dict[str, Any]:
     return {"type": "final", "text": e.text, "confidence": e.confidence, "start": e.start,
-            "end": e.end, "audio_processed": e.audio_processed,
+            "end": e.end, "audio_processed": e.audio_processed, "seq": e.seq,
             "words": [w.__dict__ for w in e.words],
             "alternatives": [{"text": t, "score": s} for t, s in e.alternatives]}

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--api-key", action="append", default=None, help="repeat for several keys")
     sv.add_argument("--tls-cert", default=None)
     sv.add_argument("--tls-key", default=None)
+    sv.add_argument("--resume-window-s", type=float, default=None,
+                    help="keep a stream whose connection dropped this long for its client to "
+                         "resume it (default 30; 0: no resume)")
     sv.set_defaults(func=run_serve)
 
     if not BENCH_SUBCOMMANDS:
@@ -88,7 +91,8 @@ def run_serve(args: argparse.Namespace) -> int:
              "backend": args.backend, "policy": args.policy, "threads": args.threads,
              "decoder": args.decoder,
              "max_streams": args.max_streams, "max_batch": args.max_batch,
-             "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+             "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+             "resume_window_s": args.resume_window_s}
     try:
         return main(args.config, flags)
     except (BundleError, BackendUnavailable, ValueError, OSError) as exc:

@@ -1,5 +1,6 @@
-"""What both gRPC services share: the requests of a streaming call (drain, idle timeout), its
-bounded responses (slow readers), error mapping, auth, whole-audio recognition over a Stream."""
+"""What both gRPC services share: the requests of a streaming call (drain, idle timeout, a
+resume elsewhere), its bounded responses (slow readers), error mapping, auth, whole-audio
+recognition over a Stream."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from models.audio import AudioError
 from server.app import App, api_key_ok, discard
 from server.audio_in import BYTES_PER_SAMPLE, AudioFormat
 from server.dispatch import Overloaded, StreamError
+from server.resume import ResumedElsewhere, ResumeError
 from server.session import Event, Final, SessionConfig, SessionError
 
 log = logging.getLogger("chorus.grpc")
@@ -30,19 +32,28 @@ class IdleTimeout(Exception):
     finals (DEADLINE_EXCEEDED), so a silent client does not hold a slot forever."""
 
 
-async def client_requests(app: App, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def client_requests(app: App, requests: AsyncIterator[Any],
+                          preempt: asyncio.Event | None = None) -> AsyncIterator[Any]:
     """The client's requests until it half-closes; ShuttingDown when the server starts
     draining and IdleTimeout after limits.idle_timeout_s with no request (the WebSocket
-    `idle_timeout`): a client that sends nothing more must hold neither a slot nor the drain."""
+    `idle_timeout`): a client that sends nothing more must hold neither a slot nor the drain.
+    ResumedElsewhere when `preempt` is set (another call resumed this call's stream)."""
     it = aiter(requests)
     idle_s = app.cfg.limits.idle_timeout_s
     drain = asyncio.ensure_future(app.drain_event.wait())
+    pre = asyncio.ensure_future((preempt or asyncio.Event()).wait())
     nxt: asyncio.Future[Any] | None = None
     try:
         while True:
             nxt = asyncio.ensure_future(anext(it))
-            done, _ = await asyncio.wait({nxt, drain}, timeout=idle_s,
+            done, _ = await asyncio.wait({nxt, drain, pre}, timeout=idle_s,
                                          return_when=asyncio.FIRST_COMPLETED)
+            # a half-close that came before the resume still counts; an unread request is
+            # not taken (the resuming client resends it)
+            ended = nxt in done and (nxt.cancelled() or nxt.exception() is not None)
+            if pre in done and not ended:
+                raise ResumedElsewhere("resumed_elsewhere: another call resumed this stream "
+                                       "with its token")
             if drain in done and nxt not in done:
                 raise ShuttingDown("the server is shutting down: finals for the audio received "
                                    "were sent; reconnect elsewhere")
@@ -55,6 +66,7 @@ async def client_requests(app: App, requests: AsyncIterator[Any]) -> AsyncIterat
                 return
     finally:  # also when the call is cancelled: the pending read must not leak its exception
         discard(drain)
+        discard(pre)
         if nxt is not None:
             discard(nxt)
 
@@ -125,6 +137,11 @@ async def abort_for(context: Any, exc: BaseException) -> None:
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     if isinstance(exc, AudioError | SessionError):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, ResumeError):  # the reason also in trailing metadata, for programs
+        context.set_trailing_metadata((("resume-failed", exc.reason),))
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"resume_failed: {exc}")
+    if isinstance(exc, ResumedElsewhere):
+        await context.abort(grpc.StatusCode.ABORTED, str(exc))
     if isinstance(exc, ClientTooSlow):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, Overloaded):

@@ -1,4 +1,10 @@
-"""The native gRPC service `chorus.asr.v1.Asr` (protos/chorus/asr/v1/asr.proto)."""
+"""The native gRPC service `chorus.asr.v1.Asr` (protos/chorus/asr/v1/asr.proto).
+
+StreamingRecognize supports resume after reconnect: the first response carries the stream's
+resume_token, every response and result the `acked` audio bytes; a call cancelled before the
+stream ended (client cancel, connection lost) detaches its stream (App.detach) instead of
+closing it, and a new call whose first request is `resume` continues it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,18 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from server.app import App
+from server.app import App, Stream
 from server.audio_in import AudioFormat
 from server.grpc_codegen import generated
 from server.grpc_common import abort_for, bounded_responses, client_requests, recognize_whole
+from server.resume import ResumedElsewhere
 from server.session import Final, Partial, SessionConfig, SessionError
 
 pb, pb_grpc = generated()
+# A cut call's request stream ends (EOF) tens of microseconds before its cancellation reaches
+# the handler, so a half-close (end of audio: irreversible) is acted on only if the call is
+# still alive after this grace; a cut call is cancelled within it and its stream detached.
+HALF_CLOSE_GRACE_S = 0.02
 ENCODINGS = {0: "wav", 1: "pcm_s16le", 2: "pcm_f32le", 3: "mulaw", 4: "wav"}
 
 
@@ -26,15 +37,22 @@ def session_config(app: App, cfg: Any, *, interim: bool = False, continuous: boo
         hotwords=tuple((h.phrase, h.boost or 1.5) for h in cfg.hotwords))
 
 
-def result_of(e: Final | Partial) -> Any:
+def result_of(e: Final | Partial, acked: int = 0) -> Any:
     words = [pb.Word(word=w.word, start=w.start, end=w.end, confidence=w.confidence)
              for w in e.words]
     if isinstance(e, Partial):
         return pb.Result(text=e.text, is_final=False, stability=e.stability, words=words,
-                         audio_processed=e.audio_processed)
+                         audio_processed=e.audio_processed, acked=acked)
     return pb.Result(text=e.text, is_final=True, stability=1.0, confidence=e.confidence,
                      words=words, start=e.start, end=e.end, audio_processed=e.audio_processed,
-                     alternatives=[pb.Alternative(text=t, score=s) for t, s in e.alternatives])
+                     alternatives=[pb.Alternative(text=t, score=s) for t, s in e.alternatives],
+                     acked=acked, seq=e.seq)
+
+
+def streaming_response(stream: Stream, events: list[Any], **extra: Any) -> Any:
+    return pb.StreamingRecognizeResponse(stream_id=stream.sid, acked=stream.acked,
+                                         results=[result_of(e, stream.acked) for e in events],
+                                         **extra)
 
 
 def response_of(finals: list[Final]) -> Any:
@@ -77,36 +95,62 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             yield resp
 
     async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
-        """The responses of one streaming call; on an error, the owed finals, then it raises."""
+        """The responses of one streaming call; on an error, the owed finals, then it raises.
+        Cancelled (the call was cut) before the stream ended: the stream is detached."""
+        app = self.app
         stream = None
+        preempt = asyncio.Event()  # set when another call resumes this call's stream
+        ended = False  # the stream ended by the protocol (half-close, error): not resumable
         try:
-            async for req in client_requests(self.app, requests):
+            async for req in client_requests(app, requests, preempt):
                 kind = req.WhichOneof("request")
-                if kind == "streaming_config":
+                if kind in ("streaming_config", "resume"):
                     if stream is not None:
-                        raise SessionError("bad_config", "streaming_config sent twice")
-                    sc = req.streaming_config
-                    stream = self.app.open(session_config(self.app, sc.config,
-                                                          interim=sc.interim_results,
-                                                          continuous=sc.continuous))
+                        raise SessionError("bad_config", f"{kind} sent twice, or after the "
+                                           "stream started: only the first request carries "
+                                           "streaming_config (or resume, in its place)")
+                    if kind == "streaming_config":
+                        sc = req.streaming_config
+                        stream = app.open(session_config(app, sc.config, interim=sc.interim_results,
+                                                         continuous=sc.continuous),
+                                          resumable=True, owner=preempt)
+                        yield streaming_response(stream, [], resume_token=stream.token or "")
+                    else:
+                        r = req.resume
+                        stream, owed = await app.resume(r.token, r.offset, r.finals, preempt)
+                        yield streaming_response(stream, owed, resume_token=stream.token or "",
+                                                 resumed=True)
                     continue
                 if stream is None:
-                    raise SessionError("bad_config", "the first request must carry streaming_config")
+                    raise SessionError("bad_config", "the first request must carry streaming_config "
+                                                     "(or resume)")
                 events = await stream.feed(req.audio)
                 if events:
-                    yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
-                                                        results=[result_of(e) for e in events])
+                    yield streaming_response(stream, events)
             if stream is not None:
+                if stream.token is not None:
+                    await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
                 events = await stream.finish()
                 if events:
-                    yield pb.StreamingRecognizeResponse(stream_id=stream.sid,
-                                                        results=[result_of(e) for e in events])
+                    yield streaming_response(stream, events)
+            ended = True
+        except ResumedElsewhere:  # let go at once (not closed): the other call takes it
+            if stream is not None:
+                app.detach(stream)
+                stream = None
+            raise
+        except GeneratorExit:  # closed by bounded_responses (client_too_slow)
+            ended = True
+            raise
         except Exception:
+            ended = True
             finals = await stream.owed_finals() if stream is not None else []
             if finals:  # owed finals first, then the error
-                yield pb.StreamingRecognizeResponse(stream_id=stream.sid,  # type: ignore[union-attr]
-                                                    results=[result_of(e) for e in finals])
+                yield streaming_response(stream, finals)  # type: ignore[arg-type]
             raise
         finally:
             if stream is not None:
-                stream.close()
+                if ended:
+                    stream.close()
+                else:  # cancelled mid-stream: kept for resume_window_s
+                    app.detach(stream)

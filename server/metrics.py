@@ -68,6 +68,9 @@ class Metrics:
         self.finals = Counter("chorus_finals", "final results sent", registry=self.registry)
         self.errors = Counter("chorus_errors", "errors sent to clients", ["code"],
                               registry=self.registry)
+        self.resumes = Counter("chorus_resume_events", "resume after reconnect: streams detached "
+                               "(connection dropped), resumed, expired (window passed), failed "
+                               "(resume refused)", ["event"], registry=self.registry)
         self.active_streams = Gauge("chorus_open_streams", "streams open (adapter view)",
                                     registry=self.registry)
 

@@ -96,6 +96,7 @@ class Final:
     end: float
     alternatives: list[tuple[str, float]]  # (text, log prob) best first; [] for greedy
     audio_processed: float  # stream seconds received so far
+    seq: int = 0  # index of this final in the stream (0, 1, ...): what a resuming client counts
 
 
 Event = Partial | Final
@@ -122,6 +123,7 @@ class Session:
         self.last_text = ""
         self.last_change = 0  # output frame of the last change of the partial text
         self.last_activity = now
+        self.finals_made = 0
         self.finished = False
         self.closed = False
 
@@ -212,8 +214,9 @@ class Session:
         self._restart()
         if not hyp.text and not force:
             return None
+        self.finals_made += 1
         return Final(hyp.text, self._shift(hyp.words, start), hyp.confidence, round(start, 3),
-                     round(end, 3), alts, round(self.audio_seconds, 3))
+                     round(end, 3), alts, round(self.audio_seconds, 3), self.finals_made - 1)
 
     def _restart(self) -> None:
         self.decoder.reset()

@@ -6,6 +6,11 @@ a JSON `stop`; the server answers `ready`, `partial`s, `final`s and `end`, or an
 policy, 1009 too big, 1011 internal, 1013 try again later). Whatever the error, finals owed for
 audio already accepted are sent before the error. HTTP: /healthz, /readyz, /metrics, / (the
 browser page). This module only translates; the work is in server.app / server.session.
+
+Resume: `ready` carries a `resume_token`, every result the `acked` audio bytes. A connection
+lost without a close frame (TCP reset / EOF, keepalive timeout) before the stream ended
+detaches its stream (App.detach) instead of closing it; a new connection sends `resume`
+{"token", "offset", "finals"} in place of `start` and continues it.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ from models.audio import AudioError
 from server.app import App, Stream, api_key_ok, discard, final_dict
 from server.audio_in import AudioFormat
 from server.dispatch import Overloaded, StreamError
+from server.resume import ResumedElsewhere, ResumeError
 from server.session import Final, Partial, SessionError
 
 log = logging.getLogger("chorus.ws")
 PAGE = Path(__file__).parent / "static" / "index.html"
 START_FIELDS = {"type", "format", "interim_results", "continuous", "max_alternatives", "decoder",
                 "hotwords"}
+RESUME_FIELDS = {"type", "token", "offset", "finals"}
 DEFAULT_BOOST = 1.5
 CLOSE = {"invalid_json": 1007, "bad_audio": 1007, "bad_config": 1007, "unknown_type": 1008,
          "audio_before_start": 1008, "expected_start": 1008, "stream_too_long": 1008,
          "idle_timeout": 1008, "audio_after_end": 1008, "frame_too_large": 1009,
-         "client_too_slow": 1008, "overloaded": 1013, "internal": 1011, "server_shutdown": 1001}
+         "client_too_slow": 1008, "overloaded": 1013, "internal": 1011, "server_shutdown": 1001,
+         "resume_failed": 1008, "resumed_elsewhere": 1008}
 
 
 class _QuietConnections(logging.Filter):
@@ -104,7 +112,9 @@ def make_process_request(app: App) -> Any:
         if not authorized(app, request.headers, url.query):
             return respond(401, b"missing or invalid API key (Authorization: Bearer KEY or "
                                 b"?token=KEY)\n", "text/plain")
-        if app.draining or app.dispatcher.active_streams >= app.dispatcher.cfg.max_streams:
+        # detached streams hold slots but may be resumed (no new slot): a resume must get in
+        taken = app.dispatcher.active_streams - app.detached_streams
+        if app.draining or taken >= app.dispatcher.cfg.max_streams:
             app.dispatcher.metrics.refused += 1
             return respond(503, b"at capacity; retry later\n", "text/plain", {"Retry-After": "1"})
         return None  # go on with the WebSocket handshake
@@ -183,12 +193,36 @@ def parse_start(msg: dict[str, Any], app: App) -> Any:
         raise ProtocolError("bad_config", str(exc)) from None
 
 
-def event_dict(e: Any) -> dict[str, Any]:
+def parse_resume(msg: dict[str, Any]) -> tuple[str, int, int]:
+    """`resume`: {"token": str, "offset": int >= 0, "finals": int >= 0}, all required."""
+    unknown = set(msg) - RESUME_FIELDS
+    if unknown:
+        raise ProtocolError("bad_config", f"unknown resume field(s) {sorted(unknown)}; "
+                                          f"known: {sorted(RESUME_FIELDS - {'type'})}")
+    token = msg.get("token")
+    if not isinstance(token, str) or not token:
+        raise ProtocolError("bad_config", "resume token must be the resume_token string of the "
+                                          f"ready message, got {token!r}")
+    counts = []
+    for name, what in (("offset", "the stream byte offset of the next audio byte sent (the "
+                                  "last acked received)"),
+                       ("finals", "the number of finals received")):
+        value = msg.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProtocolError("bad_config", f"resume {name} must be a non-negative integer, "
+                                              f"{what}; got {value!r}")
+        counts.append(value)
+    return token, counts[0], counts[1]
+
+
+def event_dict(e: Any, acked: int) -> dict[str, Any]:
+    """A result, with `acked`: the audio bytes the stream has taken (a client resends from it)."""
     if isinstance(e, Final):
-        return final_dict(e)
+        return {**final_dict(e), "acked": acked}
     assert isinstance(e, Partial)
     return {"type": "partial", "text": e.text, "stability": e.stability,
-            "audio_processed": e.audio_processed, "words": [w.__dict__ for w in e.words]}
+            "audio_processed": e.audio_processed, "words": [w.__dict__ for w in e.words],
+            "acked": acked}
 
 
 async def handle(app: App, ws: Any) -> None:
@@ -216,8 +250,12 @@ async def converse(app: App, ws: Any) -> None:
         await conn.report(code, message)
     finally:
         conn.send_task.cancel()
+        discard(conn.preempt_wait)
         if conn.stream is not None:
-            conn.stream.close()
+            if conn.lost():  # dropped mid-stream: kept for resume_window_s
+                app.detach(conn.stream)
+            else:
+                conn.stream.close()
 
 
 class _Connection:
@@ -231,6 +269,33 @@ class _Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
         self.stream: Stream | None = None
         self.send_task = asyncio.create_task(self.sender())
+        self.preempted = asyncio.Event()  # set when another connection resumes our stream
+        self.preempt_wait = asyncio.ensure_future(self.preempted.wait())
+        self.code: str | None = None  # the error reported, if any
+        self.reason: str | None = None  # resume_failed: why
+        self.stopped = False  # `stop` handled
+        self.ended = False  # `end` (or an error) written: the stream is over for the client
+
+    def lost(self) -> bool:
+        """The connection went away before the stream ended for the client, and not by the
+        client's choice (no close frame came: TCP reset / EOF, keepalive timeout, or the task
+        cancelled): the stream is kept for a resume."""
+        return self.code is None and not self.ended and self.ws.protocol.close_rcvd is None
+
+    def result(self, e: Any) -> dict[str, Any]:
+        assert self.stream is not None
+        return event_dict(e, self.stream.acked)
+
+    def ready(self, *, resumed: bool = False) -> dict[str, Any]:
+        stream = self.stream
+        assert stream is not None
+        msg = {"type": "ready", "stream_id": stream.sid,
+               "sample_rate": self.app.bundle.features.sample_rate, "acked": stream.acked}
+        if stream.token is not None:
+            msg["resume_token"] = stream.token
+        if resumed:
+            msg["resumed"] = True
+        return msg
 
     async def sender(self) -> None:
         while (msg := await self.out.get()) is not None:
@@ -248,12 +313,16 @@ class _Connection:
         recv = asyncio.ensure_future(self.ws.recv())
         drain = asyncio.ensure_future(self.app.drain_event.wait())
         try:
-            done, _ = await asyncio.wait({recv, drain}, timeout=idle_s,
+            done, _ = await asyncio.wait({recv, drain, self.preempt_wait}, timeout=idle_s,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:  # also when the handler is cancelled: no helper task left behind
             discard(drain)
             if not recv.done():
                 discard(recv)
+        # a close that came before the resume still counts; an unread frame is not taken
+        closed = recv in done and (recv.cancelled() or recv.exception() is not None)
+        if self.preempt_wait in done and not closed:
+            raise ResumedElsewhere("another connection resumed this stream with its token")
         if recv in done:
             return recv.result()
         if drain in done:
@@ -267,6 +336,14 @@ class _Connection:
         message; None too when the connection closed)."""
         try:
             await self._messages()
+        except ResumedElsewhere as exc:  # let go at once: the new connection waits for it
+            assert self.stream is not None
+            self.app.detach(self.stream)
+            self.stream = None
+            return exc.code, str(exc)
+        except ResumeError as exc:
+            self.reason = exc.reason
+            return exc.code, str(exc)
         except ProtocolError as exc:
             return exc.code, str(exc)
         except SessionError as exc:
@@ -293,44 +370,64 @@ class _Connection:
                 if self.stream is None:
                     raise ProtocolError("audio_before_start", "binary audio before the start message")
                 for e in await self.stream.feed(msg):
-                    self.put(event_dict(e))
+                    self.put(self.result(e))
                 continue
             ctl = parse_control(msg)
             kind = ctl.get("type")
+            if kind in ("start", "resume") and self.stream is not None:
+                raise ProtocolError("bad_config", f"{kind} sent twice, or after the stream "
+                                                  "started: start (or resume, in its place) "
+                                                  "must come once, first")
             if kind == "start":
-                if self.stream is not None:
-                    raise ProtocolError("bad_config", "start sent twice")
-                self.stream = app.open(parse_start(ctl, app))
-                self.put({"type": "ready", "stream_id": self.stream.sid,
-                          "sample_rate": app.bundle.features.sample_rate})
+                self.stream = app.open(parse_start(ctl, app), resumable=True,
+                                       owner=self.preempted)
+                self.put(self.ready())
+            elif kind == "resume":
+                token, offset, finals = parse_resume(ctl)
+                self.stream, owed = await app.resume(token, offset, finals, self.preempted)
+                self.put(self.ready(resumed=True))
+                for e in owed:
+                    self.put(self.result(e))
             elif kind == "stop":
                 if self.stream is None:
                     raise ProtocolError("expected_start", "stop before start")
                 for e in await self.stream.finish():
-                    self.put(event_dict(e))
-                self.put({"type": "end", "audio_processed": round(self.stream.session.audio_seconds, 3)})
+                    self.put(self.result(e))
+                self.put({"type": "end", "audio_processed": round(self.stream.session.audio_seconds, 3),
+                          "acked": self.stream.acked})
+                self.stopped = True
                 return
             else:
                 raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected "
-                                                    "'start' or 'stop' (audio goes in binary frames)")
+                                                    "'start', 'resume' or 'stop' (audio goes in "
+                                                    "binary frames)")
 
     async def report(self, code: str | None, message: str) -> None:
         """Owed finals, then the error (if any), what is queued, then the close that fits."""
         stream, out = self.stream, self.out
+        self.code = code
         if code is not None:
             self.app.metrics.errors.labels(code).inc()
             if stream is not None and code != "internal":
                 for e in await stream.owed_finals():  # owed finals first
                     with contextlib.suppress(asyncio.QueueFull):
-                        out.put_nowait(event_dict(e))
+                        out.put_nowait(self.result(e))
+            error = {"type": "error", "code": code, "message": message}
+            if self.reason is not None:
+                error["reason"] = self.reason
             with contextlib.suppress(asyncio.QueueFull):
-                out.put_nowait({"type": "error", "code": code, "message": message})
+                out.put_nowait(error)
         with contextlib.suppress(asyncio.QueueFull):
             out.put_nowait(None)
         if code == "client_too_slow":
             self.send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.send_task, 10)
+        task = self.send_task
+        # after `stop`, the stream is over once `end` is written; if the connection dropped
+        # first, it is kept so a resume can deliver the finals and `end`
+        self.ended = self.stopped and task.done() and not task.cancelled() \
+            and task.exception() is None
         if code is not None:
             log.info("stream=%s error=%s %s", stream.sid if stream else "-", code, message)
             await self.ws.close(CLOSE.get(code, 1008), code)

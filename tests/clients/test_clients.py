@@ -92,3 +92,71 @@ def test_demo_runs_offline(bundle) -> None:
     proc = chorus("demo", "--bundle", str(bundle.path), "--text", "hello there")
     assert proc.returncode == 0, proc.stderr
     assert "said (en-us): hello there" in proc.stdout and "heard:" in proc.stdout
+
+
+def abort_connections(app) -> None:
+    """Drop every WebSocket connection of the server without a close frame (a network cut)."""
+    def abort() -> None:
+        for conn in list(app.ws_server.connections):
+            conn.transport.abort()
+
+    app.loop.call_soon_threadsafe(abort)
+
+
+def test_stream_library_resumes_after_dropped_connections(bundle, wavs) -> None:
+    """clients.client_stream.stream: the connection is cut three times mid-stream; the client
+    reconnects, resumes from the last acked offset and returns the finals of an uninterrupted
+    run (several, in order, none twice)."""
+    import time
+
+    from clients.client_stream import stream
+    from server.session import EndpointConfig
+
+    audio = np.concatenate([load_audio(w, sample_rate=16_000) for w in wavs] * 2)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    frames = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
+    with running_server(bundle, endpoint=EndpointConfig(max_utterance_s=1.0)) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        want = stream(url, iter(frames), continuous=True)
+        assert len(want) >= 3
+
+        def cut_frames():
+            for k, frame in enumerate(frames):
+                if k in (5, 17, 30):
+                    abort_connections(app)
+                    time.sleep(0.05)
+                yield frame
+
+        tries: list = []
+        got = stream(url, cut_frames(), continuous=True, backoff_s=0.05,
+                     on_reconnect=lambda n, exc: tries.append(n))
+        assert app.metrics.resumes.labels("resumed")._value.get() == 3
+    assert tries == [1, 1, 1]  # each drop resumed at the first try
+    assert [f["text"] for f in got] == [f["text"] for f in want]
+    assert [f["seq"] for f in got] == list(range(len(want)))
+
+
+def test_client_stream_cli_survives_a_forced_disconnect(bundle, wavs) -> None:
+    """`chorus client stream` (paced in real time) loses its connection half-way: it resumes
+    by itself and prints the transcript of an uninterrupted stream."""
+    import threading
+    import time
+
+    with running_server(bundle) as app:
+        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
+        seconds = app.metrics.audio_seconds._value
+
+        def cut_half_way() -> None:
+            deadline = time.monotonic() + 60
+            while seconds.get() < 0.5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            abort_connections(app)
+
+        cutter = threading.Thread(target=cut_half_way)
+        cutter.start()
+        proc = chorus("client", "stream", "--url", url, str(wavs[1]))
+        cutter.join(60)
+        resumed = app.metrics.resumes.labels("resumed")._value.get()
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming (try 1 of 5)" in proc.stderr and resumed == 1
+    assert proc.stdout.strip() == pcm16_text(bundle, wavs[1])

@@ -41,6 +41,7 @@ def running_server(bundle: Any, *, wrap_backend: Callable[[Any], Any] | None = N
     thread.start()
     assert started.wait(30), "server did not start"
     app.loop = loop  # type: ignore[attr-defined]
+    app.ws_server = holder["server"]  # type: ignore[attr-defined]
     try:
         yield app
     finally:

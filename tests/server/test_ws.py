@@ -357,13 +357,14 @@ class SlowSteps:
 def test_a_client_that_goes_away_frees_its_slot_at_once(bundle, speech, how) -> None:
     """A client sends 10 s of audio (about 3 s of model steps here) and goes away (a clean
     close, or the TCP connection dropped): its slot is free at once, not after its buffered
-    audio is computed, and a concurrent stream is untouched."""
+    audio is computed, and a concurrent stream is untouched. With resume off: a dropped
+    stream is otherwise held for resume_window_s (tests/server/test_resume.py)."""
     import socket
     import time
 
     rng = np.random.default_rng(0)
     noise = pcm16(0.1 * rng.standard_normal(16000 * 10))
-    with running_server(bundle, wrap_backend=SlowSteps) as app:
+    with running_server(bundle, wrap_backend=SlowSteps, resume_window_s=0) as app:
         url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
         good: list = []
         worker = threading.Thread(target=lambda: good.extend(stream_audio(url, speech)))
