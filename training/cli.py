@@ -40,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "default: DIR itself as train, or DIR/{train,dev,test}")
     prep.set_defaults(func=run_prepare)
 
+    cor = data_sub.add_parser(
+        "corrupt", help="corrupted copies of a manifest (noisy, far-field, telephone test sets)",
+        description="Seeded and deterministic per utterance: the same seed gives the same "
+                    "audio whatever the order or subset.")
+    cor.add_argument("--manifest", type=Path, required=True)
+    cor.add_argument("--kind", required=True,
+                     choices=("white", "pink", "brown", "noise", "babble", "farfield", "telephone"))
+    cor.add_argument("--snr", type=float, default=10.0, help="dB (noise kinds and farfield)")
+    cor.add_argument("--out", type=Path, required=True)
+    cor.add_argument("--seed", type=int, default=0)
+    cor.add_argument("--limit", type=int, default=None)
+    cor.add_argument("--name", default=None, help="default: SPLIT-KINDSNR, e.g. test-noise10")
+    cor.add_argument("--no-progress", action="store_true")
+    cor.set_defaults(func=run_corrupt)
+
     tr = sub.add_parser("train", help="train a streaming CTC model and export a bundle")
     tr.add_argument("--config", type=Path, default=None, help="recipe YAML (training/recipes/)")
     tr.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -69,6 +84,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=run_eval)
+
+
+def run_corrupt(args: argparse.Namespace) -> int:
+    from training.data.corrupt import corrupt_manifest
+
+    if not args.manifest.is_file():
+        raise SystemExit(f"--manifest {args.manifest}: file not found")
+    print(json.dumps(corrupt_manifest(str(args.manifest), str(args.out), args.kind,
+                                      snr_db=args.snr, seed=args.seed, limit=args.limit,
+                                      name=args.name, progress=not args.no_progress), indent=1))
+    return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
