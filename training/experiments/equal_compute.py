@@ -137,7 +137,8 @@ def run_one(v: Variant, args: argparse.Namespace) -> dict[str, Any]:
             "rtf_greedy": round((cpu_fwd + cpu_greedy) / audio_s, 5),
             "rtf_beam_lm": round((cpu_fwd + cpu_beam) / audio_s, 5),
             "streams_per_core": bench["realtime_streams_per_core"], "test_utterances": len(utts),
-            "date": time.strftime("%Y-%m-%d"), "bundle": str(Path(args.work) / v.name / "bundle")}
+            "overrides": list(args.override), "date": time.strftime("%Y-%m-%d"),
+            "bundle": str(Path(args.work) / v.name / "bundle")}
 
 
 def markdown(result: dict[str, Any]) -> str:
