@@ -17,10 +17,6 @@ import asyncio
 import bisect
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from loadtest import harness
+from loadtest.harness import free_port
+
+__all__ = ["free_port", "ServerProcess", "CapacityConfig", "run_capacity"]
 FRAME_S = 0.1
 RATE = 16_000
 
@@ -45,66 +45,13 @@ class CapacityConfig:
     decoder: str | None = None  # None: the served bundle's default
 
 
-def free_port() -> int:
-    import socket
+class ServerProcess(harness.ServerProcess):
+    """`chorus serve` for one policy, with room for every ramp step (4096 streams)."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
     def __init__(self, cfg: CapacityConfig, policy: str):
-        self.ws_port, self.grpc_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "clients.cli", "serve", "--ws-port", str(self.ws_port),
-               "--grpc-port", str(self.grpc_port), "--policy", policy, "--backend", cfg.backend,
-               "--threads", str(cfg.threads), "--max-streams", "4096", "--max-batch", "256"]
-        if cfg.bundle:
-            cmd += ["--bundle", cfg.bundle]
-        if cfg.decoder:
-            cmd += ["--decoder", cfg.decoder]
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(cfg.threads)}
-        import tempfile
-
-        # the server's log goes to a file: a pipe nobody reads would fill up and block it
-        self.log = Path(tempfile.mkstemp(prefix="chorus-capacity-", suffix=".log")[1])
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if "chorus: listening on" in self.log.read_text() and self._accepting():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
-
-    def _accepting(self) -> bool:
-        """Both ports take TCP connections (gRPC may finish binding just after start())."""
-        import socket
-
-        for port in (self.ws_port, self.grpc_port):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-        return True
-
-    def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        super().__init__(bundle=cfg.bundle, backend=cfg.backend, threads=cfg.threads,
+                         decoder=cfg.decoder, policy=policy, prefix="chorus-capacity-",
+                         extra=["--max-streams", "4096", "--max-batch", "256"])
 
 
 class Recorder:

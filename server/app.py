@@ -240,6 +240,7 @@ class App:
 
     async def start(self) -> None:
         await self.dispatcher.start()
+        self.metrics.runtime.loop = asyncio.get_running_loop()  # chorus_asyncio_tasks
         self.started = True
 
     async def stop(self) -> None:

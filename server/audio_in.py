@@ -6,6 +6,7 @@ or u-law; this is what Riva's file scripts send with ENCODING_UNSPECIFIED and ra
 8-48 kHz is resampled with a streaming soxr resampler, so the samples equal a one-shot
 resample of the whole stream (tested). Raw encodings must arrive in frames of whole samples
 (an odd-length PCM16 frame is an error); a WAV stream is a file's bytes and may be cut anywhere.
+Float samples beyond [-1, 1] are clipped (NaN and infinities are refused).
 
 Every error is an `AudioError` naming the field and what was expected; a bad frame is refused
 before any of it is used, so audio already accepted stays valid.
@@ -172,6 +173,10 @@ class StreamDecoder:
             x = np.frombuffer(data, "<f4").astype(np.float32)
             if not np.isfinite(x).all():
                 raise AudioError("pcm_f32le audio contains NaN or infinite samples")
+            # samples are in [-1, 1]; beyond, they saturate as PCM would. Unclipped, a finite but
+            # huge value (3e38) overflows the mix-down, the resampler or the features to inf
+            # and poisons the stream's model state (NaN outputs) for the rest of the stream.
+            np.clip(x, -1.0, 1.0, out=x)
         else:
             x = mulaw_decode(np.frombuffer(data, np.uint8))
         if fmt.channels > 1:

@@ -1,4 +1,6 @@
-"""Prometheus metrics (served at /metrics): streams, audio, results, errors, Batch Dispatch.
+"""Prometheus metrics (served at /metrics): streams, audio, results, errors, Batch Dispatch,
+and the process's own resources (memory, open fds, threads, event-loop tasks: what a soak run
+watches for leaks).
 
 One registry per App (tests start many servers in one process). Dispatcher numbers are read at
 scrape time from its own counters, so the hot path never touches prometheus_client.
@@ -55,12 +57,36 @@ class _DispatchCollector:
                                 value=self.dispatcher.active_streams)
 
 
+class _RuntimeCollector:
+    """Threads of the process and tasks alive on the server's event loop (set by App.start),
+    read at scrape time; with prometheus_client's process collector (process_resident_memory_
+    bytes, process_open_fds, ...), what a soak run samples to see leaks."""
+
+    def __init__(self) -> None:
+        self.loop: Any = None
+
+    def collect(self) -> Iterable[Any]:
+        import asyncio
+        import threading
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("chorus_threads", "Python threads in the server process",
+                                value=threading.active_count())
+        if self.loop is not None:
+            yield GaugeMetricFamily("chorus_asyncio_tasks", "tasks alive on the server's event loop",
+                                    value=len(asyncio.all_tasks(self.loop)))
+
+
 class Metrics:
     def __init__(self, dispatcher: Any):
-        from prometheus_client import CollectorRegistry, Counter, Gauge
+        from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
         self.registry = CollectorRegistry()
         self.registry.register(_DispatchCollector(dispatcher))
+        self.runtime = _RuntimeCollector()
+        self.registry.register(self.runtime)
+        ProcessCollector(registry=self.registry)  # process_* (Linux /proc; nothing elsewhere)
         self.streams_total = Counter("chorus_streams", "streams opened", registry=self.registry)
         self.audio_seconds = Counter("chorus_audio_seconds", "audio received (source seconds)",
                                      registry=self.registry)

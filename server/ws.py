@@ -164,6 +164,10 @@ def parse_control(text: str) -> dict[str, Any]:
     except RecursionError:  # the C decoder's guard against stack exhaustion
         raise ProtocolError("invalid_json", "text message is JSON nested too deeply; expected "
                                             'a JSON object like {"type": "start", ...}') from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (int_max_str_digits)
+        raise ProtocolError("invalid_json", f"text message is JSON the server cannot read: {exc}; "
+                                            'expected a JSON object like {"type": "start", ...}'
+                            ) from None
     if not isinstance(ctl, dict):
         kind = JSON_TYPES.get(type(ctl), type(ctl).__name__)
         raise ProtocolError("invalid_json", 'text message must be a control message: expected a '

@@ -135,3 +135,15 @@ def test_short_or_oversized_wav_chunks_get_a_specific_error(data: bytes, message
     for cut in (len(data), len(data) + 10):  # whole, and with sample bytes after it
         with pytest.raises(AudioError, match=message.replace("(", r"\(")):
             StreamDecoder(AudioFormat("wav", 0)).feed((data + b"\x00" * 10)[:cut])
+
+
+def test_huge_finite_floats_saturate_instead_of_poisoning_the_stream() -> None:
+    """A finite but absurd pcm_f32le value (3e38) used to overflow the stereo mix-down and the
+    resampler to inf (NaN features, then NaN model state for the rest of the stream); samples
+    beyond [-1, 1] are clipped as PCM would saturate."""
+    huge = np.array([3e38, 3e38, -3e38, 0.5] * 500, "<f4").tobytes()
+    for fmt in (AudioFormat("pcm_f32le", 16000, 2), AudioFormat("pcm_f32le", 22050, 1)):
+        x = StreamDecoder(fmt).feed(huge)
+        assert np.isfinite(x).all() and np.abs(x).max() < 1.5
+    x = StreamDecoder(AudioFormat("pcm_f32le", 16000)).feed(np.array([5.0, -7.0, 0.25], "<f4").tobytes())
+    assert x.tolist() == [1.0, -1.0, 0.25]

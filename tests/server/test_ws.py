@@ -83,6 +83,9 @@ def test_http_routes(bundle, speech) -> None:
         status, text = http(port, "/metrics")
         assert status == 200 and "chorus_dispatch_batch_size_bucket" in text
         assert "chorus_finals_total 1.0" in text and "chorus_audio_seconds_total" in text
+        for gauge in ("chorus_asyncio_tasks", "chorus_threads", "process_resident_memory_bytes",
+                      "process_open_fds"):  # what a soak run samples
+            assert f"\n{gauge} " in text, gauge
         assert http(port, "/nope")[0] == 404
         assert http(port, "/")[0] == 200
 
@@ -127,6 +130,8 @@ DEEP_JSON = "[" * 3000 + "]" * 3000  # json.loads: RecursionError (and under 2 x
     pytest.param([{**START, "format": {"encoding": "wav"}}, SHORT_FMT_WAV], "bad_audio", 1007,
                  "'fmt ' chunk of 4 bytes; expected at least 16", id="wav-fmt-4-bytes"),
     pytest.param([DEEP_JSON], "invalid_json", 1007, "nested too deeply", id="deep-json"),
+    pytest.param(['{"type": "start", "max_alternatives": ' + "9" * 5000 + "}"], "invalid_json",
+                 1007, "JSON the server cannot read", id="json-huge-integer"),
     pytest.param(["[]"], "invalid_json", 1007, "expected a JSON object", id="json-array"),
     pytest.param(["null"], "invalid_json", 1007, "got a JSON null", id="json-null"),
     pytest.param(["3"], "invalid_json", 1007, "expected a JSON object", id="json-number"),
