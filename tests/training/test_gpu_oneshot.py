@@ -63,3 +63,19 @@ def test_pack_run_fetch(tiny_corpus, tmp_path) -> None:  # noqa: F811
     assert json.loads((out / "summary.json").read_text())["steps"] == 30
     hyp = transcribe(bundle, cut.load_audio()[0].astype(np.float32))
     assert isinstance(hyp.text, str)
+
+
+def test_bf16_autocast_path_runs_on_cpu(tiny_corpus, tmp_path) -> None:  # noqa: F811
+    """The GPU recipe's precision (bf16-mixed autocast) through the same training code, on the
+    CPU: the code path, not the speed (this CPU has no fast bf16)."""
+    from tests.training.test_train import overrides
+    from training.config import load_config
+    from training.train import train
+
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "bf16", 6), "precision=bf16-mixed",
+                             "accelerator=cpu", "optim.warmup_steps=2"])
+    bundle = load(train(cfg, progress=False))
+    summary = json.loads((tmp_path / "bf16/summary.json").read_text())
+    assert summary["steps"] == 6 and summary["config"]["precision"] == "bf16-mixed"
+    assert all(p.dtype.is_floating_point and p.dtype != __import__("torch").bfloat16
+               for p in bundle.model.parameters())  # weights stay fp32; autocast computes bf16
