@@ -41,6 +41,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     ws_port: int = 8000
     grpc_port: int = 50051
+    # OpenAI-compatible HTTP (server/openai_http.py: POST /v1/audio/transcriptions, GET
+    # /v1/models); 0: off. Uploads up to max_upload_bytes (OpenAI's limit: 25 MB)
+    http_port: int = 0
+    max_upload_bytes: int = 25 * 1024 * 1024
+    vosk_port: int = 0  # the Vosk-compatible WebSocket (server/vosk.py; Vosk uses 2700); 0: off
     backend: str = "torch"
     threads: int = 1
     policy: str = "eager"

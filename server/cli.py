@@ -20,12 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sv = sub.add_parser("serve", help="run the streaming recognition server",
                         description="WebSocket /v1/stream + HTTP (/healthz /readyz /metrics /) with "
-                                    "Batch Dispatch. Settings: --config YAML < CHORUS_* env < flags.")
+                                    "Batch Dispatch, gRPC, and optionally the Vosk WebSocket "
+                                    "protocol (--vosk-port) and OpenAI-compatible HTTP "
+                                    "transcription (--http-port). Settings: --config YAML < "
+                                    "CHORUS_* env < flags.")
     sv.add_argument("--config", type=Path, default=None)
     sv.add_argument("--bundle", default=None, help="default: the shipped bundle")
     sv.add_argument("--host", default=None)
     sv.add_argument("--ws-port", type=int, default=None)
     sv.add_argument("--grpc-port", type=int, default=None)
+    sv.add_argument("--http-port", type=int, default=None,
+                    help="OpenAI-compatible HTTP: POST /v1/audio/transcriptions, GET /v1/models "
+                         "(default 0: off)")
+    sv.add_argument("--vosk-port", type=int, default=None,
+                    help="also serve the vosk-server WebSocket protocol on this port (Vosk's "
+                         "clients use 2700; default 0: off)")
     sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
     sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
     sv.add_argument("--threads", type=int, default=None)
@@ -88,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from server.serve import main
 
     flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port, "grpc_port": args.grpc_port,
+             "vosk_port": args.vosk_port, "http_port": args.http_port,
              "backend": args.backend, "policy": args.policy, "threads": args.threads,
              "decoder": args.decoder,
              "max_streams": args.max_streams, "max_batch": args.max_batch,

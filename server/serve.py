@@ -77,12 +77,16 @@ def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
 
 async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     from server.grpc_server import serve_grpc
+    from server.openai_http import serve_http
+    from server.vosk import serve_vosk
     from server.ws import serve_ws
 
     app = App(cfg)
     await app.start()
     ws_server = await serve_ws(app, ssl=tls_context(cfg))
     grpc_server = await serve_grpc(app)
+    vosk_server = await serve_vosk(app, ssl=tls_context(cfg)) if cfg.vosk_port else None
+    http_server = await serve_http(app, ssl=tls_context(cfg)) if cfg.http_port else None
     scheme = "wss" if cfg.tls_cert else "ws"
     log.info("serving %s (%s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path, cfg.backend,
              cfg.policy, scheme, cfg.host, cfg.ws_port)
@@ -91,19 +95,24 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a signal right away drains
         loop.add_signal_handler(sig, stop.set)
     print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream and gRPC "
-          f"{cfg.host}:{cfg.grpc_port}", flush=True)
+          f"{cfg.host}:{cfg.grpc_port}"
+          + (f" and Vosk {scheme}://{cfg.host}:{cfg.vosk_port}" if vosk_server else "")
+          + (f" and OpenAI-compatible http{'s' if cfg.tls_cert else ''}://{cfg.host}:"
+             f"{cfg.http_port}/v1" if http_server else ""), flush=True)
     if ready_file:
         ready_file.write_text("ready\n")
     await stop.wait()
     log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
     print("chorus: draining", flush=True)
-    await drain(app, ws_server, grpc_server)
+    await drain(app, ws_server, grpc_server, vosk_server)
+    if http_server is not None:  # requests in flight finish (new ones got 503 while draining)
+        await http_server.close()
     await app.stop()
     print("chorus: stopped", flush=True)
     return 0
 
 
-async def drain(app: App, ws_server: Any, grpc_server: Any) -> None:
+async def drain(app: App, ws_server: Any, grpc_server: Any, vosk_server: Any = None) -> None:
     """Stop admitting while the listeners stay open, so load balancers and clients are told
     (/readyz and WebSocket upgrades 503, gRPC health NOT_SERVING) rather than refused: open
     streams deliver their owed finals and close, WebSocket connections end, in-flight RPCs
@@ -114,15 +123,18 @@ async def drain(app: App, ws_server: Any, grpc_server: Any) -> None:
     if health is not None:
         await health.enter_graceful_shutdown()  # load balancers see NOT_SERVING
     await app.drain()  # streams end (owed finals first), bounded by drain_timeout_s
-    handlers = list(ws_server.handlers.values())  # every connection ends on the drain event
+    ws_servers = [ws_server] + ([vosk_server] if vosk_server is not None else [])
+    # every connection ends on the drain event
+    handlers = [t for srv in ws_servers for t in srv.handlers.values()]
     if handlers:
         await asyncio.wait(handlers, timeout=max(0.0, deadline - time.monotonic()))
     await grpc_server.stop(max(0.0, deadline - time.monotonic()))  # in-flight RPCs finish
-    for conn, task in list(ws_server.handlers.items()):
-        if not task.done():  # e.g. a client that never answers the close: cut it
-            conn.transport.abort()
-    ws_server.close()  # only now is the WebSocket port closed
-    await ws_server.wait_closed()
+    for srv in ws_servers:
+        for conn, task in list(srv.handlers.items()):
+            if not task.done():  # e.g. a client that never answers the close: cut it
+                conn.transport.abort()
+        srv.close()  # only now are the WebSocket ports closed
+        await srv.wait_closed()
 
 
 def main(config: Path | None, flags: dict[str, Any]) -> int:

@@ -229,10 +229,10 @@ def event_dict(e: Any, acked: int) -> dict[str, Any]:
             "acked": acked}
 
 
-async def handle(app: App, ws: Any) -> None:
-    """One connection: the conversation, cut short the moment the client goes away, so its
-    slot is freed at once and its buffered audio is not computed for nobody."""
-    work = asyncio.ensure_future(converse(app, ws))
+async def until_gone(ws: Any, conversation: Any) -> asyncio.Future[Any]:
+    """Run a connection's conversation, cancelled the moment the client goes away (so its slot
+    is freed at once and its buffered audio is not computed for nobody); the finished task."""
+    work = asyncio.ensure_future(conversation)
     gone = asyncio.ensure_future(ws.wait_closed())
     try:
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -241,6 +241,12 @@ async def handle(app: App, ws: Any) -> None:
         if not work.done():
             work.cancel()  # the client went away (or the server stops): closes the stream
         await asyncio.wait({work})
+    return work
+
+
+async def handle(app: App, ws: Any) -> None:
+    """One connection: the conversation until it ends or the client goes away."""
+    work = await until_gone(ws, converse(app, ws))
     if not work.cancelled():
         work.result()
 

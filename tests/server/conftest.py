@@ -18,6 +18,8 @@ def running_server(bundle: Any, *, wrap_backend: Callable[[Any], Any] | None = N
                    **overrides: Any) -> Iterator[App]:
     """`wrap_backend(backend)`: a backend around the real one (to fail on purpose)."""
     from server.grpc_server import serve_grpc
+    from server.openai_http import serve_http
+    from server.vosk import serve_vosk
     from server.ws import serve_ws
 
     cfg = replace(ServerConfig(ws_port=free_port(), grpc_port=free_port()), **overrides)
@@ -32,8 +34,15 @@ def running_server(bundle: Any, *, wrap_backend: Callable[[Any], Any] | None = N
         await app.start()
         holder["server"] = await serve_ws(app)
         grpc_server = await serve_grpc(app)
+        vosk = holder["vosk"] = await serve_vosk(app) if cfg.vosk_port else None
+        http = await serve_http(app) if cfg.http_port else None
         started.set()
         await holder["server"].wait_closed()
+        if http is not None:
+            await http.close(1)
+        if vosk is not None:
+            vosk.close()
+            await vosk.wait_closed()
         await grpc_server.stop(1)
         await app.stop()
 
