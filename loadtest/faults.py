@@ -61,7 +61,9 @@ from loadtest.harness import (
 STARTED: dict[str, Any] = {
     "api_keys": ["faults-key"], "max_streams": 32, "send_queue": 8, "ws_send_buffer": 8192,
     "resume_window_s": 3.0, "drain_timeout_s": 15.0,
-    "limits": {"idle_timeout_s": 1.0, "max_frame_bytes": 65536},
+    # 3 s: short enough for the idle faults, long enough that a starved healthy client (a
+    # loaded 2-core machine) does not idle out between its frames
+    "limits": {"idle_timeout_s": 3.0, "max_frame_bytes": 65536},
 }
 OWN = object()  # "the target's own API key"
 

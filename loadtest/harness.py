@@ -279,6 +279,7 @@ async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: 
             finally:
                 if not task.done():
                     task.cancel()
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
             utt.close_code = ws.close_code
     except Exception as exc:  # noqa: BLE001 - a healthy stream reports, never raises
         utt.error = utt.error or f"{type(exc).__name__}: {exc}"
