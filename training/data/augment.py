@@ -22,15 +22,23 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
     return resample(x, round(RATE * factor), RATE) if RATE * factor >= 8000 else x
 
 
-def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    white = rng.standard_normal(n)
-    kind = rng.integers(3)
-    if kind == 0:
+NOISE_COLOURS = ("white", "pink", "brown")
+
+
+def shape_noise(white: np.ndarray, colour: str) -> np.ndarray:
+    """White noise -> white, pink (1/f power) or brown (1/f^2 power) noise."""
+    if colour == "white":
         return white
     spec = np.fft.rfft(white)
     f = np.arange(spec.size) + 1.0
-    spec /= np.sqrt(f) if kind == 1 else f  # pink (1/f power) or brown (1/f^2)
-    return np.fft.irfft(spec, n)
+    spec /= np.sqrt(f) if colour == "pink" else f
+    return np.fft.irfft(spec, white.size)
+
+
+def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise of a colour drawn at random."""
+    white = rng.standard_normal(n)
+    return shape_noise(white, NOISE_COLOURS[int(rng.integers(3))])
 
 
 def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
