@@ -39,6 +39,53 @@ class AugmentConfig:
 
 
 @dataclass
+class RobustConfig:
+    """Corrupted training views and GAN-robust training (training.robust; issue 17).
+
+    `corrupt`: each training utterance's waveform is corrupted by a draw from the corruption
+    library (training.data.corrupt: pyroomacoustics rooms, exact-SNR noise, babble of other
+    training voices, telephone) instead of augment's noise / reverb / telephone; the ASR loss
+    sees the corrupted view. With `l1_weight` or `gan_weight` > 0 the clean view of the same
+    utterance (same speed factor, no corruption, no SpecAugment) is encoded too, and the
+    encoder is pulled toward mapping the corrupted view onto the clean view's embeddings: the
+    L1 distance between paired frames and / or a WGAN-GP critic on frame embeddings.
+    """
+
+    corrupt: bool = False
+    clean_prob: float = 0.2  # left uncorrupted (the ASR loss keeps seeing clean speech)
+    noise_prob: float = 0.4  # white / pink / brown at snr_db
+    babble_prob: float = 0.1  # 4 other training utterances at babble_snr_db
+    farfield_prob: float = 0.2  # a simulated room, then pink noise at 20 dB
+    telephone_prob: float = 0.1
+    snr_db: tuple[float, float] = (0.0, 20.0)
+    babble_snr_db: tuple[float, float] = (5.0, 20.0)
+    rir_bank: int = 100  # room responses simulated once per worker, drawn per utterance
+    l1_weight: float = 0.0  # mean |enc(corrupted) - enc(clean)| per frame and dimension
+    gan_weight: float = 0.0  # the encoder's WGAN term: -critic(enc(corrupted))
+    critic_steps: int = 1  # critic updates per encoder step
+    critic_lr: float = 1e-4
+    gp_weight: float = 10.0  # WGAN-GP gradient penalty (Gulrajani et al. 2017)
+    critic_dim: int = 256
+    critic_frames: int = 2048  # paired frames sampled per critic update
+
+    @property
+    def paired(self) -> bool:
+        return self.l1_weight > 0 or self.gan_weight > 0
+
+    def validate(self) -> None:
+        probs = (self.clean_prob, self.noise_prob, self.babble_prob, self.farfield_prob,
+                 self.telephone_prob)
+        if min(probs) < 0 or sum(probs) <= 0:
+            raise ValueError(f"config robust: corruption probabilities must be >= 0 with a "
+                             f"positive sum, got {probs}")
+        if self.paired and not self.corrupt:
+            raise ValueError("config robust.l1_weight / gan_weight need robust.corrupt=true "
+                             "(paired clean / corrupted views)")
+        if self.critic_steps < 1 or self.critic_frames < 2:
+            raise ValueError("config robust.critic_steps must be >= 1 and critic_frames >= 2")
+
+
+@dataclass
 class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -85,7 +132,11 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # the front end: "log" (log-mel) or "pcen" (trainable per-channel PCEN: training.frontend;
+    # the bundle records the learned values and serving computes the same PCEN)
+    frontend: str = "log"
     chunk_frames: int = 32
     devices: int = 1
     num_nodes: int = 1
@@ -105,7 +156,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         ftype = fields[name].type
         sub = {"model": EncoderConfig, "head": HeadConfig, "data": DataConfig,
-               "augment": AugmentConfig, "optim": OptimConfig}.get(name) if cls is TrainConfig else None
+               "augment": AugmentConfig, "robust": RobustConfig,
+               "optim": OptimConfig}.get(name) if cls is TrainConfig else None
         if sub is not None:
             if not isinstance(value, dict):
                 raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")

@@ -11,20 +11,34 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from models.acoustic import AcousticModel, ModelConfig
 from models.decoding.ctc_greedy import greedy_batch
 from models.tokenizer import CharTokenizer
-from training.config import OptimConfig
+from training.config import AugmentConfig, OptimConfig, RobustConfig
+from training.data.augment import spec_augment
 from training.eval.metrics import edit_counts
+from training.frontend import TrainablePcen
 from training.losses.gram_ctc import gram_ctc_loss, gram_lattice
 
 
 class CtcModule(L.LightningModule):
-    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig, tokenizer: CharTokenizer):
+    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig, tokenizer: CharTokenizer,
+                 robust: RobustConfig | None = None, frontend: TrainablePcen | None = None,
+                 spec_augment: AugmentConfig | None = None):
         super().__init__()
         self.model = AcousticModel(model_cfg)
+        # trainable PCEN: batches carry mel energies; SpecAugment runs here, after PCEN
+        self.frontend = frontend
+        self.spec = spec_augment
+        self._spec_rng = np.random.default_rng(0)
+        # training.robust: not a registered submodule (no DDP, checkpoint or bundle holds it)
+        from training.robust import RobustObjective
+
+        self.__dict__["robust"] = (RobustObjective(robust, model_cfg.encoder.d_model)
+                                   if robust is not None and robust.paired else None)
         self.optim = optim
         self.tok = tokenizer
         self._refs: list[str] = []
@@ -33,8 +47,26 @@ class CtcModule(L.LightningModule):
         self._gram_ids = {s: i for i, s in enumerate(tokenizer.symbols) if i != tokenizer.blank_id}
         self._gram_max_n = max(len(s) for s in self._gram_ids)
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        log_probs, out_lengths = self.model(batch["features"], batch["lengths"])  # (B, T', V)
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor, *, augment: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) features (mel energies with trainable PCEN) -> (B, T', D) embeddings."""
+        if self.frontend is not None:
+            features = self.frontend(features)  # (B, T, M) PCEN features
+            if augment and self.spec is not None:
+                fill = self.model.encoder.feat_mean
+                features = torch.stack([spec_augment(f, self.spec, self._spec_rng, fill)
+                                        for f in features])
+        return self.model.encoder(features, lengths)
+
+    def loss(self, batch: dict[str, Any], augment: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=augment)
+        return self.head_loss(enc, out_lengths, batch)
+
+    def head_loss(self, enc: torch.Tensor, out_lengths: torch.Tensor, batch: dict[str, Any]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, head outputs, their lengths) for encoder outputs enc (B, T', D)."""
+        log_probs = self.model.head(enc)  # (B, T', V)
         if self.model.cfg.head == "gram_ctc":
             ids, same = gram_lattice(batch["texts"], self._gram_ids, self._gram_max_n)
             nll = gram_ctc_loss(log_probs, ids.to(log_probs.device), same.to(log_probs.device),
@@ -50,9 +82,27 @@ class CtcModule(L.LightningModule):
         return loss, log_probs, out_lengths
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self.loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
-        return loss
+        n = len(batch["texts"])
+        if self.robust is None or "clean_features" not in batch:
+            loss, _, _ = self.loss(batch, augment=True)
+            self.log("train_loss", loss, prog_bar=True, batch_size=n)
+            return loss
+        enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=True)
+        loss, _, _ = self.head_loss(enc, out_lengths, batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=n)
+        encoder = self.model.encoder
+        with torch.no_grad():  # the clean view's embeddings: the target, without dropout
+            encoder.eval()
+            enc_clean, _ = self.encode(batch["clean_features"], batch["lengths"])
+            encoder.train()
+        extra, logs = self.robust(enc, enc_clean, out_lengths)
+        for key, value in logs.items():
+            self.log(key, value, batch_size=n)
+        return loss + extra
+
+    def on_fit_start(self) -> None:
+        if self.robust is not None:
+            self.robust.to(self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, log_probs, out_lengths = self.loss(batch)

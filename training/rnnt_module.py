@@ -33,8 +33,9 @@ def pad_targets(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 class RnntModule(CtcModule):
     def __init__(self, model_cfg: ModelConfig, optim: OptimConfig, tokenizer: CharTokenizer,
-                 loss: str = "full", prune_range: int = 5, simple_loss_scale: float = 0.5):
-        super().__init__(model_cfg, optim, tokenizer)
+                 loss: str = "full", prune_range: int = 5, simple_loss_scale: float = 0.5,
+                 **kwargs: Any):
+        super().__init__(model_cfg, optim, tokenizer, **kwargs)  # robust, frontend, spec
         if loss not in ("full", "pruned"):
             raise ValueError(f"head.rnnt_loss must be full or pruned, got {loss!r}")
         if loss == "pruned" and prune_range < 2:
@@ -51,8 +52,9 @@ class RnntModule(CtcModule):
         assert isinstance(head, TransducerHead)
         return head
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        enc, out_lengths = self.model(batch["features"], batch["lengths"])  # (B, T', J)
+    def head_loss(self, enc: torch.Tensor, out_lengths: torch.Tensor, batch: dict[str, Any]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc = self.model.head(enc)  # (B, T', D) -> the joiner space (B, T', J)
         targets = pad_targets(batch["targets"], batch["target_lengths"])  # (B, U)
         pred = self.transducer.predict_sequence(targets)  # (B, U+1, J)
         frames, lengths = out_lengths.clamp(min=1), batch["target_lengths"]

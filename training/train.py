@@ -30,6 +30,7 @@ from models.bundle import DecodingDefaults, save
 from models.features import FbankConfig
 from models.tokenizer import CharTokenizer
 from training.config import TrainConfig
+from training.frontend import FRONTENDS, TrainablePcen, serving_features
 
 if TYPE_CHECKING:
     from training.ctc_module import CtcModule
@@ -71,6 +72,7 @@ def _train_texts(cfg: TrainConfig) -> list[str]:
 
 def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
                     mean: torch.Tensor) -> Any:
+    """Train / dev loaders; with trainable PCEN (frontend=pcen) they carry mel energies."""
     import lightning as L
 
     from training.data.dataset import AsrDataset, worker_init
@@ -88,6 +90,9 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
 
         if len(paths) != 1:
             raise ValueError(f"config data: one pack per split, got {paths}")
+        if (train and cfg.robust.corrupt) or cfg.frontend != "log":
+            raise ValueError("config robust.corrupt and frontend=pcen need waveforms; packs "
+                             "(.npz) hold log-mel features: use Lhotse manifests")
         corpus = PackedCorpus(paths[0])
         durations = corpus.durations if train else corpus.durations[: cfg.data.dev_max_cuts]
         sampler = DurationBatchSampler(durations, max_duration_s=cfg.data.max_duration_s,
@@ -108,7 +113,7 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
                                               num_buckets=cfg.data.num_buckets, shuffle=True,
                                               drop_last=False, seed=cfg.seed)
             ds = AsrDataset(tokenizer=tok, features=feats, augment=cfg.augment, feat_mean=mean,
-                            seed=cfg.seed)
+                            seed=cfg.seed, robust=cfg.robust, energies=cfg.frontend != "log")
             return loader(ds, sampler, cfg.data.num_workers)
 
         def val_dataloader(self) -> Any:
@@ -118,7 +123,8 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
 
             cuts = _cuts(cfg.data.dev).subset(first=cfg.data.dev_max_cuts)
             sampler = SimpleCutSampler(cuts, max_duration=cfg.data.max_duration_s)
-            ds = AsrDataset(tokenizer=tok, features=feats, augment=None, feat_mean=mean)
+            ds = AsrDataset(tokenizer=tok, features=feats, augment=None, feat_mean=mean,
+                            energies=cfg.frontend != "log")
             return loader(ds, sampler, 0)
 
     return DataModule()
@@ -132,16 +138,25 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
 
     from training.data.dataset import feature_stats
 
+    cfg.robust.validate()
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(cfg)
     feats = FbankConfig(num_mel_bins=cfg.model.num_mel_bins)
-    module = make_module(cfg, tok)
+    frontend = make_frontend(cfg)
+    module = make_module(cfg, tok, frontend)
+    # the normaliser's statistics are of what the encoder sees: log-mel, or the initial PCEN
+    stats_feats = serving_features(feats, frontend)
     history: list[dict[str, Any]] = []
     if cfg.init_from:
         history = warm_start(module, cfg.init_from, cfg.init_scope)
+        if _bundle_features(cfg.init_from).compression != stats_feats.compression:
+            log.info("init_from %s: other front end; the normaliser is re-estimated",
+                     cfg.init_from)
+            module.model.encoder.set_normalizer(*feature_stats(_cuts(cfg.data.train),
+                                                               stats_feats))
         mean = module.model.encoder.feat_mean.clone()
     elif _packed(cfg.data.train):  # a pack carries its features' statistics
         from training.data.packed import PackedCorpus
@@ -153,7 +168,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         mean = corpus.mean
         module.model.encoder.set_normalizer(corpus.mean, corpus.std)
     else:
-        mean, std = feature_stats(_cuts(cfg.data.train), feats)
+        mean, std = feature_stats(_cuts(cfg.data.train), stats_feats)
         module.model.encoder.set_normalizer(mean, std)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
@@ -198,13 +213,39 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         "train_seconds": round(seconds, 1),
         "best_dev_wer": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
     }
-    path = save(out / "bundle", module.model.cpu(), features=feats, tokenizer=tok,
+    path = save(out / "bundle", module.model.cpu(),
+                features=serving_features(feats, module.frontend), tokenizer=tok,
                 decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
     (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return path
 
 
-def make_module(cfg: TrainConfig, tok: CharTokenizer) -> CtcModule:
+def _bundle_features(bundle_dir: str) -> FbankConfig:
+    from models.bundle import load
+
+    return load(bundle_dir).features
+
+
+def make_frontend(cfg: TrainConfig) -> TrainablePcen | None:
+    """Trainable PCEN for frontend=pcen (its initial values: init_from's learned PCEN when it
+    has one, else the defaults); None for log-mel."""
+    from models.features import PcenConfig
+
+    if cfg.frontend not in FRONTENDS:
+        raise ValueError(f"config frontend must be one of {FRONTENDS}, got {cfg.frontend!r}")
+    if cfg.frontend == "log":
+        return None
+    init = PcenConfig()
+    if cfg.init_from:
+        earlier = _bundle_features(cfg.init_from)
+        if earlier.compression == "pcen":
+            init = earlier.pcen
+    hop = FbankConfig().hop_ms
+    return TrainablePcen(cfg.model.num_mel_bins, init, hop)
+
+
+def make_module(cfg: TrainConfig, tok: CharTokenizer,
+                frontend: TrainablePcen | None = None) -> CtcModule:
     """The Lightning module for the config's head: CtcModule (CTC, Gram-CTC) or RnntModule."""
     from training.ctc_module import CtcModule
 
@@ -221,8 +262,10 @@ def make_module(cfg: TrainConfig, tok: CharTokenizer) -> CtcModule:
 
         return RnntModule(model_cfg, cfg.optim, tok, loss=cfg.head.rnnt_loss,
                           prune_range=cfg.head.prune_range,
-                          simple_loss_scale=cfg.head.simple_loss_scale)
-    return CtcModule(model_cfg, cfg.optim, tok)
+                          simple_loss_scale=cfg.head.simple_loss_scale, robust=cfg.robust,
+                          frontend=frontend, spec_augment=cfg.augment)
+    return CtcModule(model_cfg, cfg.optim, tok, robust=cfg.robust, frontend=frontend,
+                     spec_augment=cfg.augment)
 
 
 def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:

@@ -20,14 +20,31 @@ MEL_BINS = 80
 class PcenConfig:
     """Per-channel energy normalisation (Wang et al. 2017) over mel energies.
 
-    `time_constant_s` sets the smoother: s = 1 - exp(-hop / time_constant).
+    `time_constant_s` sets the smoother: s = 1 - exp(-hop / time_constant). Each of
+    time_constant_s, alpha, delta and r is one value for every channel or a tuple of one per
+    mel channel (what trainable PCEN learns: training.frontend).
     """
 
-    time_constant_s: float = 0.4
-    alpha: float = 0.98  # gain-normalisation exponent
-    delta: float = 2.0  # bias
-    r: float = 0.5  # root compression
+    time_constant_s: float | tuple[float, ...] = 0.4
+    alpha: float | tuple[float, ...] = 0.98  # gain-normalisation exponent
+    delta: float | tuple[float, ...] = 2.0  # bias
+    r: float | tuple[float, ...] = 0.5  # root compression
     eps: float = 1e-6
+
+    PER_CHANNEL = ("time_constant_s", "alpha", "delta", "r")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PcenConfig:
+        """JSON lists (per-channel values) back to tuples, so the config stays hashable."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def channels(self) -> int | None:
+        """The number of channels the per-channel values give (None: all are scalars); they
+        must agree."""
+        sizes = {len(v) for k in self.PER_CHANNEL if isinstance(v := getattr(self, k), tuple)}
+        if len(sizes) > 1:
+            raise ValueError(f"PcenConfig: per-channel values of different lengths {sorted(sizes)}")
+        return sizes.pop() if sizes else None
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,10 @@ class FbankConfig:
                 "FbankConfig needs 0 <= low_freq_hz < high frequency <= Nyquist; got "
                 f"low={self.low_freq_hz}, high={self.upper_freq_hz}, nyquist={self.nyquist_hz}"
             )
+        n = self.pcen.channels()
+        if n is not None and n != self.num_mel_bins:
+            raise ValueError(f"FbankConfig.pcen has {n} per-channel values for "
+                             f"{self.num_mel_bins} mel bins")
         if self.hop_samples <= 0 or self.window_samples < self.hop_samples:
             raise ValueError(
                 f"FbankConfig needs 0 < hop ({self.hop_samples}) <= window ({self.window_samples})"
@@ -101,5 +122,5 @@ class FbankConfig:
         if unknown:
             raise ValueError(f"unknown FbankConfig fields: {sorted(unknown)}")
         if isinstance(d.get("pcen"), dict):
-            d["pcen"] = PcenConfig(**d["pcen"])
+            d["pcen"] = PcenConfig.from_dict(d["pcen"])
         return cls(**d)

@@ -3,6 +3,11 @@
 Lhotse's DynamicBucketingSampler yields CutSets of similar duration (max_duration seconds of
 audio per batch); this map-style dataset turns one into tensors. Features are our fbank, so
 training and serving share the front end exactly.
+
+With `robust.corrupt` (training only) the waveform is corrupted by training.data.views instead of
+augment's noise / reverb / telephone; with paired views (robust.l1_weight / gan_weight) the batch
+also carries "clean_features": the same utterance at the same speed, uncorrupted and unmasked,
+frame for frame the same length as "features".
 """
 
 from __future__ import annotations
@@ -14,30 +19,55 @@ import torch
 
 from models.features import Fbank, FbankConfig
 from models.tokenizer import CharTokenizer
-from training.config import AugmentConfig
-from training.data.augment import augment_waveform, spec_augment
+from training.config import AugmentConfig, RobustConfig
+from training.data.augment import augment_waveform, spec_augment, speed
 
 
 class AsrDataset(torch.utils.data.Dataset):
     def __init__(self, *, tokenizer: CharTokenizer, features: FbankConfig,
-                 augment: AugmentConfig | None, feat_mean: torch.Tensor, seed: int = 0):
+                 augment: AugmentConfig | None, feat_mean: torch.Tensor, seed: int = 0,
+                 robust: RobustConfig | None = None, energies: bool = False):
+        from training.data.views import CorruptionDraw
+
         self.tok = tokenizer
         self.fbank = Fbank(features)
         self.augment = augment
         self.fill = feat_mean
         self.rng = np.random.default_rng(seed)
+        use = augment is not None and robust is not None and robust.corrupt
+        self.views = CorruptionDraw(robust, seed) if use and robust is not None else None
+        self.paired = self.views is not None and robust is not None and robust.paired
+        # trainable PCEN (training.frontend): mel energies out; SpecAugment runs after PCEN
+        self.energies = energies
+
+    def features(self, audio: np.ndarray) -> torch.Tensor:
+        """(S,) -> (T, F): the front end's features, or mel energies for trainable PCEN."""
+        x = torch.from_numpy(audio)
+        if not self.energies:
+            return self.fbank(x)
+        return self.fbank.mel_energies(self.fbank.frame(x * self.fbank.cfg.input_scale))
 
     def __getitem__(self, cuts: Any) -> dict[str, Any]:
-        items = []
+        items, clean = [], []
         for cut in cuts:
             audio = cut.load_audio()[0].astype(np.float32)  # (S,)
-            if self.augment is not None:
-                audio = augment_waveform(audio, self.augment, self.rng)
-            f = self.fbank(torch.from_numpy(audio))
-            if self.augment is not None:
+            if self.augment is not None and self.views is not None:
+                audio = speed(audio, float(self.rng.choice(self.augment.speed)))
+                noisy, _kind = self.views(audio, self.rng)
+            elif self.augment is not None:
+                noisy = augment_waveform(audio, self.augment, self.rng)
+            else:
+                noisy = audio
+            f = self.features(noisy)
+            if self.augment is not None and not self.energies:
                 f = spec_augment(f, self.augment, self.rng, self.fill)
             items.append((f, cut.supervisions[0].text, cut.id))
-        return collate(items, self.tok, self.fill)
+            if self.paired:
+                clean.append(self.features(audio))  # (T, F), T as f's
+        batch = collate(items, self.tok, self.fill)
+        if self.paired:
+            batch["clean_features"] = pad(clean, self.fill)
+        return batch
 
 
 def collate(items: list[tuple[torch.Tensor, str, str]], tok: CharTokenizer,
@@ -45,15 +75,19 @@ def collate(items: list[tuple[torch.Tensor, str, str]], tok: CharTokenizer,
     """[(features (T_i, F), text, id)] -> the padded batch every training module takes."""
     feats = [f for f, _, _ in items]
     targets = [torch.tensor(tok.encode(text), dtype=torch.long) for _, text, _ in items]
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    x = fill.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
-    for i, f in enumerate(feats):
-        x[i, : f.shape[0]] = f
     return {
-        "features": x, "lengths": lengths,
+        "features": pad(feats, fill), "lengths": torch.tensor([f.shape[0] for f in feats]),
         "targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets]),
         "texts": [t for _, t, _ in items], "ids": [i for _, _, i in items],
     }
+
+
+def pad(feats: list[torch.Tensor], fill: torch.Tensor) -> torch.Tensor:
+    """[(T_i, F)] -> (B, max T, F), padded with `fill` (normalised zero)."""
+    x = fill.expand(len(feats), max(f.shape[0] for f in feats), -1).clone()
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f
+    return x
 
 
 def worker_init(worker_id: int) -> None:

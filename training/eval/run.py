@@ -59,8 +59,10 @@ def load_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]
 
 @torch.no_grad()
 def forward_all(bundle: Any, utts: list[Utterance], *, batch_seconds: float = 120.0,
-                progress: bool = True, desc: str = "chorus") -> tuple[list[torch.Tensor], float]:
-    """Log-probs (T'_i, V) per utterance in `utts` order and CPU seconds (features + model)."""
+                progress: bool = True, desc: str = "chorus", encoder_only: bool = False
+                ) -> tuple[list[torch.Tensor], float]:
+    """Log-probs (T'_i, V) per utterance in `utts` order and CPU seconds (features + model);
+    with `encoder_only`, the encoder's embeddings (T'_i, D) instead."""
     from tqdm import tqdm
 
     from models.features import Fbank
@@ -87,7 +89,7 @@ def forward_all(bundle: Any, utts: list[Utterance], *, batch_seconds: float = 12
         x = pad.expand(len(feats), int(lengths.max()), -1).clone()  # (B, T, F)
         for b, f in enumerate(feats):
             x[b, : f.shape[0]] = f
-        log_probs, out_len = model(x, lengths)  # (B, T', V)
+        log_probs, out_len = (model.encoder if encoder_only else model)(x, lengths)  # (B, T', V)
         for b, j in enumerate(batch):
             out[j] = log_probs[b, : int(out_len[b])].clone()
         cpu += time.process_time() - t0

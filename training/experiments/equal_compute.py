@@ -19,7 +19,6 @@ another budget or recipe. Slow by design: a command, not a test (a tiny smoke te
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import re
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments import write_report
+from training.experiments import locked_table, write_report
 
 NAME = re.compile(r"^(char|sw(\d+))-(ctc|rnnt_pruned)-x(2|4|8)(?:-([a-z_]+))?$")
 MAX_MEDIAN, MAX_INFEASIBLE = 0.8, 0.02
@@ -157,21 +156,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def merge(args: argparse.Namespace, rows: list[dict[str, Any]], why: dict[str, str]) -> dict[str, Any]:
-    """Put `rows` into the table at --out (replacing rows of the same name), under a lock so
-    side-by-side calls do not lose each other's rows; refuses a table of other settings."""
-    path = args.out.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = json.loads(path.read_text()) if path.exists() else None
-        settings = {"minutes_per_run": args.minutes, "recipe": str(args.recipe),
-                    "lm": str(args.lm), "test": str(args.test or "CORPUS/cuts_test.jsonl.gz"),
-                    "limit": args.limit}
-        if old is not None:
-            for key, mine in settings.items():
-                if old.get(key) != mine:
-                    raise SystemExit(f"{path} has {key}={old.get(key)!r}, this call {mine!r}: "
-                                     "rows at different settings do not compare")
+    """Put `rows` into the table at --out (replacing rows of the same name)."""
+    settings = {"minutes_per_run": args.minutes, "recipe": str(args.recipe),
+                "lm": str(args.lm), "test": str(args.test or "CORPUS/cuts_test.jsonl.gz"),
+                "limit": args.limit}
+    with locked_table(args.out, settings) as old:
         names = {r["run"] for r in rows}
         kept = [r for r in (old or {}).get("runs", []) if r["run"] not in names]
         result = {**settings, "date": time.strftime("%Y-%m-%d"),
