@@ -198,12 +198,20 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         num_sanity_val_steps=0,
     )
     start = time.monotonic()
-    trainer.fit(module, datamodule=make_datamodule(cfg, tok, feats, mean))
+    datamodule = make_datamodule(cfg, tok, feats, mean)
+    trainer.fit(module, datamodule=datamodule)
     seconds = time.monotonic() - start
+    final_wer = None
+    if trainer.global_step > 0 and trainer.global_step % max(cfg.optim.val_every_steps, 1):
+        # a time budget ends between validations: score the final, fully annealed weights too
+        scores = trainer.validate(module, datamodule=datamodule, verbose=False)
+        final_wer = scores[0].get("dev_wer") if scores else None
     if trainer.global_rank != 0:
         return out / "bundle"
+    best_wer = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
+    keep_final = final_wer is not None and (best_wer is None or final_wer <= best_wer)
     best = ckpt.best_model_path
-    if best:
+    if best and not keep_final:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     provenance = {
@@ -211,7 +219,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         "world_size": trainer.world_size, "init_from": cfg.init_from,
         "history": history,  # earlier runs this one continued from, oldest first
         "train_seconds": round(seconds, 1),
-        "best_dev_wer": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "best_dev_wer": final_wer if keep_final else best_wer,
+        "final_weights": keep_final,  # the last step's weights beat every checkpoint's
     }
     path = save(out / "bundle", module.model.cpu(),
                 features=serving_features(feats, module.frontend), tokenizer=tok,

@@ -84,6 +84,22 @@ def test_loss_falls_and_bundle_streams(tiny_corpus, tmp_path) -> None:
                                  f"init_from={bundle_path}"]), progress=False)
 
 
+def test_a_run_ending_between_validations_scores_its_final_weights(tiny_corpus, tmp_path) -> None:
+    """12 steps, validation every 5: the final weights (step 12) are validated too, and the
+    bundle keeps whichever of the checkpoints (steps 5, 10) and the final weights scored best."""
+    out = tmp_path / "run"
+    cfg = load_config(None, [*overrides(tiny_corpus, out, 12), "optim.val_every_steps=5"])
+    bundle = load(train(cfg, progress=False))
+    rows = (out / "logs/version_0/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    dev = [(int(r.split(",")[header.index("step")]), float(r.split(",")[header.index("dev_wer")]))
+           for r in rows[1:] if r.split(",")[header.index("dev_wer")]]
+    assert [step for step, _ in dev] == [4, 9, 12], dev  # after steps 5 and 10 (0-based), final
+    best = min(wer for _, wer in dev)
+    assert bundle.provenance["best_dev_wer"] == pytest.approx(best)
+    assert bundle.provenance["final_weights"] == (dev[-1][1] <= min(w for _, w in dev[:-1]))
+
+
 def test_bad_config_is_specific() -> None:
     with pytest.raises(ValueError, match=r"config.optim: unknown field\(s\) \['lr_max'\]"):
         load_config(None, ["optim.lr_max=1"])
