@@ -1,12 +1,22 @@
 """`chorus loadtest capacity`: how many real-time streams the real server carries.
 
-For each policy it starts `chorus serve` (or targets --url/--grpc of a running one), then ramps
-N concurrent streams of real speech paced in real time (100 ms frames) over WebSocket or gRPC
-(native API) for `seconds` each. Partial latency = arrival of a partial - the moment the frame
-that completed its audio was sent (partials carry `audio_processed`). Final latency = the final
-after the end of audio. Capacity = the largest N with p99 partial latency <= target and no
-errors. Clients and server share this machine: the client side's CPU is part of the load
-(reported as measured CPU of both processes).
+For each policy it starts `chorus serve`, then, for each load point N, runs N concurrent
+streams of real speech over WebSocket or gRPC (native API), each paced in real time in 100 ms
+frames with exact audio accounting (loadtest/timing.py: samples, not frames; a file's short
+last frame counts what it holds). Streams start and stop independently: each starts at an
+offset drawn uniformly over `spread_s` (seeded; a second or more covers any chunk period, so
+chunk boundaries do not line up across streams) and stops at its own offset after the
+measured window. The window is `seconds` long and begins `warm_s` (at least `spread_s`) after
+the first start, so all N streams run through it.
+
+Partial latency = arrival of a partial - send time of the frame that completed the audio it
+reports (`audio_processed`), for partials whose frame was sent in the window; the partials of
+each stream's end (its last frame and the flush that `stop` / the half-close triggers) are
+reported apart. Final latency = the end of the stream (WebSocket `end`, gRPC status) after
+`stop`. The server's own time per partial (`processing_latency_ms`) is summarised beside it.
+Each point runs `repeats` times (new offsets each); a row gives the median of the runs and
+their min / max. Capacity = the largest N whose median p99 partial latency <= target with no
+errors in any run. Clients and server share this machine: both CPU figures are reported.
 
 Writes JSON, a markdown table and a PNG plot (p50/p99 partial latency vs streams per policy).
 """
@@ -14,22 +24,23 @@ Writes JSON, a markdown table and a PNG plot (p50/p99 partial latency vs streams
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import json
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from loadtest import harness
-from loadtest.harness import free_port
+from loadtest.harness import free_port, pcm_config, speech_pool, write_report
+from loadtest.timing import SendLog, across_runs, looped, paced, percentiles_ms
 
-__all__ = ["free_port", "ServerProcess", "CapacityConfig", "run_capacity"]
-FRAME_S = 0.1
-RATE = 16_000
+__all__ = ["free_port", "ServerProcess", "CapacityConfig", "run_capacity", "markdown", "write"]
+# summarised across the repeats of a point: median, min, max
+SPREAD_KEYS = ("p50_ms", "p95_ms", "p99_ms", "end_p50_ms", "end_p99_ms", "final_p50_ms",
+               "final_p99_ms", "server_p50_ms", "server_p99_ms", "server_cpu_cores",
+               "client_cpu_cores")
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,16 @@ class CapacityConfig:
     protocol: str = "ws"  # ws | grpc
     policies: tuple[str, ...] = ("eager", "none")
     streams: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    seconds: float = 15.0
+    seconds: float = 15.0  # the measured window of each run
     target_ms: float = 250.0
     backend: str = "onnxruntime"
     bundle: str | None = None
     threads: int = 1
     decoder: str | None = None  # None: the served bundle's default
+    repeats: int = 3  # runs per load point
+    spread_s: float = 1.0  # start and stop offsets: uniform over this many seconds
+    warm_s: float = 2.0  # first start -> the window (at least spread_s)
+    seed: int = 0
 
 
 class ServerProcess(harness.ServerProcess):
@@ -54,18 +69,36 @@ class ServerProcess(harness.ServerProcess):
                          extra=["--max-streams", "4096", "--max-batch", "256"])
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.partial: list[float] = []
-        self.final: list[float] = []
-        self.errors: list[str] = []
+@dataclass
+class Schedule:
+    """One run of a point: when each stream starts and stops (perf_counter times) and the
+    measured window."""
+
+    starts: list[float]
+    stops: list[float]
+    window: tuple[float, float]
+
+    @classmethod
+    def draw(cls, cfg: CapacityConfig, n: int, t0: float, rng: random.Random) -> Schedule:
+        begin = t0 + max(cfg.warm_s, cfg.spread_s)
+        end = begin + cfg.seconds
+        return cls([t0 + rng.uniform(0, cfg.spread_s) for _ in range(n)],
+                   [end + rng.uniform(0, cfg.spread_s) for _ in range(n)], (begin, end))
 
 
-async def ws_stream(url: str, pcm: bytes, start: float, stop: float, rec: Recorder) -> None:
+@dataclass
+class StreamRun:
+    log: SendLog = field(default_factory=SendLog)
+    final_s: float | None = None  # stop -> the end of the stream
+    error: str | None = None
+
+
+async def ws_stream(url: str, pcm: bytes, start: float, stop: float) -> StreamRun:
     from websockets.asyncio.client import connect
 
-    step = int(RATE * FRAME_S) * 2
-    sent_at: list[tuple[float, float]] = []  # (audio seconds sent, wall time)
+    run = StreamRun()
+    log = run.log
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
     try:
         async with connect(url, max_size=None) as ws:
             await ws.send(json.dumps({"type": "start", "continuous": True}))
@@ -74,128 +107,127 @@ async def ws_stream(url: str, pcm: bytes, start: float, stop: float, rec: Record
             async def reader() -> None:
                 async for raw in ws:
                     msg = json.loads(raw)
-                    now = time.perf_counter()
-                    if msg["type"] == "partial" and now >= start:
-                        k = bisect.bisect_left([a for a, _ in sent_at], msg["audio_processed"] - 1e-6)
-                        if k < len(sent_at):
-                            rec.partial.append(now - sent_at[k][1])
+                    if msg["type"] == "partial":
+                        log.partial(msg["audio_processed"], msg.get("processing_latency_ms", 0.0))
                     elif msg["type"] == "error":
-                        rec.errors.append(msg["code"])
+                        run.error = msg["code"]
                     elif msg["type"] == "end":
-                        rec.final.append(now - sent_at[-1][1] if sent_at else 0.0)
+                        run.final_s = log.since_stop()
                         return
 
             task = asyncio.create_task(reader())
-            t0 = time.perf_counter()
-            k = 0
-            while True:
-                t_next = t0 + k * FRAME_S
-                if t_next >= stop:
-                    break
-                await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
-                i = (k * step) % len(pcm)
-                await ws.send(pcm[i : i + step])
-                sent_at.append(((k + 1) * FRAME_S, time.perf_counter()))
-                k += 1
+            async for f in paced(looped(pcm), log, until=stop):
+                await ws.send(f)
+            log.stop()
             await ws.send(json.dumps({"type": "stop"}))
             await asyncio.wait_for(task, 60)
     except Exception as exc:  # noqa: BLE001 - counted, reported
-        rec.errors.append(f"{type(exc).__name__}: {exc}")
+        run.error = run.error or f"{type(exc).__name__}: {exc}"
+    return run
 
 
-async def grpc_stream(addr: str, pcm: bytes, start: float, stop: float, rec: Recorder) -> None:
+async def grpc_stream(addr: str, pcm: bytes, start: float, stop: float) -> StreamRun:
     import grpc
 
     from server.grpc_codegen import generated
 
     pb, pb_grpc = generated()
-    step = int(RATE * FRAME_S) * 2
-    sent_at: list[tuple[float, float]] = []
-    cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hertz=RATE))
+    run = StreamRun()
+    log = run.log
 
     async def requests() -> Any:
-        yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
-            config=cfg, interim_results=True, continuous=True))
-        t0 = time.perf_counter()
-        k = 0
-        while t0 + k * FRAME_S < stop:
-            await asyncio.sleep(max(0.0, t0 + k * FRAME_S - time.perf_counter()))
-            i = (k * step) % len(pcm)
-            yield pb.StreamingRecognizeRequest(audio=pcm[i : i + step])
-            sent_at.append(((k + 1) * FRAME_S, time.perf_counter()))
-            k += 1
+        yield pb.StreamingRecognizeRequest(streaming_config=pcm_config(pb))
+        async for f in paced(looped(pcm), log, until=stop):
+            yield pb.StreamingRecognizeRequest(audio=f)
+        log.stop()  # the half-close
 
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
     try:
         async with grpc.aio.insecure_channel(addr) as ch:
             stub = pb_grpc.AsrStub(ch)
             async for resp in stub.StreamingRecognize(requests(), wait_for_ready=True):
-                now = time.perf_counter()
                 for r in resp.results:
-                    if not r.is_final and now >= start:
-                        k = bisect.bisect_left([a for a, _ in sent_at], r.audio_processed - 1e-6)
-                        if k < len(sent_at):
-                            rec.partial.append(now - sent_at[k][1])
-            rec.final.append(time.perf_counter() - sent_at[-1][1] if sent_at else 0.0)
+                    if not r.is_final:
+                        log.partial(r.audio_processed, r.processing_latency_ms)
+            run.final_s = log.since_stop()
     except grpc.aio.AioRpcError as exc:
-        rec.errors.append(f"{exc.code().name}: {exc.details()}")
+        run.error = f"{exc.code().name}: {exc.details()}"
     except Exception as exc:  # noqa: BLE001
-        rec.errors.append(f"{type(exc).__name__}: {exc}")
+        run.error = f"{type(exc).__name__}: {exc}"
+    return run
 
 
-async def run_point(server: ServerProcess, cfg: CapacityConfig, n: int, pool: list[bytes]) -> dict[str, Any]:
-    rec = Recorder()
-    warm = 2.0
+def summarize(runs: list[StreamRun], window: tuple[float, float]) -> dict[str, Any]:
+    """One run of a point: partial latency (real-time, in the window), end-of-stream partials,
+    finals, the server's processing time of the real-time partials, errors."""
+    realtime: list[float] = []
+    end: list[float] = []
+    server: list[float] = []
+    unmatched = 0
+    for r in runs:
+        lat = r.log.latencies(window)
+        realtime += lat.realtime
+        end += lat.end
+        server += [r.log.server_ms[i] / 1000 for i in lat.picked]
+        unmatched += lat.unmatched
+    errors = [r.error for r in runs if r.error]
+    return {"partials": len(realtime), **percentiles_ms(realtime),
+            "end_partials": len(end), **percentiles_ms(end, "end_", (50, 99)),
+            **percentiles_ms([r.final_s for r in runs if r.final_s is not None], "final_", (50, 99)),
+            **percentiles_ms(server, "server_", (50, 99)),
+            "unmatched": unmatched, "errors": len(errors), "error_examples": errors[:3]}
+
+
+async def run_point(server: ServerProcess, cfg: CapacityConfig, n: int, pool: list[bytes],
+                    rng: random.Random) -> dict[str, Any]:
     t_begin = time.perf_counter()
-    start, stop = t_begin + warm, t_begin + warm + cfg.seconds
+    plan = Schedule.draw(cfg, n, t_begin + 0.05, rng)
     cpu0 = server.cpu_seconds()
     own0 = time.process_time()
     if cfg.protocol == "ws":
         url = f"ws://127.0.0.1:{server.ws_port}/v1/stream"
-        coros = [ws_stream(url, pool[i % len(pool)], start, stop, rec) for i in range(n)]
+        coros = [ws_stream(url, pool[i % len(pool)], plan.starts[i], plan.stops[i]) for i in range(n)]
     else:
         addr = f"127.0.0.1:{server.grpc_port}"
-        coros = [grpc_stream(addr, pool[i % len(pool)], start, stop, rec) for i in range(n)]
-
-    async def staggered(i: int, c: Any) -> None:
-        await asyncio.sleep(i / n * FRAME_S)
-        await c
-
-    await asyncio.gather(*(staggered(i, c) for i, c in enumerate(coros)))
+        coros = [grpc_stream(addr, pool[i % len(pool)], plan.starts[i], plan.stops[i])
+                 for i in range(n)]
+    runs = await asyncio.gather(*coros)
     wall = time.perf_counter() - t_begin
-    lat = np.asarray(rec.partial or [np.nan]) * 1000
-    fin = np.asarray(rec.final or [np.nan]) * 1000
-    return {"streams": n, "partials": len(rec.partial),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p95_ms": round(float(np.percentile(lat, 95)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "final_p50_ms": round(float(np.percentile(fin, 50)), 1),
-            "final_p99_ms": round(float(np.percentile(fin, 99)), 1),
-            "errors": len(rec.errors), "error_examples": rec.errors[:3],
+    return {**summarize(list(runs), plan.window),
             "server_cpu_cores": round((server.cpu_seconds() - cpu0) / wall, 2),
             "client_cpu_cores": round((time.process_time() - own0) / wall, 2)}
 
 
-def audio_pool(manifest: Path | None) -> list[bytes]:
-    from models.audio import to_pcm16
-    from server.bench import load_audio_pool
-
-    return [to_pcm16(a) for a in load_audio_pool(manifest, limit=20)]
+def point_row(policy: str, n: int, runs: list[dict[str, Any]], target_ms: float) -> dict[str, Any]:
+    """The repeats of one point: medians with their min / max, counts summed over the runs."""
+    row: dict[str, Any] = {"policy": policy, "streams": n, "repeats": len(runs),
+                           **across_runs(runs, SPREAD_KEYS)}
+    for k in ("partials", "end_partials", "unmatched", "errors"):
+        row[k] = sum(r[k] for r in runs)
+    row["error_examples"] = [e for r in runs for e in r["error_examples"]][:3]
+    row["ok"] = row["errors"] == 0 and row["p99_ms"] <= target_ms
+    row["runs"] = runs
+    return row
 
 
 def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    pool = audio_pool(manifest)
+    pool = speech_pool(manifest, limit=20)
     rows = []
     for policy in cfg.policies:
         server = ServerProcess(cfg, policy)
         try:
             for n in cfg.streams:
-                row = {"policy": policy, **asyncio.run(run_point(server, cfg, n, pool))}
-                row["ok"] = row["errors"] == 0 and row["p99_ms"] <= cfg.target_ms
+                runs = [asyncio.run(run_point(server, cfg, n, pool,
+                                              random.Random(f"{cfg.seed}-{n}-{k}")))
+                        for k in range(max(1, cfg.repeats))]
+                row = point_row(policy, n, runs, cfg.target_ms)
                 rows.append(row)
                 if progress:
-                    print(f"[capacity] {cfg.protocol} {policy:6s} N={n:4d} p50 {row['p50_ms']:7.1f} "
-                          f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  server cpu "
-                          f"{row['server_cpu_cores']}  {'ok' if row['ok'] else 'FAIL'}"
+                    print(f"[capacity] {cfg.protocol} {policy:6s} N={n:4d} x{row['repeats']} p50 "
+                          f"{row['p50_ms']:7.1f} p99 {row['p99_ms']:7.1f} ms (runs "
+                          f"{row['p99_ms_min']:.1f}-{row['p99_ms_max']:.1f})  errors "
+                          f"{row['errors']}  server cpu {row['server_cpu_cores']}  "
+                          f"{'ok' if row['ok'] else 'FAIL'}"
                           + (f"  e.g. {row['error_examples'][0]}" if row["errors"] else ""),
                           flush=True)
                 if not row["ok"] and (row["errors"] or row["p99_ms"] > 4 * cfg.target_ms):
@@ -208,17 +240,30 @@ def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bo
             "date": time.strftime("%Y-%m-%d")}
 
 
+def _spread(r: dict[str, Any], key: str) -> str:
+    """A median with the range of the runs, when there were several."""
+    if r.get("repeats", 1) < 2:
+        return f"{r[key]}"
+    return f"{r[key]} ({r[key + '_min']}-{r[key + '_max']})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     c = result["config"]
-    lines = [f"protocol {c['protocol']}, backend {c['backend']}, {c['seconds']} s per point, "
-             f"target p99 partial latency <= {c['target_ms']} ms", "",
-             "| policy | streams | partials | p50 ms | p95 ms | p99 ms | final p50 ms | final p99 ms "
-             "| errors | server CPU cores | client CPU cores | ok |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"protocol {c['protocol']}, backend {c['backend']}, {c['seconds']} s window per run, "
+             f"{c['repeats']} run(s) per point (median, min-max of the runs), start / stop "
+             f"offsets over {c['spread_s']} s, target p99 partial latency <= {c['target_ms']} ms; "
+             "end: the partials of each stream's end (reported apart); server: processing_"
+             "latency_ms of the real-time partials", "",
+             "| policy | streams | partials | p50 ms | p95 ms | p99 ms | end partials | end p99 ms "
+             "| final p50 ms | final p99 ms | server p50 ms | server p99 ms | errors | unmatched "
+             "| server CPU cores | client CPU cores | ok |",
+             "|" + "---|" * 17]
     for r in result["rows"]:
-        lines.append(f"| {r['policy']} | {r['streams']} | {r['partials']} | {r['p50_ms']} | "
-                     f"{r['p95_ms']} | {r['p99_ms']} | {r['final_p50_ms']} | {r['final_p99_ms']} | "
-                     f"{r['errors']} | {r['server_cpu_cores']} | {r['client_cpu_cores']} | "
+        lines.append(f"| {r['policy']} | {r['streams']} | {r['partials']} | {_spread(r, 'p50_ms')} | "
+                     f"{r['p95_ms']} | {_spread(r, 'p99_ms')} | {r['end_partials']} | "
+                     f"{r['end_p99_ms']} | {r['final_p50_ms']} | {r['final_p99_ms']} | "
+                     f"{r['server_p50_ms']} | {r['server_p99_ms']} | {r['errors']} | "
+                     f"{r['unmatched']} | {r['server_cpu_cores']} | {r['client_cpu_cores']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
     caps = result["capacity"]
     lines += ["", "| " + " | ".join(f"capacity ({p})" for p in caps) + " | ratio |",
@@ -235,25 +280,26 @@ def write(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
-    paths[0].write_text(json.dumps(result, indent=1) + "\n")
-    paths[1].write_text(markdown(result))
+    paths = write_report(out_dir, stem, result, markdown(result))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy in result["config"]["policies"]:
         rows = [r for r in result["rows"] if r["policy"] == policy]
         for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
-            ax.plot([r["streams"] for r in rows], [r[key] for r in rows], style, marker="o",
-                    label=f"{policy} {key[:3]}")
+            y = [r[key] for r in rows]
+            err = [[v - r.get(f"{key}_min", v) for v, r in zip(y, rows, strict=True)],
+                   [r.get(f"{key}_max", v) - v for v, r in zip(y, rows, strict=True)]]
+            ax.errorbar([r["streams"] for r in rows], y, yerr=err, fmt=style, marker="o",
+                        capsize=3, label=f"{policy} {key[:3]}")
     ax.axhline(result["config"]["target_ms"], color="gray", ls=":", label="target")
     ax.set_xscale("log", base=2)
     if any(r["p50_ms"] > 0 for r in result["rows"]):  # NaN-only (all failed) cannot log-scale
         ax.set_yscale("log")
     ax.set_xlabel("concurrent real-time streams")
-    ax.set_ylabel("partial latency (ms)")
+    ax.set_ylabel("partial latency (ms): median of runs, bars min-max")
     ax.set_title(f"End-to-end capacity over {result['config']['protocol']}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
+    paths.append(out_dir / f"{stem}.png")
+    fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths

@@ -22,8 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("ws", "grpc"), default="ws")
     p.add_argument("--policy", type=_names, default=("eager", "none"))
     p.add_argument("--streams", type=_ints, default=(1, 2, 4, 8, 16, 32, 64))
-    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--seconds", type=float, default=15.0, help="measured window of each run")
     p.add_argument("--target-ms", type=float, default=250.0)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per load point (rows: median, min and max of the runs)")
+    p.add_argument("--spread-s", type=float, default=1.0,
+                   help="each stream starts, and stops, at its own offset drawn uniformly over "
+                        "this many seconds (at least a chunk period)")
+    p.add_argument("--warm-s", type=float, default=2.0,
+                   help="first start -> the measured window (at least --spread-s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start / stop offsets")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--bundle", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -103,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CapacityConfig(protocol=args.protocol, policies=args.policy, streams=args.streams,
                          seconds=args.seconds, target_ms=args.target_ms, backend=args.backend,
-                         bundle=args.bundle, threads=args.threads, decoder=args.decoder)
+                         bundle=args.bundle, threads=args.threads, decoder=args.decoder,
+                         repeats=args.repeats, spread_s=args.spread_s, warm_s=args.warm_s,
+                         seed=args.seed)
     result = run_capacity(cfg, args.manifest)
     paths = write(result, args.out, args.stem or f"capacity-{args.protocol}")
     print(markdown(result))

@@ -37,15 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.harness import (
-    FRAME_BYTES,
-    FRAME_S,
     HealthyStreams,
     ServerProcess,
     Target,
     auth_headers,
     auth_metadata,
     describe,
-    frames,
     healthy_server,
     native_pb,
     pcm_config,
@@ -56,6 +53,7 @@ from loadtest.harness import (
     target_or_server,
     write_report,
 )
+from loadtest.timing import FRAME_BYTES, FRAME_S, frames
 
 # a server this command starts: limits small enough that every fault is reached at once
 STARTED: dict[str, Any] = {

@@ -30,7 +30,6 @@ from typing import Any
 
 from loadtest.faults import WAV_DATA_FIRST, riva_pb, wav_header
 from loadtest.harness import (
-    FRAME_BYTES,
     HealthyStreams,
     ServerProcess,
     Target,
@@ -42,6 +41,7 @@ from loadtest.harness import (
     target_or_server,
     write_report,
 )
+from loadtest.timing import FRAME_BYTES
 
 STARTED: dict[str, Any] = {
     "max_streams": 512, "resume_window_s": 2.0,

@@ -6,8 +6,9 @@ A `Target` is a running server given by URL (`ws://HOST:PORT/v1/stream` and gRPC
 or one these commands start themselves (`ServerProcess`: `chorus serve` as a separate process
 with a YAML config, so its limits can be made small enough to reach cheaply, and its PID is
 known for psutil). A healthy stream is one utterance per connection over WebSocket or native
-gRPC, paced in real time (100 ms frames), continuous (a final per utterance); it is intact
-when it ended normally and its finals equal those of the same audio streamed alone.
+gRPC, paced in real time (100 ms frames, loadtest/timing.py), continuous (a final per
+utterance); it is intact when it ended normally and its finals equal those of the same audio
+streamed alone.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-FRAME_S = 0.1
-RATE = 16_000
-FRAME_BYTES = int(RATE * FRAME_S) * 2  # 100 ms of 16 kHz PCM16
+from loadtest.timing import FRAME_BYTES, FRAME_S, RATE, SendLog, frames, paced
+
 START = {"type": "start", "continuous": True, "interim_results": True}
 
 
@@ -213,10 +213,6 @@ def speech_pool(manifest: Path | None = None, limit: int = 10,
     return pool
 
 
-def frames(pcm: bytes, size: int = FRAME_BYTES) -> list[bytes]:
-    return [pcm[i : i + size] for i in range(0, len(pcm), size)]
-
-
 # ---- healthy streams ---------------------------------------------------------------------------
 @dataclass
 class Utterance:
@@ -229,11 +225,6 @@ class Utterance:
     error: str | None = None  # what went wrong, one line
     close_code: int | None = None  # WebSocket: the server's close code
     seconds: float = 0.0
-
-
-async def _pace(t0: float, k: int, realtime: bool) -> None:
-    if realtime:
-        await asyncio.sleep(max(0.0, t0 + k * FRAME_S - time.perf_counter()))
 
 
 async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: bool = True,
@@ -264,10 +255,8 @@ async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: 
                         utt.ended = True
 
             task = asyncio.ensure_future(reader())
-            t0 = time.perf_counter()
             try:
-                for k, f in enumerate(frames(pcm)):
-                    await _pace(t0, k, realtime)
+                async for f in paced(frames(pcm), SendLog(), realtime=realtime):
                     if task.done():
                         break
                     await ws.send(f)
@@ -311,9 +300,7 @@ async def grpc_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime
 
     async def requests() -> Any:
         yield pb.StreamingRecognizeRequest(streaming_config=pcm_config(pb))
-        t0 = time.perf_counter()
-        for k, f in enumerate(frames(pcm)):
-            await _pace(t0, k, realtime)
+        async for f in paced(frames(pcm), SendLog(), realtime=realtime):
             yield pb.StreamingRecognizeRequest(audio=f)
 
     async def run() -> None:

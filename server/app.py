@@ -22,7 +22,7 @@ import hmac
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.audio_in import BYTES_PER_SAMPLE
@@ -103,6 +103,7 @@ class Stream:
         self.failure: BaseException | None = None  # a step that failed while detached
         self._inputs: deque[Any] = deque()  # accepted model inputs not yet through the session
         self._step: asyncio.Future[Any] | None = None  # the dispatcher step of _inputs[0]
+        self._submitted = 0.0  # perf_counter when that step was submitted
         self._events: list[Event] = []
         self._settle: asyncio.Future[None] | None = None  # detached: computing what it has
         self._expiry: asyncio.TimerHandle | None = None
@@ -121,6 +122,7 @@ class Stream:
         while self._inputs:
             dec = self.session.batch_decoder  # decoded in the dispatcher, batched, if set
             if self._step is None:
+                self._submitted = time.perf_counter()
                 self._step = asyncio.ensure_future(
                     self.app.dispatcher.step(self.sid, self._inputs[0], decoder=dec))
             try:
@@ -132,9 +134,15 @@ class Stream:
                 raise
             self._step = None
             self._inputs.popleft()
-            self._record(self.session.on_output(out, decoded=dec is not None))
+            self._record(self.session.on_output(out, decoded=dec is not None), self._submitted)
 
-    def _record(self, events: list[Event]) -> None:
+    def _record(self, events: list[Event], since: float) -> None:
+        """Events made just now by work that began at `since` (perf_counter): each gets its
+        processing_latency_ms (for a chunk's events: its dispatch queue wait + model step +
+        decoding)."""
+        if events:
+            ms = round(1000 * (time.perf_counter() - since), 3)
+            events = [replace(e, processing_latency_ms=ms) for e in events]
         self.app.metrics.observe_events(events)
         for e in events:
             if isinstance(e, Final):
@@ -159,11 +167,18 @@ class Stream:
 
     async def finish(self) -> list[Event]:
         """End of audio: the owed finals (again callable after a resume: then only what is new)."""
+        t0 = time.perf_counter()
         self._inputs.extend(self.session.finish(time.monotonic()))
         await self._advance()
-        if not self.session.closed:
-            self._record(self.session.close())
+        self._close_session(t0)
         return self._take()
+
+    def _close_session(self, t0: float) -> None:
+        """A finished stream's last final, once its inputs are through (a no-op before or
+        after); timed from the submission of its last chunk when that came after `t0` (the
+        tail the end of audio flushed), else from `t0`."""
+        if self.session.finished and not self.session.closed:
+            self._record(self.session.close(), max(t0, self._submitted))
 
     async def owed_finals(self) -> list[Final]:
         """After an error: the finals for the audio already accepted (never raises)."""
@@ -179,9 +194,9 @@ class Stream:
         """Detached: compute the audio already received (a stopped stream: to its end), so
         the finals it makes wait for the client; partials are for nobody."""
         try:
+            t0 = time.perf_counter()
             await self._advance()
-            if self.session.finished and not self.session.closed:
-                self._record(self.session.close())
+            self._close_session(t0)
         except Exception as exc:  # noqa: BLE001 - reported to a resuming client
             self.failure = exc
             log.warning("stream=%d failed while detached: %s", self.sid, exc)
@@ -374,5 +389,6 @@ class App:
 def final_dict(e: Final) -> dict[str, Any]:
     return {"type": "final", "text": e.text, "confidence": e.confidence, "start": e.start,
             "end": e.end, "audio_processed": e.audio_processed, "seq": e.seq,
+            "processing_latency_ms": e.processing_latency_ms,
             "words": [w.__dict__ for w in e.words],
             "alternatives": [{"text": t, "score": s} for t, s in e.alternatives]}

@@ -42,11 +42,12 @@ def result_of(e: Final | Partial, acked: int = 0) -> Any:
              for w in e.words]
     if isinstance(e, Partial):
         return pb.Result(text=e.text, is_final=False, stability=e.stability, words=words,
-                         audio_processed=e.audio_processed, acked=acked)
+                         audio_processed=e.audio_processed, acked=acked,
+                         processing_latency_ms=e.processing_latency_ms)
     return pb.Result(text=e.text, is_final=True, stability=1.0, confidence=e.confidence,
                      words=words, start=e.start, end=e.end, audio_processed=e.audio_processed,
                      alternatives=[pb.Alternative(text=t, score=s) for t, s in e.alternatives],
-                     acked=acked, seq=e.seq)
+                     acked=acked, seq=e.seq, processing_latency_ms=e.processing_latency_ms)
 
 
 def streaming_response(stream: Stream, events: list[Any], **extra: Any) -> Any:

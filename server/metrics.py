@@ -1,9 +1,11 @@
-"""Prometheus metrics (served at /metrics): streams, audio, results, errors, Batch Dispatch,
-and the process's own resources (memory, open fds, threads, event-loop tasks: what a soak run
-watches for leaks).
+"""Prometheus metrics (served at /metrics): streams, audio, results (and the server time each
+took, `chorus_processing_latency_seconds`: what results carry as processing_latency_ms),
+errors, Batch Dispatch, and the process's own resources (memory, open fds, threads, event-loop
+tasks: what a soak run watches for leaks).
 
 One registry per App (tests start many servers in one process). Dispatcher numbers are read at
-scrape time from its own counters, so the hot path never touches prometheus_client.
+scrape time from its own counters, so the model step never touches prometheus_client (results
+are counted as they are made).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class _RuntimeCollector:
 
 class Metrics:
     def __init__(self, dispatcher: Any):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = CollectorRegistry()
         self.registry.register(_DispatchCollector(dispatcher))
@@ -92,6 +94,12 @@ class Metrics:
                                      registry=self.registry)
         self.partials = Counter("chorus_partials", "partial results sent", registry=self.registry)
         self.finals = Counter("chorus_finals", "final results sent", registry=self.registry)
+        self.processing = Histogram(
+            "chorus_processing_latency_seconds", "server time per result (its processing_latency_"
+            "ms): the dispatch queue wait, model step and decoding of the chunk that made it",
+            ["result"], buckets=SECONDS_BUCKETS, registry=self.registry)
+        self._processing = {"partial": self.processing.labels("partial"),
+                            "final": self.processing.labels("final")}
         self.errors = Counter("chorus_errors", "errors sent to clients", ["code"],
                               registry=self.registry)
         self.resumes = Counter("chorus_resume_events", "resume after reconnect: streams detached "
@@ -104,7 +112,9 @@ class Metrics:
         from server.session import Final
 
         for e in events:
-            (self.finals if isinstance(e, Final) else self.partials).inc()
+            final = isinstance(e, Final)
+            (self.finals if final else self.partials).inc()
+            self._processing["final" if final else "partial"].observe(e.processing_latency_ms / 1000)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -85,6 +85,9 @@ class Partial:
     stability: float  # fraction of the text (from the start) unlikely to change
     words: list[Word]
     audio_processed: float = 0.0  # stream seconds received when this partial was made
+    # server time to make it: its chunk's dispatch queue wait + model step + decoding (set by
+    # the Stream that drives the session; the session itself has no clock)
+    processing_latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Final:
     alternatives: list[tuple[str, float]]  # (text, log prob) best first; [] for greedy
     audio_processed: float  # stream seconds received so far
     seq: int = 0  # index of this final in the stream (0, 1, ...): what a resuming client counts
+    processing_latency_ms: float = 0.0  # as for Partial (the stream's last chunk, for a flush)
 
 
 Event = Partial | Final

@@ -226,7 +226,7 @@ def event_dict(e: Any, acked: int) -> dict[str, Any]:
     assert isinstance(e, Partial)
     return {"type": "partial", "text": e.text, "stability": e.stability,
             "audio_processed": e.audio_processed, "words": [w.__dict__ for w in e.words],
-            "acked": acked}
+            "acked": acked, "processing_latency_ms": e.processing_latency_ms}
 
 
 async def until_gone(ws: Any, conversation: Any) -> asyncio.Future[Any]:

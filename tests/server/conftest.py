@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -11,6 +12,22 @@ from typing import Any
 
 from loadtest.capacity import free_port
 from server.app import App, ServerConfig
+
+
+class SlowSteps:
+    """A real backend that takes `delay_s` longer per step (a loaded machine)."""
+
+    def __init__(self, inner: Any, delay_s: float = 0.1):
+        self.inner = inner
+        self.state_names = inner.state_names
+        self.delay_s = delay_s
+
+    def init_state(self, batch: int) -> Any:
+        return self.inner.init_state(batch)
+
+    def step(self, inputs: Any) -> Any:
+        time.sleep(self.delay_s)
+        return self.inner.step(inputs)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from models.audio import load_audio
 from models.bundle import load
 from models.streaming import StreamingTranscriber
 from tests.models.test_cli import tiny_bundle
-from tests.server.conftest import running_server
+from tests.server.conftest import SlowSteps, running_server
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,31 @@ def test_native_unary_streaming_batch(bundle, wav) -> None:
             assert {k: v.response.text for k, v in out.items() if k != "bad"} == \
                 {"f0": want, "f1": want, "f2": want}
             assert out["bad"].error
+
+
+def test_native_results_carry_the_servers_processing_latency(bundle, wav) -> None:
+    """Native results (partials, finals, unary) say how long the server took to make them:
+    each model step takes 50 ms more here."""
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    data = wav.read_bytes()
+    cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.WAV))
+
+    def requests():
+        yield pb.StreamingRecognizeRequest(streaming_config=pb.StreamingConfig(
+            config=cfg, interim_results=True, continuous=False))
+        for i in range(0, len(data), 4000):
+            yield pb.StreamingRecognizeRequest(audio=data[i : i + 4000])
+
+    with running_server(bundle, wrap_backend=lambda b: SlowSteps(b, 0.05)) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = pb_grpc.AsrStub(ch)
+            results = [r for resp in stub.StreamingRecognize(requests()) for r in resp.results]
+            unary = stub.Recognize(pb.RecognizeRequest(config=cfg, audio=data)).results
+    assert any(not r.is_final for r in results) and results[-1].is_final and unary
+    took = [r.processing_latency_ms for r in [*results, *unary]]
+    assert all(50 <= ms < 5000 for ms in took), took
 
 
 def test_health_and_reflection(bundle) -> None:

@@ -19,7 +19,7 @@ from models.bundle import load
 from models.streaming import StreamingTranscriber
 from server.session import Limits
 from tests.models.test_cli import tiny_bundle
-from tests.server.conftest import running_server
+from tests.server.conftest import SlowSteps, running_server
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,29 @@ def test_http_routes(bundle, speech) -> None:
             assert f"\n{gauge} " in text, gauge
         assert http(port, "/nope")[0] == 404
         assert http(port, "/")[0] == 200
+
+
+def test_results_carry_the_servers_processing_latency(bundle, speech) -> None:
+    """Every partial and final says how long the server took to make it (its chunk's queue
+    wait, model step and decoding): each step takes 50 ms more here. /metrics has the
+    histogram, one observation per result."""
+    from loadtest.harness import parse_metrics
+
+    with running_server(bundle, wrap_backend=lambda b: SlowSteps(b, 0.05)) as app:
+        port = app.cfg.ws_port
+        msgs = stream_audio(f"ws://127.0.0.1:{port}/v1/stream", speech)
+        metrics = parse_metrics(http(port, "/metrics")[1])
+    results = [m for m in msgs if m["type"] in ("partial", "final")]
+    partials = [m for m in results if m["type"] == "partial"]
+    assert partials and results[-1]["type"] == "final", msgs
+    took = [m["processing_latency_ms"] for m in results]
+    assert all(50 <= ms < 5000 for ms in took), took
+    name = "chorus_processing_latency_seconds"
+    assert metrics[f'{name}_count{{result="partial"}}'] == len(partials)
+    assert metrics[f'{name}_count{{result="final"}}'] == 1
+    assert metrics[f'{name}_bucket{{le="0.02",result="partial"}}'] == 0  # all took >= 50 ms
+    assert metrics[f'{name}_sum{{result="partial"}}'] == pytest.approx(
+        sum(m["processing_latency_ms"] for m in partials) / 1000, rel=1e-3)
 
 
 def expect_error(url: str, messages: list, code: str, close_code: int) -> dict:
@@ -338,24 +361,6 @@ def test_probes_and_bare_connections_do_not_flood_the_log(bundle, caplog) -> Non
     assert "connection rejected (401" in text, text
     assert not [r for r in records if r.exc_info], text
     assert not [r for r in records if r.levelno >= logging.WARNING], text
-
-
-class SlowSteps:
-    """A real backend that takes `delay_s` longer per step (a loaded machine)."""
-
-    def __init__(self, inner, delay_s: float = 0.1):
-        self.inner = inner
-        self.state_names = inner.state_names
-        self.delay_s = delay_s
-
-    def init_state(self, batch):
-        return self.inner.init_state(batch)
-
-    def step(self, inputs):
-        import time
-
-        time.sleep(self.delay_s)
-        return self.inner.step(inputs)
 
 
 @pytest.mark.parametrize("how", ["close", "drop"])
