@@ -3,7 +3,9 @@ trained on and a digest of its parameters at the end (`audit=true` in the config
 
 Under DDP every rank must end with the same parameters (gradients are all-reduced) and train on
 different cuts (each rank's sampler takes its own share): the two-process and two-node tests
-read these files to check both. Written to out_dir/ranks/rank<global rank>.json.
+read these files to check both. With GAN-robust training the critic (outside DDP, its gradients
+averaged by training.robust) must also end identical on every rank. Written to
+out_dir/ranks/rank<global rank>.json.
 """
 
 from __future__ import annotations
@@ -41,4 +43,7 @@ class RankAudit(L.Callback):
         record = {"global_rank": trainer.global_rank, "world_size": trainer.world_size,
                   "node_rank": trainer.node_rank, "steps": trainer.global_step,
                   "param_sha256": parameter_digest(pl_module.model), "epochs": self.epochs}
+        robust = getattr(pl_module, "robust", None)  # GAN-robust training's critic (not DDP's)
+        if robust is not None and robust.critic is not None:
+            record["critic_sha256"] = parameter_digest(robust.critic)
         (self.dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record) + "\n")

@@ -161,6 +161,26 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path) -> None:
     assert_data_parallel(tiny_corpus, out, 4, 2)
 
 
+def test_gan_robust_ddp_keeps_every_ranks_critic_identical(tiny_corpus, tmp_path) -> None:
+    """2 CPU processes with paired views, L1 and the WGAN-GP critic: the model and the critic
+    (which DDP does not hold; training.robust averages its gradients) end identical on both
+    ranks, each rank on its own cuts."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    robust = ["robust.corrupt=true", "robust.l1_weight=1.0", "robust.gan_weight=0.5",
+              "robust.rir_bank=2", "robust.critic_steps=2"]
+    proc = subprocess.run([sys.executable, *ddp_args(tiny_corpus, out, 4), "devices=2", *robust],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_data_parallel(tiny_corpus, out, 4, 2)
+    critics = [json.loads((out / f"ranks/rank{r}.json").read_text())["critic_sha256"] for r in (0, 1)]
+    assert critics[0] == critics[1], "the critics drifted apart across ranks"
+
+
 def test_two_nodes_on_loopback(tiny_corpus, tmp_path) -> None:
     """The documented multi-node launch, as 2 nodes x 1 process on this machine: the same
     command on each "node" with num_nodes=2 and MASTER_ADDR / MASTER_PORT / NODE_RANK set."""
