@@ -142,6 +142,9 @@ def test_corrupt_command_writes_a_test_set(tmp_path) -> None:
     noisy = load_manifest(tmp_path / "o" / "cuts_test-babble5.jsonl.gz")
     phone = load_manifest(tmp_path / "o" / "cuts_test-telephone.jsonl.gz")
     assert len(noisy) == len(phone) == len(clean)
+    from pathlib import Path  # absolute audio paths: the set reads from any working directory
+
+    assert all(Path(u.cut.recording.sources[0].source).is_absolute() for u in noisy)
     for u in noisy:
         c = clean[u.id.removesuffix("-test-babble5")]
         assert (u.ref, u.engine, u.domain, u.voice) == (c.ref, c.engine, c.domain, c.voice)

@@ -177,7 +177,7 @@ def corrupt_manifest(manifest: str, out: str, kind: str, *, snr_db: float = 10.0
         y, info = corrupt(x, kind, utterance_rng(seed, cut.id), snr_db=snr_db, sources=own)
         path = wav_dir / f"{cut.id}.wav"
         sf.write(path, y, RATE, subtype="PCM_16")
-        rec = Recording.from_file(path, recording_id=f"{cut.id}-{name}")
+        rec = Recording.from_file(path.resolve(), recording_id=f"{cut.id}-{name}")
         sup = replace(cut.supervisions[0], id=rec.id, recording_id=rec.id, start=0.0,
                       duration=rec.duration,
                       custom={**(cut.supervisions[0].custom or {}), "corruption": info})
