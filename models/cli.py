@@ -30,14 +30,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feed the audio in pieces of this many ms (default: whole file)")
     t.set_defaults(func=run_transcribe)
 
-    ex = sub.add_parser("export", help="export a bundle's streaming step (ONNX, TensorRT)",
+    ex = sub.add_parser("export", help="export a bundle's streaming step (ONNX, TensorRT, Triton)",
                         description="Writes encoder.onnx (state in/out, dynamic batch and time) "
-                                    "into the bundle, or a TensorRT engine built from it.")
+                                    "into the bundle, a TensorRT engine built from it, or a "
+                                    "Triton model repository (sequence batcher, implicit state, "
+                                    "decoding model, ensemble).")
     ex.add_argument("--bundle", type=Path, default=None, help="default: the shipped bundle")
-    ex.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
-    ex.add_argument("--out", type=Path, default=None, help="default: inside the bundle")
+    ex.add_argument("--format", choices=("onnx", "tensorrt", "triton"), default="onnx")
+    ex.add_argument("--out", default=None,
+                    help="onnx / tensorrt: the file, or a directory to write it in under its "
+                         "default name (default: inside the bundle); triton: the model "
+                         "repository directory (required)")
     ex.add_argument("--fp16", action="store_true", help="TensorRT: build an fp16 engine")
-    ex.add_argument("--max-batch", type=int, default=64, help="TensorRT profile batch bound")
+    ex.add_argument("--max-batch", type=int, default=64,
+                    help="TensorRT profile batch bound; Triton max_batch_size")
+    ex.add_argument("--max-streams", type=int, default=64,
+                    help="Triton: streams batched per model instance (oldest.max_candidate_sequences)")
+    ex.add_argument("--idle-timeout-s", type=float, default=30.0,
+                    help="Triton: a stream idle this long is released (max_sequence_idle_microseconds)")
+    ex.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="Triton: where the encoder runs (instance group KIND_CPU / KIND_GPU)")
+    ex.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                    help="Triton: the decoding model's decoder (greedy CTC runs on numpy alone; "
+                         "beam + LM and RNN-T need chorus-asr in Triton's Python environment)")
     ex.set_defaults(func=run_export)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON + markdown)")
@@ -129,30 +144,33 @@ def run_export(args: argparse.Namespace) -> int:
 
     from models.backends import BackendConfig, BackendUnavailable, make_backend
     from models.bundle import BundleError, load
+    from models.export import out_file
 
     try:
         bundle = load(args.bundle)
     except BundleError as exc:
         raise SystemExit(f"chorus export: {exc}") from exc
+    if args.format == "triton":
+        return run_export_triton(bundle, args)
     if args.format == "tensorrt":
-        from models.backends.trt_backend import build_engine
+        from models.backends.trt_backend import build_engine, engine_path
 
         cfg = BackendConfig(device="cuda", fp16=args.fp16, max_batch=args.max_batch)
         try:
-            path = build_engine(bundle, cfg, args.out)
+            path = build_engine(bundle, cfg, out_file(args.out, engine_path(bundle, args.fp16)))
         except BackendUnavailable as exc:
             raise SystemExit(f"chorus export: {exc}") from exc
         print(json.dumps({"engine": str(path), "fp16": args.fp16, "max_batch": args.max_batch}))
         return 0
-    from models.export.onnx import export_onnx
+    from models.export.onnx import ONNX_FILE, export_onnx
 
-    path = export_onnx(bundle, args.out)
+    path = export_onnx(bundle, out_file(args.out, Path(bundle.path) / ONNX_FILE))
     if bundle.model.output_kind == "encoder":  # RNN-T: the predictor and joiner too
         from models.export.transducer_onnx import export_transducer
 
         pred_path, join_path = export_transducer(bundle, path.parent)
         print(json.dumps({"predictor": str(pred_path), "joiner": str(join_path)}))
-    # verify: onnxruntime vs torch on random features and states, batch 3
+    # verify the file written: onnxruntime vs torch on random features and states, batch 3
     rng = np.random.default_rng(0)
     frames = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
     torch_be = make_backend("torch", bundle)
@@ -161,11 +179,28 @@ def run_export(args: argparse.Namespace) -> int:
     inputs["features"] = (bundle.model.encoder.feat_mean.numpy() + rng.standard_normal(
         (3, frames, bundle.features.num_mel_bins)).astype(np.float32))
     ref = torch_be.step(inputs)
-    from models.backends.ort_backend import OrtBackend
+    from models.backends.ort_backend import session
 
-    got = OrtBackend(bundle, BackendConfig()).session.run(None, inputs)
+    got = session(path, ["CPUExecutionProvider"], 1).run(None, inputs)
     names = ["outputs", *(f"new_state_{n}" for n in torch_be.state_names)]
     diff = max(float(np.abs(g - ref[n]).max()) for g, n in zip(got, names, strict=True))
     print(json.dumps({"onnx": str(path), "bytes": path.stat().st_size,
                       "max_abs_diff_vs_torch": diff}))
+    return 0
+
+
+def run_export_triton(bundle: object, args: argparse.Namespace) -> int:
+    from models.export.triton import TritonOptions, TritonUnavailable, export_triton
+
+    if args.out is None:
+        raise SystemExit("chorus export: --format triton needs --out DIR (the Triton model "
+                         "repository to write, e.g. --out triton-models)")
+    opts = TritonOptions(max_batch=args.max_batch, max_streams=args.max_streams,
+                         idle_timeout_s=args.idle_timeout_s, device=args.device,
+                         decoder=args.decoder)
+    try:
+        summary = export_triton(bundle, args.out, opts)
+    except (TritonUnavailable, ValueError) as exc:
+        raise SystemExit(f"chorus export: {exc}") from exc
+    print(json.dumps(summary))
     return 0

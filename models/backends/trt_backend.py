@@ -72,6 +72,7 @@ def build_engine(bundle: Any, cfg: BackendConfig, out: Path | None = None) -> Pa
     if plan is None:
         raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
     path = out or engine_path(bundle, cfg.fp16)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(plan))
     return path
 

@@ -98,6 +98,25 @@ def test_export_cli_verifies_against_torch(tmp_path) -> None:
                                               "new_state_rnn_h"]
 
 
+def test_export_cli_out_may_be_a_directory(tmp_path) -> None:
+    """`--out DIR` (existing, or new with a trailing slash) writes DIR/encoder.onnx, verifies
+    that file and leaves the bundle untouched; no IsADirectoryError traceback."""
+    import json
+    import sys
+
+    bundle = tiny_bundle(tmp_path / "b")
+    (tmp_path / "existing").mkdir()
+    for out, where in ((tmp_path / "existing", tmp_path / "existing"),
+                       (f"{tmp_path / 'fresh'}/", tmp_path / "fresh")):
+        proc = subprocess.run([sys.executable, "-m", "clients.cli", "export", "--bundle", str(bundle),
+                               "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        got = json.loads(proc.stdout.splitlines()[-1])
+        assert got["onnx"] == str(where / "encoder.onnx") and (where / "encoder.onnx").is_file()
+        assert got["max_abs_diff_vs_torch"] < 1e-4
+    assert not (bundle / "encoder.onnx").exists()  # the verification ran the file written
+
+
 def test_stale_onnx_export_is_redone(tmp_path) -> None:
     """An encoder.onnx exported from other weights (e.g. before a retrain) is not used."""
     import torch
