@@ -22,6 +22,7 @@ from training.data.augment import spec_augment
 from training.eval.metrics import edit_counts
 from training.frontend import TrainablePcen
 from training.losses.gram_ctc import gram_ctc_loss, gram_lattice
+from training.robust import RobustObjective
 
 
 class CtcModule(L.LightningModule):
@@ -35,8 +36,6 @@ class CtcModule(L.LightningModule):
         self.spec = spec_augment
         self._spec_rng = np.random.default_rng(0)
         # training.robust: not a registered submodule (no DDP, checkpoint or bundle holds it)
-        from training.robust import RobustObjective
-
         self.__dict__["robust"] = (RobustObjective(robust, model_cfg.encoder.d_model)
                                    if robust is not None and robust.paired else None)
         self.optim = optim
@@ -58,9 +57,8 @@ class CtcModule(L.LightningModule):
                                         for f in features])
         return self.model.encoder(features, lengths)
 
-    def loss(self, batch: dict[str, Any], augment: bool = False
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=augment)
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, out_lengths = self.encode(batch["features"], batch["lengths"])
         return self.head_loss(enc, out_lengths, batch)
 
     def head_loss(self, enc: torch.Tensor, out_lengths: torch.Tensor, batch: dict[str, Any]
@@ -83,13 +81,11 @@ class CtcModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         n = len(batch["texts"])
-        if self.robust is None or "clean_features" not in batch:
-            loss, _, _ = self.loss(batch, augment=True)
-            self.log("train_loss", loss, prog_bar=True, batch_size=n)
-            return loss
         enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=True)
         loss, _, _ = self.head_loss(enc, out_lengths, batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
+        if self.robust is None or "clean_features" not in batch:
+            return loss
         encoder = self.model.encoder
         with torch.no_grad():  # the clean view's embeddings: the target, without dropout
             encoder.eval()

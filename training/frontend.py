@@ -71,4 +71,3 @@ def serving_features(base: FbankConfig, frontend: TrainablePcen | None) -> Fbank
     if frontend is None:
         return base
     return replace(base, compression="pcen", pcen=frontend.config())
-

@@ -112,9 +112,12 @@ class Fbank:
             return self.log(energies), None
         return self.pcen(energies, pcen_state)
 
-    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+    def energies(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(S,) float waveform -> (T, M) mel power energies, before compression."""
         if waveform.dim() != 1:
             raise ValueError(f"Fbank expects a mono waveform of shape (S,), got {tuple(waveform.shape)}")
-        frames = self.frame(waveform.to(self.dtype) * self.cfg.input_scale)
-        feats, _ = self.compress(self.mel_energies(frames))
+        return self.mel_energies(self.frame(waveform.to(self.dtype) * self.cfg.input_scale))
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        feats, _ = self.compress(self.energies(waveform))
         return feats

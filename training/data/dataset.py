@@ -34,18 +34,16 @@ class AsrDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.fill = feat_mean
         self.rng = np.random.default_rng(seed)
-        use = augment is not None and robust is not None and robust.corrupt
-        self.views = CorruptionDraw(robust, seed) if use and robust is not None else None
-        self.paired = self.views is not None and robust is not None and robust.paired
+        self.views = (CorruptionDraw(robust, seed)
+                      if augment is not None and robust is not None and robust.corrupt else None)
+        self.paired = self.views is not None and self.views.cfg.paired
         # trainable PCEN (training.frontend): mel energies out; SpecAugment runs after PCEN
         self.energies = energies
 
     def features(self, audio: np.ndarray) -> torch.Tensor:
         """(S,) -> (T, F): the front end's features, or mel energies for trainable PCEN."""
         x = torch.from_numpy(audio)
-        if not self.energies:
-            return self.fbank(x)
-        return self.fbank.mel_energies(self.fbank.frame(x * self.fbank.cfg.input_scale))
+        return self.fbank.energies(x) if self.energies else self.fbank(x)
 
     def __getitem__(self, cuts: Any) -> dict[str, Any]:
         items, clean = [], []
