@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: the bundle's decoding.decoder")
     t.add_argument("--chunk-ms", type=float, default=None,
                    help="feed the audio in pieces of this many ms (default: whole file)")
+    t.add_argument("--vad", action="store_true",
+                   help="skip silence: transcribe only the speech the neural VAD finds, each "
+                        "segment from a fresh state (word times stay the file's)")
     t.set_defaults(func=run_transcribe)
 
     ex = sub.add_parser("export", help="export a bundle's streaming step (ONNX, TensorRT, Triton)",
@@ -96,7 +99,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
     from models.audio import load_audio
     from models.bundle import BundleError, load
-    from models.streaming import StreamingTranscriber
+    from models.streaming import StreamingTranscriber, transcribe_speech
+    from models.vad import check_rate, speech_segments
 
     torch.set_num_threads(1)
     try:
@@ -104,13 +108,24 @@ def run_transcribe(args: argparse.Namespace) -> int:
     except BundleError as exc:
         raise SystemExit(f"chorus transcribe: {exc}") from exc
     rate = bundle.features.sample_rate
+    if args.vad:
+        if args.chunk_ms:
+            raise SystemExit("chorus transcribe: --vad transcribes whole speech segments; "
+                             "leave out --chunk-ms")
+        try:
+            check_rate(rate)
+        except ValueError as exc:
+            raise SystemExit(f"chorus transcribe: {exc}") from exc
     for path in args.audio:
         wave = load_audio(path, sample_rate=rate)
-        stream = StreamingTranscriber(bundle, decoder=args.decoder)
-        step = int(rate * args.chunk_ms / 1000) if args.chunk_ms else max(wave.size, 1)
-        for i in range(0, wave.size, step):
-            stream.accept_waveform(wave[i : i + step])
-        hyp = stream.finalize()
+        if args.vad:
+            hyp = transcribe_speech(bundle, wave, speech_segments(wave, rate), decoder=args.decoder)
+        else:
+            stream = StreamingTranscriber(bundle, decoder=args.decoder)
+            step = int(rate * args.chunk_ms / 1000) if args.chunk_ms else max(wave.size, 1)
+            for i in range(0, wave.size, step):
+                stream.accept_waveform(wave[i : i + step])
+            hyp = stream.finalize()
         if args.format == "text":
             print(hyp.text if len(args.audio) == 1 else f"{path}\t{hyp.text}", flush=True)
         else:

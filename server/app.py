@@ -234,6 +234,11 @@ class App:
                              f"{cfg.resume_window_s!r}")
         self.cfg = cfg
         self.bundle = bundle or load(cfg.bundle)
+        if cfg.endpoint.vad:  # fail at start-up, not on the first stream
+            from models.vad import StreamingVad, check_rate
+
+            check_rate(self.bundle.features.sample_rate)
+            StreamingVad()  # the package and its weights load
         self.backend = make_backend(cfg.backend, self.bundle, BackendConfig(threads=cfg.threads))
         post = None
         if self.bundle.model.output_kind == "encoder":  # RNN-T: greedy decoding batched too

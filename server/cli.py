@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--resume-window-s", type=float, default=None,
                     help="keep a stream whose connection dropped this long for its client to "
                          "resume it (default 30; 0: no resume)")
+    sv.add_argument("--vad", action="store_true", default=None,
+                    help="endpoint with the neural VAD beside the decoder (endpoint.vad), and "
+                         "skip silence in whole-file transcription")
     sv.set_defaults(func=run_serve)
 
     if not BENCH_SUBCOMMANDS:
@@ -102,7 +105,7 @@ def run_serve(args: argparse.Namespace) -> int:
              "decoder": args.decoder,
              "max_streams": args.max_streams, "max_batch": args.max_batch,
              "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-             "resume_window_s": args.resume_window_s}
+             "resume_window_s": args.resume_window_s, "vad": args.vad}
     try:
         return main(args.config, flags)
     except (BundleError, BackendUnavailable, ValueError, OSError) as exc:

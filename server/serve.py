@@ -57,6 +57,9 @@ def load_server_config(path: Path | None, env: dict[str, str], flags: dict[str, 
         key = f"CHORUS_{name.upper()}"
         if key in env:
             raw[name] = _coerce(env[key], getattr(base, name))
+    flags = dict(flags)
+    if flags.pop("vad", None):  # --vad: the one nested field with its own flag
+        raw["endpoint"] = dataclasses.replace(raw.get("endpoint", base.endpoint), vad=True)
     raw.update({k: v for k, v in flags.items() if v is not None})
     if isinstance(raw.get("api_keys"), str):  # `api_keys: a,b` in YAML: keys, not characters
         raw["api_keys"] = _coerce(raw["api_keys"], ())

@@ -18,6 +18,13 @@ utterance ends when the decoder has emitted nothing for `trailing_silence_ms`; w
 yet, leading silence longer than `max_leading_silence_ms` resets the utterance; an utterance
 longer than `max_utterance_s` is cut. Each ended utterance yields a Final with stream-relative
 word times; the decoder restarts for the next one.
+
+With `endpoint.vad` a neural voice-activity detector (models/vad.py) listens beside the
+decoder: after text, an utterance ends once the VAD has heard `vad_silence_ms` of silence
+after speech and the model has processed the audio up to where that speech ended; never while
+the VAD hears speech (a decoder pausing inside a word does not cut it). Text in an utterance
+where the VAD heard no speech (noise the decoder took for words) falls back to the decoder's
+rule above.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from models.audio import AudioError
 from models.decoding import Hypothesis, RnntGreedyDecoder, Word, bundle_decoder
 from models.features import Fbank
 from models.streaming import Chunker
+from models.vad import StreamingVad, check_rate
 from server.audio_in import AudioFormat, StreamDecoder
 
 
@@ -49,6 +57,8 @@ class EndpointConfig:
     trailing_silence_ms: float = 800.0  # after text: this much with no new token ends it
     max_leading_silence_ms: float = 5000.0  # no text yet: restart the utterance window
     max_utterance_s: float = 30.0
+    vad: bool = False  # the neural VAD decides where speech ended (module docstring)
+    vad_silence_ms: float = 500.0  # with vad: this much silence after speech ends it
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,11 @@ class Session:
                 hotwords=list(config.hotwords) or None)
         except ValueError as exc:  # bad hotwords
             raise AudioError(str(exc)) from None
+        ep = config.endpoint
+        self.vad: StreamingVad | None = None
+        if ep.vad and ep.enabled and config.continuous:
+            check_rate(bundle.features.sample_rate)
+            self.vad = StreamingVad()
         self.frame_s = bundle.frame_seconds
         self.frames_out = 0  # model output frames of the stream so far
         self.utt_start = 0  # output frame where the current utterance began
@@ -149,6 +164,8 @@ class Session:
                                                    f"{lim.max_stream_s:g} seconds of audio")
         samples = self.audio.feed(data)  # AudioError on bad bytes; nothing is consumed then
         self.last_activity = now
+        if self.vad is not None:
+            self.vad.accept(samples)
         return [c.numpy() for c in self.chunker.accept(samples)]
 
     def finish(self, now: float) -> list[np.ndarray]:
@@ -158,6 +175,8 @@ class Session:
         self.finished = True
         self.last_activity = now
         tail = self.audio.flush()
+        if self.vad is not None and tail.size:
+            self.vad.accept(tail)
         chunks = self.chunker.accept(tail) if tail.size else []
         return [c.numpy() for c in chunks + self.chunker.finish()]
 
@@ -203,7 +222,16 @@ class Session:
         since_change_ms = (self.frames_out - self.last_change) * self.frame_s * 1000
         length_s = (self.frames_out - self.utt_start) * self.frame_s
         if hyp.text:
-            return since_change_ms >= ep.trailing_silence_ms or length_s >= ep.max_utterance_s
+            if length_s >= ep.max_utterance_s:
+                return True
+            vad = self.vad
+            if vad is not None and vad.in_speech:
+                return False
+            if vad is not None and (vad.speech_end_s or 0.0) > self.utt_start * self.frame_s:
+                done_s = self.frames_out * self.frame_s  # audio the decoder has seen
+                return (vad.silence_s() * 1000 >= ep.vad_silence_ms
+                        and done_s >= (vad.speech_end_s or 0.0))
+            return since_change_ms >= ep.trailing_silence_ms
         if length_s * 1000 >= ep.max_leading_silence_ms:
             self._restart()  # silence only: start the window again, no Final
         return False
