@@ -102,7 +102,7 @@ def transcribe_speech(bundle: Bundle, samples: np.ndarray, segments: list[tuple[
                       decoder: str | None = None) -> Hypothesis:
     """Offline transcription of the speech `segments` (start s, end s; e.g. from the VAD's
     models.vad.speech_segments) only: each from a fresh model state, word times in the
-    file's seconds, texts joined; confidence weighted by word count."""
+    file's seconds, texts joined; confidence the mean over all words."""
     from dataclasses import replace
 
     rate = bundle.features.sample_rate

@@ -74,7 +74,6 @@ class StreamingVad:
         self.windows = 0  # windows seen
         self.in_speech = False
         self.speech_end_s: float | None = None  # end of the last speech window (stream s)
-        self.speech_start_s: float | None = None  # start of the current / last speech run
 
     @property
     def seen_s(self) -> float:
@@ -95,13 +94,10 @@ class StreamingVad:
 
     def _window(self, w: np.ndarray) -> tuple[float, bool]:
         p = float(self._model.process_samples(np.clip(w, -1.0, 1.0).tolist()))
-        start = self.seen_s
         self.windows += 1
         on = p >= self.cfg.threshold or (self.in_speech and
                                          p >= self.cfg.threshold - self.cfg.hysteresis)
         if on:
-            if not self.in_speech:
-                self.speech_start_s = start
             self.speech_end_s = self.seen_s
         self.in_speech = on
         return p, on

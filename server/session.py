@@ -225,12 +225,13 @@ class Session:
             if length_s >= ep.max_utterance_s:
                 return True
             vad = self.vad
-            if vad is not None and vad.in_speech:
-                return False
-            if vad is not None and (vad.speech_end_s or 0.0) > self.utt_start * self.frame_s:
-                done_s = self.frames_out * self.frame_s  # audio the decoder has seen
-                return (vad.silence_s() * 1000 >= ep.vad_silence_ms
-                        and done_s >= (vad.speech_end_s or 0.0))
+            if vad is not None:
+                if vad.in_speech:
+                    return False
+                end = vad.speech_end_s
+                if end is not None and end > self.utt_start * self.frame_s:  # speech in this one
+                    return (vad.silence_s() * 1000 >= ep.vad_silence_ms
+                            and self.frames_out * self.frame_s >= end)  # the decoder is past it
             return since_change_ms >= ep.trailing_silence_ms
         if length_s * 1000 >= ep.max_leading_silence_ms:
             self._restart()  # silence only: start the window again, no Final
