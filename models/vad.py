@@ -8,9 +8,12 @@ belongs to one stream.
 
 `StreamingVad` (sans I/O): float samples in, any piece sizes; per window a speech probability,
 turned into speech / silence with Silero's hysteresis (speech begins at p >= `threshold`, goes
-on while p >= `threshold - 0.15`). It answers what endpointing asks: when did speech last end,
-and how much silence has been heard since. `speech_segments` applies the same rule to a whole
-file (minimum silence and speech, padding), for batch transcription that skips silence.
+on while p >= `threshold - 0.15`). It keeps the speech runs it found, so endpointing can ask
+about any moment it has heard, not only the newest: the decoder lags the audio fed in (a client
+may send faster than real time), and the question is "at the time the decoder has reached, was
+the VAD in speech, and when did speech last end before it?" (`speech_at`). `speech_segments`
+applies the same rule to a whole file (minimum silence and speech, padding), for batch
+transcription that skips silence.
 
 Cost: about 0.5 ms of one core per window on this machine, i.e. ~1.7 % of a core per real-time
 stream (more than the acoustic model's step per stream): it is opt-in (`endpoint.vad`).
@@ -18,6 +21,7 @@ stream (more than the acoustic model's step per stream): it is opt-in (`endpoint
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,25 +69,30 @@ def check_rate(sample_rate: int) -> None:
 
 class StreamingVad:
     """One stream's detector. `accept(samples)` (16 kHz float) -> (probability, speech) of each
-    window completed; the state below follows the windows seen so far."""
+    window completed; `runs` holds the speech found so far, as window index ranges."""
 
     def __init__(self, cfg: VadConfig | None = None):
         self.cfg = (cfg or VadConfig()).validate()
         self._model = _detector()
         self._buf = np.zeros(0, np.float32)
         self.windows = 0  # windows seen
-        self.in_speech = False
-        self.speech_end_s: float | None = None  # end of the last speech window (stream s)
+        self.in_speech = False  # the newest window is speech
+        self._starts: list[int] = []  # first window of each speech run
+        self._ends: list[int] = []  # one past the last window of each run
 
     @property
     def seen_s(self) -> float:
         return self.windows * WINDOW_S
 
-    def silence_s(self) -> float:
-        """Silence heard since speech last ended (0 in speech; all of it if none yet)."""
-        if self.in_speech:
-            return 0.0
-        return self.seen_s - (self.speech_end_s or 0.0)
+    def speech_at(self, t: float) -> tuple[bool, float | None]:
+        """At stream time `t` s: (whether the window just before `t` is speech, where the last
+        speech run that began before `t` ended, capped at `t`; None: no speech before `t`).
+        Windows not yet heard count as silence."""
+        k = min(int(round(t / WINDOW_S, 6)), self.windows)  # windows wholly before t
+        i = bisect_right(self._starts, k - 1) - 1
+        if i < 0:
+            return False, None
+        return self._ends[i] >= k, min(self._ends[i], k) * WINDOW_S
 
     def accept(self, samples: np.ndarray) -> list[tuple[float, bool]]:
         x = np.concatenate([self._buf, np.asarray(samples, np.float32)])
@@ -94,11 +103,14 @@ class StreamingVad:
 
     def _window(self, w: np.ndarray) -> tuple[float, bool]:
         p = float(self._model.process_samples(np.clip(w, -1.0, 1.0).tolist()))
-        self.windows += 1
         on = p >= self.cfg.threshold or (self.in_speech and
                                          p >= self.cfg.threshold - self.cfg.hysteresis)
-        if on:
-            self.speech_end_s = self.seen_s
+        if on and self.in_speech:
+            self._ends[-1] = self.windows + 1
+        elif on:
+            self._starts.append(self.windows)
+            self._ends.append(self.windows + 1)
+        self.windows += 1
         self.in_speech = on
         return p, on
 

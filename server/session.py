@@ -19,10 +19,11 @@ yet, leading silence longer than `max_leading_silence_ms` resets the utterance; 
 longer than `max_utterance_s` is cut. Each ended utterance yields a Final with stream-relative
 word times; the decoder restarts for the next one.
 
-With `endpoint.vad` a neural voice-activity detector (models/vad.py) listens beside the
-decoder: after text, an utterance ends once the VAD has heard `vad_silence_ms` of silence
-after speech and the model has processed the audio up to where that speech ended; never while
-the VAD hears speech (a decoder pausing inside a word does not cut it). Text in an utterance
+With `endpoint.vad` a neural voice-activity detector (models/vad.py) listens beside the decoder:
+after text, an utterance ends once the decoder has reached `vad_silence_ms` past where the VAD
+heard speech end; never while the VAD heard speech at the decoder's time (a decoder pausing
+inside a word does not cut it). Both are judged at the decoder's time, not at the newest audio
+fed in, so a client sending faster than real time endpoints the same way. Text in an utterance
 where the VAD heard no speech (noise the decoder took for words) falls back to the decoder's
 rule above.
 """
@@ -224,14 +225,13 @@ class Session:
         if hyp.text:
             if length_s >= ep.max_utterance_s:
                 return True
-            vad = self.vad
-            if vad is not None:
-                if vad.in_speech:
+            if self.vad is not None:
+                at = self.frames_out * self.frame_s  # the audio the decoder has seen
+                speaking, end = self.vad.speech_at(at)
+                if speaking:
                     return False
-                end = vad.speech_end_s
                 if end is not None and end > self.utt_start * self.frame_s:  # speech in this one
-                    return (vad.silence_s() * 1000 >= ep.vad_silence_ms
-                            and self.frames_out * self.frame_s >= end)  # the decoder is past it
+                    return (at - end) * 1000 >= ep.vad_silence_ms
             return since_change_ms >= ep.trailing_silence_ms
         if length_s * 1000 >= ep.max_leading_silence_ms:
             self._restart()  # silence only: start the window again, no Final

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from models.bundle import load
 from models.streaming import StreamingTranscriber
 from server.audio_in import AudioFormat
 from server.dispatch import Dispatcher
-from server.session import Final, Limits, Partial, Session, SessionConfig, SessionError
+from server.session import EndpointConfig, Final, Limits, Partial, Session, SessionConfig, SessionError
 from tests.models.test_cli import tiny_bundle
 
 
@@ -120,3 +121,61 @@ def test_endpointing_splits_utterances_with_the_shipped_model(tmp_path) -> None:
     assert finals[0].words[-1].end <= first_end + 0.3
     assert finals[1].words[0].start >= first_end + 1.2
     assert finals[1].audio_processed == pytest.approx(audio.size / 16000, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def two_commands(tmp_path_factory) -> tuple[np.ndarray, float]:
+    """'call mom', 0.8 s of silence, 'set a timer' + a 0.45 s pause + 'for ten minutes', 1.5 s
+    of silence (each piece trimmed to its voiced extent) -> (audio, where 'call mom' ends, s)."""
+    tmp = tmp_path_factory.mktemp("vad")
+    parts = []
+    for i, text in enumerate(["call mom", "set a timer", "for ten minutes"]):
+        wav = tmp / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
+        x = load_audio(wav, sample_rate=16_000)
+        voiced = np.flatnonzero(np.abs(x) > 0.01)
+        parts.append(x[voiced[0] : voiced[-1] + 1])
+    lead, gap, pause, tail = (np.zeros(int(s * 16_000), np.float32) for s in (0.5, 0.8, 0.45, 1.5))
+    audio = np.concatenate([lead, parts[0], gap, parts[1], pause, parts[2], tail])
+    return audio, 0.5 + parts[0].size / 16_000
+
+
+def _pcm(audio: np.ndarray) -> bytes:
+    return (audio * 32767).astype("<i2").tobytes()
+
+
+def test_vad_endpointing_ends_after_the_speech_and_not_at_a_short_pause(two_commands) -> None:
+    """trailing_silence_ms=200 alone also cuts at the 0.45 s pause inside the second command;
+    with the VAD on (vad_silence_ms=600) the same setting gives exactly the two commands, the
+    first cut at the first model step (320 ms) once the decoder is 600 ms past where the VAD
+    heard 'call mom' end."""
+    shipped = load()
+    audio, first_end = two_commands
+    frames = split(_pcm(audio), 3200)
+    eager = EndpointConfig(trailing_silence_ms=200)
+    decoder_only = [e for e in drive(shipped, Session(shipped, SessionConfig(endpoint=eager)),
+                                     frames) if isinstance(e, Final)]
+    assert len(decoder_only) == 3, [f.text for f in decoder_only]
+    with_vad = replace(eager, vad=True, vad_silence_ms=600)
+    finals = [e for e in drive(shipped, Session(shipped, SessionConfig(endpoint=with_vad)), frames)
+              if isinstance(e, Final)]
+    assert len(finals) == 2, [(f.text, f.start, f.end) for f in finals]
+    assert "mom" in finals[0].text, finals[0].text
+    assert "timer" in finals[1].text and "minutes" in finals[1].text, finals[1].text
+    assert first_end + 0.5 <= finals[0].end <= first_end + 1.05, (finals[0].end, first_end)
+    assert finals[0].words[-1].end <= first_end + 0.3
+    assert finals[1].start == finals[0].end
+
+
+def test_vad_endpointing_is_judged_at_the_decoders_time_not_the_newest_audio(two_commands) -> None:
+    """A client sending the whole file in one frame (far faster than real time) gets the same
+    finals as one sending 100 ms frames: the VAD has heard the second command before the
+    decoder reaches the pause, and must not veto the cut there."""
+    shipped = load()
+    audio, _ = two_commands
+    cfg = SessionConfig(endpoint=EndpointConfig(vad=True, vad_silence_ms=600))
+    paced = drive(shipped, Session(shipped, cfg), split(_pcm(audio), 3200))
+    burst = drive(shipped, Session(shipped, cfg), [_pcm(audio)])
+    key = [(f.text, f.start, f.end) for f in paced if isinstance(f, Final)]
+    assert len(key) == 2
+    assert [(f.text, f.start, f.end) for f in burst if isinstance(f, Final)] == key
