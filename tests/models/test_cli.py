@@ -89,3 +89,31 @@ def test_bench_model_cli(tmp_path) -> None:
     (r,) = json.loads((tmp_path / "r.json").read_text())
     assert r["chunk_ms"] == 320 and r["sweep"][0]["batch"] == 1
     assert r["realtime_streams_per_core"] >= 1 and "| real-time streams / core |" in proc.stdout
+
+
+def test_transcribe_cli_vad_skips_a_long_silence_and_keeps_file_times(tmp_path) -> None:
+    """Shipped model, two espeak commands 8 s apart: with --vad the transcript has both, every
+    word in file seconds and none inside the silence; --vad with --chunk-ms is refused."""
+    parts = []
+    for i, text in enumerate(["turn on the lights", "set a timer for ten minutes"]):
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp_path / f"{i}.wav"), text],
+                       check=True)
+        parts.append(sf.read(tmp_path / f"{i}.wav", dtype="float32")[0])
+    rate = sf.info(tmp_path / "0.wav").samplerate
+    lead, gap = np.zeros(rate // 2, np.float32), np.zeros(8 * rate, np.float32)
+    sf.write(tmp_path / "both.wav", np.concatenate([lead, parts[0], gap, parts[1], lead]), rate)
+    gap_start = (lead.size + parts[0].size) / rate
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--vad", "--format",
+                           "jsonl", str(tmp_path / "both.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "lights" in out["text"] and "timer" in out["text"], out["text"]
+    words = out["words"]
+    assert all(not gap_start + 0.3 < w["start"] < gap_start + gap.size / rate for w in words)
+    assert words[0]["start"] > 0.4  # file seconds: after the leading half second
+    assert min(w["start"] for w in words if w["word"] == "set") > gap_start + 8.0
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--vad",
+                           "--chunk-ms", "100", str(tmp_path / "both.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "leave out --chunk-ms" in proc.stderr
