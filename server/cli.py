@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="keep a stream whose connection dropped this long for its client to "
                          "resume it (default 30; 0: no resume)")
     sv.add_argument("--vad", action="store_true", default=None,
-                    help="endpoint with the neural VAD beside the decoder (endpoint.vad), and "
-                         "skip silence in whole-file transcription")
+                    help="endpoint with the neural VAD beside the decoder (endpoint.vad; "
+                         "endpoint.vad_silence_ms: the silence that ends an utterance)")
     sv.set_defaults(func=run_serve)
 
     if not BENCH_SUBCOMMANDS:

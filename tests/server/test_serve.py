@@ -207,3 +207,15 @@ def test_config_layers(tmp_path) -> None:
     f.write_text("wsport: 1\n")
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['wsport'\]"):
         load_server_config(f, {}, {})
+
+
+def test_vad_flag_turns_on_vad_endpointing_and_keeps_the_files_endpoint_fields(tmp_path) -> None:
+    """`--vad` sets endpoint.vad and leaves the endpoint fields the YAML file gave; without it,
+    the file's vad setting stands."""
+    f = tmp_path / "c.yaml"
+    f.write_text("endpoint:\n  vad_silence_ms: 350\n")
+    cfg = load_server_config(f, {}, {"vad": True})
+    assert (cfg.endpoint.vad, cfg.endpoint.vad_silence_ms) == (True, 350)
+    assert not load_server_config(f, {}, {"vad": None}).endpoint.vad
+    f.write_text("endpoint:\n  vad: true\n")
+    assert load_server_config(f, {}, {"vad": None}).endpoint.vad
