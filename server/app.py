@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models.backends.base import BackendConfig
 from server.audio_in import BYTES_PER_SAMPLE
 from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
 from server.metrics import Metrics
@@ -47,6 +48,10 @@ class ServerConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     vosk_port: int = 0  # the Vosk-compatible WebSocket (server/vosk.py; Vosk uses 2700); 0: off
     backend: str = "torch"
+    device: str = "cpu"  # cpu | cuda (torch, onnxruntime's CUDA provider, TensorRT)
+    # onnxruntime's execution provider: None follows `device` (CPU / CUDA); "tensorrt": the
+    # TensorRT provider (engines cached in the bundle's trt_cache/), which needs device cuda
+    ort_provider: str | None = None
     threads: int = 1
     policy: str = "eager"
     decoder: str | None = None  # streams' default decoder (greedy | beam); None: the bundle's
@@ -80,6 +85,25 @@ def api_key_ok(token: str, keys: tuple[str, ...]) -> bool:
     given = token.encode("utf-8", "surrogatepass")
     hits = [hmac.compare_digest(given, k.encode("utf-8", "surrogatepass")) for k in keys]
     return bool(token) and any(hits)
+
+
+def backend_config(cfg: ServerConfig) -> BackendConfig:
+    """The backend settings a server config asks for; ValueError naming the field when they do
+    not fit together (a missing GPU or library is the backend's BackendUnavailable)."""
+    if cfg.device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+    provider = cfg.ort_provider
+    if provider not in (None, "cpu", "cuda", "tensorrt"):
+        raise ValueError(f"ort_provider must be 'cpu', 'cuda' or 'tensorrt', got {provider!r}")
+    if provider is not None and cfg.backend != "onnxruntime":
+        raise ValueError(f"ort_provider applies to backend onnxruntime only (backend is "
+                         f"{cfg.backend!r})")
+    if provider == "cpu" and cfg.device != "cpu" or provider in ("cuda", "tensorrt") and \
+            cfg.device != "cuda":
+        raise ValueError(f"ort_provider {provider!r} needs device "
+                         f"{'cpu' if provider == 'cpu' else 'cuda'} (device is {cfg.device!r})")
+    return BackendConfig(device=cfg.device, threads=cfg.threads,  # type: ignore[arg-type]
+                         max_batch=cfg.max_batch, ort_tensorrt=provider == "tensorrt")
 
 
 class Stream:
@@ -223,7 +247,7 @@ class Stream:
 
 class App:
     def __init__(self, cfg: ServerConfig, bundle: Any | None = None):
-        from models.backends import BackendConfig, make_backend
+        from models.backends import make_backend
         from models.bundle import load
         from models.features import Fbank
 
@@ -239,7 +263,7 @@ class App:
 
             check_rate(self.bundle.features.sample_rate)
             StreamingVad()  # the package and its weights load
-        self.backend = make_backend(cfg.backend, self.bundle, BackendConfig(threads=cfg.threads))
+        self.backend = make_backend(cfg.backend, self.bundle, backend_config(cfg))
         post = None
         if self.bundle.model.output_kind == "encoder":  # RNN-T: greedy decoding batched too
             import torch

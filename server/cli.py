@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="also serve the vosk-server WebSocket protocol on this port (Vosk's "
                          "clients use 2700; default 0: off)")
     sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
+    sv.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="where the model runs (default cpu); cuda needs a CUDA build of torch "
+                         "or onnxruntime-gpu, and fails at start-up without one")
+    sv.add_argument("--ort-provider", choices=("cpu", "cuda", "tensorrt"), default=None,
+                    help="onnxruntime's execution provider (default: the device's); tensorrt "
+                         "caches its engines in the bundle's trt_cache/")
     sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
     sv.add_argument("--threads", type=int, default=None)
     sv.add_argument("--decoder", choices=("greedy", "beam"), default=None,
@@ -101,7 +107,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port, "grpc_port": args.grpc_port,
              "vosk_port": args.vosk_port, "http_port": args.http_port,
-             "backend": args.backend, "policy": args.policy, "threads": args.threads,
+             "backend": args.backend, "device": args.device, "ort_provider": args.ort_provider,
+             "policy": args.policy, "threads": args.threads,
              "decoder": args.decoder,
              "max_streams": args.max_streams, "max_batch": args.max_batch,
              "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key,

@@ -91,8 +91,8 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     vosk_server = await serve_vosk(app, ssl=tls_context(cfg)) if cfg.vosk_port else None
     http_server = await serve_http(app, ssl=tls_context(cfg)) if cfg.http_port else None
     scheme = "wss" if cfg.tls_cert else "ws"
-    log.info("serving %s (%s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path, cfg.backend,
-             cfg.policy, scheme, cfg.host, cfg.ws_port)
+    log.info("serving %s (%s on %s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path,
+             cfg.backend, cfg.device, cfg.policy, scheme, cfg.host, cfg.ws_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a signal right away drains

@@ -219,3 +219,54 @@ def test_vad_flag_turns_on_vad_endpointing_and_keeps_the_files_endpoint_fields(t
     assert not load_server_config(f, {}, {"vad": None}).endpoint.vad
     f.write_text("endpoint:\n  vad: true\n")
     assert load_server_config(f, {}, {"vad": None}).endpoint.vad
+
+
+def _gpu_serving_available() -> dict[str, bool]:
+    import onnxruntime as ort
+    import torch
+
+    have = ort.get_available_providers()
+    return {"torch": torch.cuda.is_available(),
+            "onnxruntime": "CUDAExecutionProvider" in have,
+            "tensorrt": "TensorrtExecutionProvider" in have}
+
+
+@pytest.mark.parametrize(("flags", "needs", "says"), [
+    (["--device", "cuda"], "torch", "torch.cuda.is_available() is False"),
+    (["--backend", "onnxruntime", "--device", "cuda"], "onnxruntime", "CUDAExecutionProvider"),
+    (["--backend", "onnxruntime", "--device", "cuda", "--ort-provider", "tensorrt"], "tensorrt",
+     "TensorrtExecutionProvider"),
+])
+def test_gpu_serving_fails_at_start_up_with_one_line_where_there_is_no_gpu(
+        tmp_path, flags, needs, says) -> None:
+    """On a machine without the GPU build each GPU choice stops `chorus serve` before it
+    listens, with one `chorus serve: ...` line naming what is missing, and no traceback."""
+    if _gpu_serving_available()[needs]:
+        pytest.skip(f"this machine can serve {needs} on the GPU")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "--bundle",
+                           str(tiny_bundle(tmp_path / "b")), "--ws-port", str(free_port()),
+                           "--grpc-port", str(free_port()), *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chorus serve: ") and says in err[0], proc.stderr
+    assert "listening" not in proc.stdout
+
+
+def test_device_and_provider_combinations_are_checked_by_name() -> None:
+    from server.app import ServerConfig, backend_config
+
+    assert backend_config(ServerConfig()).device == "cpu"
+    ok = backend_config(ServerConfig(backend="onnxruntime", device="cuda", ort_provider="tensorrt"))
+    assert (ok.device, ok.ort_tensorrt) == ("cuda", True)
+    for bad, msg in [(ServerConfig(device="gpu"), "device must be 'cpu' or 'cuda'"),
+                     (ServerConfig(ort_provider="cuda", device="cuda"),
+                      "ort_provider applies to backend onnxruntime only"),
+                     (ServerConfig(backend="onnxruntime", ort_provider="tensorrt"),
+                      "ort_provider 'tensorrt' needs device cuda"),
+                     (ServerConfig(backend="onnxruntime", device="cuda", ort_provider="cpu"),
+                      "ort_provider 'cpu' needs device cpu"),
+                     (ServerConfig(backend="onnxruntime", ort_provider="rocm"),
+                      "ort_provider must be")]:
+        with pytest.raises(ValueError, match=msg):
+            backend_config(bad)
