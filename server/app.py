@@ -54,6 +54,7 @@ class ServerConfig:
     ort_provider: str | None = None
     threads: int = 1
     policy: str = "eager"
+    max_wait_ms: float = 10.0  # policy "timeout": how long a batch waits for more chunks
     decoder: str | None = None  # streams' default decoder (greedy | beam); None: the bundle's
     max_batch: int = 64
     max_streams: int = 64
@@ -273,7 +274,8 @@ class App:
             def post(decoders: list[Any], outputs: list[Any]) -> None:
                 greedy_batch(decoders, [torch.from_numpy(o) for o in outputs])
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
-            policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams),  # type: ignore[arg-type]
+            policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams,
+            max_wait_ms=cfg.max_wait_ms),  # type: ignore[arg-type]
             post=post)
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.metrics = Metrics(self.dispatcher)

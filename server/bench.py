@@ -1,11 +1,14 @@
 """`chorus bench dispatch`: N real-time streams through Batch Dispatch, per policy and backend.
 
 Each simulated stream plays real speech (a test manifest, or sentences synthesized on the spot)
-in pieces of `chunk_ms`, paced by the wall clock (piece k of a stream is due at its start
-offset + k x chunk_ms; offsets are spread over the first chunk so arrivals interleave). The
-model chunk is set to the same duration, so every piece triggers exactly one step. Latency of
-a piece = the moment its partial result is ready - the moment it was due. One event loop runs
-streams and dispatcher (the backend step runs in the dispatcher's worker thread).
+in pieces of one model chunk (the bundle's `decoding.chunk_frames`, or `--chunk-ms` as if the
+bundle said so), paced by the wall clock (piece k of a stream is due at its start offset + k x
+chunk; offsets are spread over the first chunk so arrivals interleave), so every piece triggers
+exactly one step. The streams are the server's own (`server.app.App.open` -> `Stream.feed`:
+the Session's audio decoding, features, Batch Dispatch, decoding, endpointing and partials),
+so the benchmark measures the production path minus the sockets. Latency of a piece = the
+moment `feed` returns its events - the moment the piece was due. One event loop runs streams
+and dispatcher (the backend step runs in the dispatcher's worker thread).
 
 Reported per (policy, backend, N): p50/p95/p99 partial latency, mean batch size, real-time
 factor (dispatcher compute seconds per audio second), CPU cores used (process CPU time / wall),
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
+from server.dispatch import Overloaded, StreamError
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class BenchDispatchConfig:
     streams: tuple[int, ...] = (1, 8, 32, 64)
     policies: tuple[str, ...] = ("eager", "none")
     backends: tuple[str, ...] = ("onnxruntime", "torch")
-    chunk_ms: int = 160
+    chunk_ms: int | None = None  # None: the bundle's chunk (decoding.chunk_frames), as served
     seconds: float = 20.0  # measured time per configuration (after a 2 s warm-up)
     threads: int = 1
     max_batch: int = 256
@@ -113,24 +116,52 @@ def load_audio_pool(manifest: Path | None, limit: int = 40) -> list[np.ndarray]:
 
 
 # ---- one configuration -----------------------------------------------------------------------
-async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: list[np.ndarray],
-                       cfg: BenchDispatchConfig) -> dict[str, Any]:
-    from models.features import Fbank
-    from server.stream import DispatchedStream
+class _StageClock:
+    """Event-loop seconds spent in a session's input side (audio decoding, features, chunking)
+    and output side (decoding, endpointing, events): the production Session's own methods,
+    timed where they are called."""
 
-    chunk_s = cfg.chunk_ms / 1000
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def wrap(self, session: Any) -> None:
+        for stage, name in (("features", "feed"), ("features", "finish"), ("decode", "on_output")):
+            setattr(session, name, self._timed(stage, getattr(session, name)))
+
+    def _timed(self, stage: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t0
+
+        return call
+
+
+async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: list[np.ndarray],
+                       cfg: BenchDispatchConfig) -> dict[str, Any]:
+    """n paced streams through the server's own path: `App.open` -> `Stream.feed` (Session:
+    audio bytes, features, chunking, Batch Dispatch, decoding, endpointing, partials)."""
+    from server.app import App, ServerConfig
+    from server.audio_in import AudioFormat
+
+    chunk_s = bundle.decoding.chunk_frames / 100
     rate = bundle.features.sample_rate
     piece = int(chunk_s * rate)
     warmup = 2.0
-    fbank = Fbank(bundle.features)  # one per bundle, shared by every stream
     latencies: list[float] = []
     errors: list[str] = []
-    stages: defaultdict[str, float] = defaultdict(float)  # event-loop seconds per stage
+    clock = _StageClock()
+    wait = [0.0]  # seconds the streams spent awaiting the dispatcher (queue + model step)
     lag = [0.0]
-    disp = Dispatcher(backend, DispatchConfig(policy=policy,  # type: ignore[arg-type]
-                                              max_batch=cfg.max_batch, max_streams=n + 1,
-                                              max_wait_ms=chunk_s * 1000 / 4))
-    async with disp:
+    app = App(ServerConfig(backend=backend, threads=cfg.threads, policy=policy,
+                           max_batch=cfg.max_batch, max_streams=n + 1, decoder=cfg.decoder,
+                           max_wait_ms=chunk_s * 1000 / 4), bundle=bundle)
+    disp = app.dispatcher
+    await app.start()
+    fmt = AudioFormat("pcm_f32le", rate, 1)
+    try:
         start = time.perf_counter() + 0.2
         stop = start + warmup + cfg.seconds
 
@@ -138,9 +169,14 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
             rng = np.random.default_rng(idx)
             t_next = start + idx / n * chunk_s  # spread arrivals over one chunk
             while t_next < stop:
-                stream = DispatchedStream(bundle, disp, fbank=fbank, chunk_frames=cfg.chunk_ms // 10,
-                                          decoder=cfg.decoder)
                 audio = pool[int(rng.integers(len(pool)))]
+                try:
+                    stream = app.open(app.session_config(format=fmt))
+                except Overloaded as exc:
+                    errors.append(str(exc))
+                    t_next += chunk_s
+                    continue
+                clock.wrap(stream.session)
                 try:
                     for pos in range(0, audio.size, piece):
                         if t_next >= stop:
@@ -148,24 +184,30 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
                         delay = t_next - time.perf_counter()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                        await stream.accept_waveform(audio[pos : pos + piece])
+                        data = audio[pos : pos + piece].astype("<f4").tobytes()
+                        before = clock.seconds["features"] + clock.seconds["decode"]
+                        t0 = time.perf_counter()
+                        await stream.feed(data)
                         done = time.perf_counter()
+                        spent = clock.seconds["features"] + clock.seconds["decode"] - before
+                        wait[0] += max(0.0, done - t0 - spent)
                         if t_next >= start + warmup:
                             latencies.append(done - t_next)
                         lag[0] = max(lag[0], done - t_next)
                         t_next += chunk_s
-                    await stream.finalize()
-                    for k, v in stream.timings.items():
-                        stages[k] += v
-                except (StreamError, Overloaded) as exc:
+                    await stream.finish()
+                except (StreamError, Overloaded, ValueError) as exc:
                     errors.append(str(exc))
-                    stream.close()
                     t_next += chunk_s
+                finally:
+                    stream.close()
 
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         m0 = dataclasses.replace(disp.metrics)  # shallow: the counters we subtract are numbers
         await asyncio.gather(*(one(i) for i in range(n)))
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        await app.stop()
     wall = time.perf_counter() - start
     m = disp.metrics
     steps, chunks = m.steps - m0.steps, m.chunks - m0.chunks
@@ -182,35 +224,39 @@ async def _run_streams(bundle: Any, backend: Any, policy: str, n: int, pool: lis
         "rtf": round(m.compute_s / audio_s, 4) if audio_s else None,
         "cpu_cores": round(cpu / wall, 2), "errors": len(errors),
         "error_examples": errors[:3], "chunks": chunks,
-        # where the time goes, ms per chunk: features + decoding on the event loop, the model
-        # step in the dispatcher thread, and queueing (dispatch wait minus compute)
+        # where the time goes, ms per chunk: the session's input side (audio, features) and
+        # output side (decoding, endpointing, events) on the event loop, the model step in the
+        # dispatcher thread, and the streams' wait for the dispatcher (queue + step)
         "ms_per_chunk": {
-            "features": round(1000 * stages["features"] / max(chunks, 1), 3),
-            "decode": round(1000 * stages["decode"] / max(chunks, 1), 3),
+            "features": round(1000 * clock.seconds["features"] / max(chunks, 1), 3),
+            "decode": round(1000 * clock.seconds["decode"] / max(chunks, 1), 3),
             "model_step": round(1000 * (m.compute_s - m0.compute_s) / max(steps, 1), 3),
-            "dispatch_wait": round(1000 * stages["dispatch"] / max(chunks, 1), 3),
+            "dispatch_wait": round(1000 * wait[0] / max(chunks, 1), 3),
         },
     }
 
 
 def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
                   manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    from models.backends import BackendConfig, make_backend
     from models.bundle import load
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     bundle = load(bundle_path)
-    if cfg.chunk_ms % 40:
-        raise ValueError(f"--chunk-ms must be a multiple of 40 (the model's frame), got {cfg.chunk_ms}")
+    frame_ms = 10 * bundle.model.subsampling
+    if cfg.chunk_ms is not None:  # as if the bundle's decoding.chunk_frames said so
+        if cfg.chunk_ms <= 0 or cfg.chunk_ms % frame_ms:
+            raise ValueError(f"--chunk-ms must be a positive multiple of {frame_ms} (the model's "
+                             f"output frame), got {cfg.chunk_ms}")
+        bundle.decoding = dataclasses.replace(bundle.decoding, chunk_frames=cfg.chunk_ms // 10)
+    cfg = dataclasses.replace(cfg, chunk_ms=bundle.decoding.chunk_frames * 10)
     pool = load_audio_pool(manifest)
     peak = matmul_peak_flops(cfg.threads)
-    flops = model_flops_per_audio_second(bundle, cfg.chunk_ms // 10)
+    flops = model_flops_per_audio_second(bundle, bundle.decoding.chunk_frames)
     rows = []
     for backend_name in cfg.backends:
-        backend = make_backend(backend_name, bundle, BackendConfig(threads=cfg.threads))
         for policy in cfg.policies:
             for n in cfg.streams:
-                row = asyncio.run(_run_streams(bundle, backend, policy, n, pool, cfg))
+                row = asyncio.run(_run_streams(bundle, backend_name, policy, n, pool, cfg))
                 row["backend"] = backend_name
                 row["roofline"] = round(flops * n / peak, 4)
                 row["ok"] = (row["errors"] == 0 and row["p99_ms"] <= cfg.latency_target_ms)

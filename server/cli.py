@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=_ints, default=(1, 8, 32, 64), help="e.g. 1,8,32,64")
     p.add_argument("--policy", type=_names, default=("eager", "none"), help="eager,timeout,none")
     p.add_argument("--backend", type=_names, default=("onnxruntime", "torch"))
-    p.add_argument("--chunk-ms", type=int, default=160)
+    p.add_argument("--chunk-ms", type=int, default=None,
+                   help="model chunk and piece size (default: the bundle's, as served)")
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
                    help="per-stream decoder (beam fuses the bundle's LM)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")

@@ -12,9 +12,9 @@ import torch
 from models.audio import load_audio
 from models.backends import make_backend
 from models.bundle import load
+from models.decoding import bundle_decoder
 from models.streaming import Chunker, StreamingTranscriber
 from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
-from server.stream import DispatchedStream
 from tests.models.test_cli import tiny_bundle
 
 SENTENCES = ["turn on the lights", "what is the weather like in paris tomorrow",
@@ -55,16 +55,30 @@ def alone(bundle, audio) -> tuple[list[np.ndarray], str]:
     return outs, t.finalize().text
 
 
-class RecordingStream(DispatchedStream):
-    """Keeps every chunk's outputs, to compare with the single-stream reference."""
+class RecordingStream:
+    """The single-stream path's parts (Chunker, greedy decoder) with the model step through
+    the dispatcher, keeping every chunk's outputs to compare with the reference above."""
 
-    outs: list[np.ndarray]
+    def __init__(self, bundle, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self.chunker = Chunker(bundle)
+        self.decoder = bundle_decoder(bundle, None)  # the bundle's, as the reference
+        self.sid = dispatcher.open_stream()
+        self.outs: list[np.ndarray] = []
 
     async def _run(self, chunks: list[torch.Tensor]) -> None:
         for frames in chunks:
             out = await self.dispatcher.step(self.sid, frames.numpy())
             self.outs.append(out)
             self.decoder.update(torch.from_numpy(out))
+
+    async def accept_waveform(self, samples: np.ndarray) -> None:
+        await self._run(self.chunker.accept(samples))
+
+    async def finalize(self):
+        await self._run(self.chunker.finish())
+        self.dispatcher.close_stream(self.sid)
+        return self.decoder.finalize()
 
 
 async def feed(stream: RecordingStream, audio: np.ndarray, seed: int) -> tuple[list, str]:
@@ -180,6 +194,10 @@ def test_bench_dispatch_cli_writes_json_table_and_plot(bundle, tmp_path) -> None
     assert [(x["policy"], x["streams"]) for x in r["rows"]] == [("eager", 1), ("eager", 3),
                                                                 ("none", 1), ("none", 3)]
     assert all(x["errors"] == 0 and x["chunks"] > 0 and x["p99_ms"] > 0 for x in r["rows"])
+    # the server's streams, at the bundle's chunk: the session's both sides were timed
+    assert r["config"]["chunk_ms"] == bundle.decoding.chunk_frames * 10
+    assert all(x["ms_per_chunk"]["features"] > 0 and x["ms_per_chunk"]["decode"] > 0
+               for x in r["rows"])
     assert r["matmul_peak_gflops"] > 1 and r["model_mflops_per_audio_second"] > 0
     assert (tmp_path / "dispatch.png").stat().st_size > 1000
     assert "| capacity (eager) |" in (tmp_path / "dispatch.md").read_text().replace("| backend ", "")
