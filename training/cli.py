@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--jobs", type=int, default=None, help="parallel workers (default: CPUs)")
     synth.add_argument("--engines", default=None,
                        help="comma-separated subset of engines (default: all installed)")
+    synth.add_argument("--min-voices-per-engine", type=int, default=0,
+                       help="derive voices (a fixed pitch / formant / intonation transform per "
+                            "derived voice) until every engine has this many (default 0: none)")
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=run_synth)
 
@@ -126,7 +129,8 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.hours <= 0:
         raise SystemExit("--hours must be positive")
     cfg = SynthConfig(out=args.out, hours=args.hours, seed=args.seed,
-                      jobs=args.jobs or os.cpu_count() or 1)
+                      jobs=args.jobs or os.cpu_count() or 1,
+                      min_voices_per_engine=args.min_voices_per_engine)
     if args.engines:
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
         cfg = dataclasses.replace(cfg, engines=engines)

@@ -98,3 +98,20 @@ def test_missing_engine_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog)
 def test_unknown_engine_is_an_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown engine 'nope'"):
         available_voices(SynthConfig(out=tmp_path, hours=0.01, engines=("nope",)))
+
+
+def test_derived_voices_reach_the_corpus_with_their_base_speakers_split(tmp_path) -> None:
+    """--min-voices-per-engine 8 on pico (2 voices): utterances of derived voices (+vsK) in the
+    manifests, counted in the stats, and no base speaker both in train and (derived or not)
+    in test."""
+    cfg = SynthConfig(out=tmp_path / "c", hours=0.01, seed=1, jobs=2, engines=("pico",),
+                      engine_weights={"pico": 1.0}, split_weights=SPLIT_WEIGHTS,
+                      min_voices_per_engine=8)
+    stats = synthesize_corpus(cfg, progress=False)
+    assert stats["voice_inventory_per_engine"] == {"pico": 8}
+    assert stats["command"]["min_voices_per_engine"] == 8
+    speakers = {s: {c.supervisions[0].speaker for c in load_cuts(cfg.out, s)}
+                for s in ("train", "test")}
+    assert any("+vs" in v for v in speakers["train"] | speakers["test"]), speakers
+    base = {s: {v.split("+vs")[0] for v in speakers[s]} for s in speakers}
+    assert base["train"] and base["test"] and not base["train"] & base["test"], base

@@ -21,6 +21,7 @@ from pathlib import Path
 from training.data.synth.engines import ENGINES, SynthesisError
 from training.data.synth.postprocess import SAMPLE_RATE_HZ, postprocess
 from training.data.synth.split import SPLITS, split_voices, text_split
+from training.data.synth.voice_shift import derive_voices, shift_of
 from training.data.synth.voices import Prosody, Voice
 from training.data.text.sources import fortune_sentences, word_list, word_sequence
 from training.data.text.templates import TEMPLATES
@@ -52,6 +53,9 @@ class SynthConfig:
     peak_db_range: tuple[float, float] = (-9.0, -1.0)
     pad_range_s: tuple[float, float] = (0.05, 0.4)
     block: int = 48
+    # > 0: derived voices (training.data.synth.voice_shift) so that every engine has at least
+    # this many; 0: the engines' own voices only
+    min_voices_per_engine: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ def available_voices(cfg: SynthConfig) -> list[Voice]:
         voices.extend(engine.voices())
     if not voices:
         raise RuntimeError("no TTS engine is installed: run `make system` (or .ci/system-packages.sh)")
+    if cfg.min_voices_per_engine > 0:
+        voices = derive_voices(voices, cfg.min_voices_per_engine)
     return voices
 
 
@@ -158,7 +164,7 @@ def synthesize_one(args: tuple[UttPlan, str]) -> tuple[UttPlan, float | None, st
         with tempfile.TemporaryDirectory(prefix="chorus-synth-") as tmp:
             raw = Path(tmp) / "raw.wav"
             ENGINES[plan.voice.engine].synthesize(plan.voice, plan.speak, plan.prosody, raw)
-            return plan, postprocess(raw, out, plan.prosody), ""
+            return plan, postprocess(raw, out, plan.prosody, shift_of(plan.voice)), ""
     except SynthesisError as exc:
         out.unlink(missing_ok=True)
         return plan, None, str(exc)
@@ -246,7 +252,8 @@ def corpus_stats(done: list[tuple[UttPlan, float]], pools: dict[str, list[Voice]
     for p, _ in done:
         all_voices[p.voice.engine].add(p.voice.id)
     return {
-        "command": {"hours": cfg.hours, "seed": cfg.seed, "jobs": cfg.jobs},
+        "command": {"hours": cfg.hours, "seed": cfg.seed, "jobs": cfg.jobs,
+                    "min_voices_per_engine": cfg.min_voices_per_engine},
         "hours": round(audio_s / 3600, 4),
         "utterances": len(done),
         "distinct_voices": sum(len(v) for v in all_voices.values()),

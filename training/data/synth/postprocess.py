@@ -1,7 +1,8 @@
 """Engine WAV (any rate) -> corpus WAV: vocal-tract shift, 16 kHz mono PCM16, level, padding.
 
 One sox call per utterance. `pitch` shifts pitch and formants together (a vocal-tract-length
-change); dither is off (-D) so output is deterministic.
+change); dither is off (-D) so output is deterministic. A derived voice's fixed transform
+(voice_shift.py) is applied to the engine's audio first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from training.data.synth.engines import SynthesisError
+from training.data.synth.voice_shift import VoiceShift, apply_shift
 from training.data.synth.voices import Prosody
 
 SAMPLE_RATE_HZ = 16_000
@@ -20,8 +22,14 @@ MIN_DURATION_S = 0.3
 MIN_RMS = 1e-3  # below this the engine produced (near) silence
 
 
-def postprocess(raw_wav: Path, out_wav: Path, prosody: Prosody) -> float:
+def postprocess(raw_wav: Path, out_wav: Path, prosody: Prosody,
+                shift: VoiceShift | None = None) -> float:
     """Write the corpus WAV; returns its duration in seconds."""
+    if shift is not None:
+        x, rate = sf.read(str(raw_wav), dtype="float32", always_2d=True)
+        shifted = raw_wav.with_name(raw_wav.stem + "-shifted.wav")
+        sf.write(str(shifted), apply_shift(x.mean(axis=1), rate, shift), rate)
+        raw_wav = shifted
     effects = ["remix", "-"] if sf.info(str(raw_wav)).channels > 1 else []
     if abs(prosody.vtl_cents) >= 1:
         effects += ["pitch", f"{prosody.vtl_cents:.0f}"]

@@ -10,10 +10,11 @@ class Voice:
     engine: str  # engine name, e.g. "espeak-ng"
     name: str  # the engine's own voice name, e.g. "en-gb-scotland+Alex"
     group: str  # speaker identity; the same person across engines shares a group
+    shift: int = 0  # > 0: a derived voice, this voice + a fixed transform (voice_shift.py)
 
     @property
     def id(self) -> str:
-        return f"{self.engine}:{self.name}"
+        return f"{self.engine}:{self.name}" + (f"+vs{self.shift}" if self.shift else "")
 
 
 @dataclass(frozen=True)
