@@ -88,6 +88,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=run_eval)
 
+    se = sub.add_parser("select", help="choose which pool utterances to label next (active "
+                                       "learning: EGL, confidence, random, length)")
+    se.add_argument("--pool", type=Path, required=True, help="Lhotse cuts of the unlabelled pool")
+    se.add_argument("--budget", type=int, required=True, help="utterances to select")
+    se.add_argument("--method", choices=("egl", "confidence", "random", "length"), default="egl")
+    se.add_argument("--bundle", type=Path, default=None,
+                    help="the current model (CTC; default: the shipped bundle)")
+    se.add_argument("--out", type=Path, required=True, help="the selected cuts (.jsonl.gz)")
+    se.add_argument("--nbest", type=int, default=8, help="EGL: hypotheses of the expectation")
+    se.add_argument("--length-norm", action="store_true", help="EGL per encoder frame")
+    se.add_argument("--seed", type=int, default=0, help="random: the shuffle's seed")
+    se.add_argument("--report", type=Path, default=None,
+                    help="per-utterance scores and the EGL / confidence correlation (JSON; "
+                         "default: OUT with .report.json)")
+    se.add_argument("--no-progress", action="store_true")
+    se.set_defaults(func=run_select)
+
 
 def run_corrupt(args: argparse.Namespace) -> int:
     from training.data.corrupt import corrupt_manifest
@@ -151,6 +168,43 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise SystemExit(f"chorus train: bad config: {exc}") from exc
     print(f"bundle written to {train(cfg, progress=not args.no_progress)}")
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from lhotse import CutSet
+
+    from models.bundle import BundleError, load
+    from training.eval.run import load_manifest
+    from training.select import choose, score_pool, spearman
+
+    if args.nbest < 1:
+        raise SystemExit(f"chorus select: --nbest must be >= 1, got {args.nbest}")
+    try:
+        utts = load_manifest(args.pool)
+        bundle = load(args.bundle) if args.method in ("egl", "confidence") else None
+        scores = score_pool(bundle, utts, method=args.method, nbest=args.nbest,
+                            length_norm=args.length_norm, progress=not args.no_progress)
+        ids = choose(args.method, [u.id for u in utts], scores, [u.duration for u in utts],
+                     min(args.budget, len(utts)), seed=args.seed)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"chorus select: {exc}") from exc
+    chosen = set(ids)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    CutSet.from_file(args.pool).filter(lambda c: c.id in chosen).to_eager().to_file(args.out)
+    report = {"pool": str(args.pool), "method": args.method, "budget": args.budget,
+              "selected": ids, "pool_utterances": len(utts),
+              "selected_hours": round(sum(u.duration for u in utts if u.id in chosen) / 3600, 4)}
+    if args.method in ("egl", "confidence"):
+        report["egl_confidence_spearman"] = spearman([s.egl for s in scores],
+                                                     [s.confidence for s in scores])
+        report["scores"] = {u.id: {"egl": s.egl, "confidence": s.confidence, "frames": s.frames}
+                            for u, s in zip(utts, scores, strict=True)}
+    path = args.report or args.out.with_name(args.out.name.split(".")[0] + ".report.json")
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("method", "pool_utterances", "selected_hours")}
+                     | {"selected": len(ids), "report": str(path),
+                        "egl_confidence_spearman": report.get("egl_confidence_spearman")}))
     return 0
 
 

@@ -1,0 +1,83 @@
+"""`chorus select` and the EGL score (training/select.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.models.test_cli import tiny_bundle
+from tests.training.test_train import tiny_corpus  # noqa: F401 (fixture)
+from training.select import Scores, choose, expected_grad_norm, spearman
+
+
+def test_egl_equals_the_gradient_norms_autograd_gives_one_hypothesis_at_a_time() -> None:
+    """The one-pass per-hypothesis gradients through the loss equal, for each hypothesis, the
+    squared norm of the output layer's parameter gradient from its own backward pass."""
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(12, 7)
+    enc = torch.randn(20, 12)
+    hyps = [([1, 2, 3], -2.0), ([1, 2], -2.5), ([4, 4, 5, 6], -4.0), ([], -9.0)]
+    egl, post, sq = expected_grad_norm(proj, enc, hyps, blank=0)
+    want = []
+    for ids, _ in hyps:
+        proj.zero_grad()
+        lp = torch.log_softmax(proj(enc), dim=-1)[:, None]  # (T, 1, V)
+        loss = torch.nn.functional.ctc_loss(lp, torch.tensor(ids, dtype=torch.long),
+                                            torch.tensor([20]), torch.tensor([len(ids)]),
+                                            blank=0, reduction="sum", zero_infinity=True)
+        loss.backward()
+        want.append(float(proj.weight.grad.pow(2).sum() + proj.bias.grad.pow(2).sum()))
+    assert sq.tolist() == pytest.approx(want, rel=1e-4)
+    p = torch.softmax(torch.tensor([-2.0, -2.5, -4.0, -9.0], dtype=torch.float64), 0)
+    assert post.tolist() == pytest.approx(p.tolist())
+    assert egl == pytest.approx(float((p * torch.tensor(want, dtype=torch.float64)).sum()),
+                                rel=1e-4)
+
+
+def test_each_method_orders_the_pool_as_documented() -> None:
+    ids = ["a", "b", "c", "d"]
+    sc = [Scores(1.0, 0.9, 10, 8), Scores(5.0, 0.2, 10, 8), Scores(3.0, 0.5, 10, 8),
+          Scores(0.5, 0.1, 10, 8)]
+    dur = [1.0, 2.0, 4.0, 3.0]
+    assert choose("egl", ids, sc, dur, 2) == ["b", "c"]
+    assert choose("confidence", ids, sc, dur, 2) == ["d", "b"]
+    assert choose("length", ids, sc, dur, 3) == ["c", "d", "b"]
+    r = choose("random", ids, sc, dur, 4, seed=1)
+    assert sorted(r) == ids and r == choose("random", ids, sc, dur, 4, seed=1)
+    with pytest.raises(ValueError, match="budget must be >= 1"):
+        choose("egl", ids, sc, dur, 0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        choose("entropy", ids, sc, dur, 1)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_select_cli_writes_the_budget_and_a_report(tiny_corpus, tmp_path) -> None:  # noqa: F811
+    """EGL with a (random-weight) CTC bundle on a real tiny pool: exactly the budget, the
+    highest-EGL utterances, and every utterance's scores; an RNN-T bundle is refused by name."""
+    from lhotse import CutSet
+
+    pool = tiny_corpus / "cuts_train.jsonl.gz"
+    bundle = tiny_bundle(tmp_path / "b")
+    out = tmp_path / "sel.jsonl.gz"
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
+                           "--budget", "3", "--method", "egl", "--bundle", str(bundle),
+                           "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    picked = [c.id for c in CutSet.from_file(out)]
+    report = json.loads((tmp_path / "sel.report.json").read_text())
+    assert len(picked) == 3 and set(picked) == set(report["selected"])
+    egl = {k: v["egl"] for k, v in report["scores"].items()}
+    assert len(egl) == report["pool_utterances"] == len(CutSet.from_file(pool))
+    assert min(egl[i] for i in picked) >= max(v for k, v in egl.items() if k not in picked)
+    assert all(v > 0 for v in egl.values())
+    rnnt = tiny_bundle(tmp_path / "r", head="rnnt")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
+                           "--budget", "3", "--bundle", str(rnnt), "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "EGL needs a CTC bundle" in proc.stderr
+    assert "Traceback" not in proc.stderr
