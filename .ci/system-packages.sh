@@ -14,7 +14,7 @@ PACKAGES=(
   # audio tools
   sox libsndfile1 libportaudio2
   # offline text sources
-  fortune-mod fortunes fortunes-min wamerican
+  fortune-mod fortunes fortunes-min wamerican wordnet-base
   # the browser page test (headless Chromium + WebDriver) and TLS test certificates
   chromium chromium-driver openssl
 )

@@ -58,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     cor.add_argument("--no-progress", action="store_true")
     cor.set_defaults(func=run_corrupt)
 
+    dl = data_sub.add_parser("dialogues", help="MIND-style two-speaker conversations from "
+                                               "WordNet, arithmetic and fortunes (no LLM)")
+    dl.add_argument("--out", type=Path, required=True, help="output directory")
+    dl.add_argument("--count", type=int, required=True, help="dialogues to make")
+    dl.add_argument("--seed", type=int, default=0)
+    dl.set_defaults(func=run_dialogues)
+
     tr = sub.add_parser("train", help="train a streaming CTC model and export a bundle")
     tr.add_argument("--config", type=Path, default=None, help="recipe YAML (training/recipes/)")
     tr.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -104,6 +111,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "default: OUT with .report.json)")
     se.add_argument("--no-progress", action="store_true")
     se.set_defaults(func=run_select)
+
+
+def run_dialogues(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from training.data.text.dialogues import generate
+
+    if args.count < 1:
+        raise SystemExit(f"chorus data dialogues: --count must be >= 1, got {args.count}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    splits: Counter[str] = Counter()
+    styles: Counter[str] = Counter()
+    texts: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    with open(args.out / "dialogues.jsonl", "w") as f:
+        for d in generate(args.count, args.seed):
+            f.write(json.dumps(d.to_dict()) + "\n")
+            splits[d.split] += 1
+            styles[d.style] += 1
+            texts[d.split] += [t for _, t in d.turns]
+    for split, lines in texts.items():  # LM text: one turn per line
+        (args.out / f"text_{split}.txt").write_text("".join(t + "\n" for t in lines))
+    print(json.dumps({"dialogues": args.count, "splits": dict(splits), "styles": dict(styles),
+                      "turns": sum(len(v) for v in texts.values())}, indent=1))
+    return 0
 
 
 def run_corrupt(args: argparse.Namespace) -> int:
