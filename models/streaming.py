@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle
-from models.decoding import Decoder, Hypothesis, Word, bundle_decoder
+from models.decoding import Decoder, Hypothesis, Word, bundle_decoder, shift_words
 from models.features import Fbank, StreamingFbank
 
 
@@ -103,8 +103,6 @@ def transcribe_speech(bundle: Bundle, samples: np.ndarray, segments: list[tuple[
     """Offline transcription of the speech `segments` (start s, end s; e.g. from the VAD's
     models.vad.speech_segments) only: each from a fresh model state, word times in the
     file's seconds, texts joined; confidence the mean over all words."""
-    from dataclasses import replace
-
     rate = bundle.features.sample_rate
     words: list[Word] = []
     texts: list[str] = []
@@ -112,7 +110,6 @@ def transcribe_speech(bundle: Bundle, samples: np.ndarray, segments: list[tuple[
         hyp = transcribe(bundle, samples[int(start * rate) : int(end * rate)], decoder=decoder)
         if hyp.text:
             texts.append(hyp.text)
-            words += [replace(w, start=round(w.start + start, 3), end=round(w.end + start, 3))
-                      for w in hyp.words]
+            words += shift_words(hyp.words, start)
     conf = float(np.mean([w.confidence for w in words])) if words else 0.0
     return Hypothesis(" ".join(texts), words, conf)

@@ -1,6 +1,6 @@
 """What both gRPC services share: the requests of a streaming call (drain, idle timeout, a
 resume elsewhere), its bounded responses (slow readers), error mapping, auth, whole-audio
-recognition over a Stream."""
+recognition is server/whole.py."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import grpc
 
 from models.audio import AudioError
 from server.app import App, api_key_ok, discard
-from server.audio_in import BYTES_PER_SAMPLE, AudioFormat
 from server.dispatch import Overloaded, StreamError
 from server.resume import ResumedElsewhere, ResumeError
-from server.session import Event, Final, SessionConfig, SessionError
+from server.session import SessionError
 
 log = logging.getLogger("chorus.grpc")
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # no API key needed
@@ -151,26 +150,6 @@ async def abort_for(context: Any, exc: BaseException) -> None:
         await context.abort(grpc.StatusCode.INTERNAL, str(exc))
     log.error("gRPC call failed", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-
-
-def frames_of(data: bytes, fmt: AudioFormat, max_bytes: int) -> list[bytes]:
-    """Cut a whole audio into frames under the frame limit, on sample boundaries when raw."""
-    width = 1 if fmt.encoding == "wav" else BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
-    size = max(width, (max_bytes // width) * width)
-    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
-
-
-async def recognize_whole(app: App, config: SessionConfig, audio: bytes) -> list[Final]:
-    """One whole audio through the streaming path: the finals (one per utterance)."""
-    stream = app.open(config)
-    try:
-        events: list[Event] = []
-        for frame in frames_of(audio, config.format, app.cfg.limits.max_frame_bytes):
-            events += await stream.feed(frame)
-        events += await stream.finish()
-        return [e for e in events if isinstance(e, Final)]
-    finally:
-        stream.close()
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -15,9 +15,10 @@ from typing import Any
 from server.app import App, Stream
 from server.audio_in import AudioFormat
 from server.grpc_codegen import generated
-from server.grpc_common import abort_for, bounded_responses, client_requests, recognize_whole
+from server.grpc_common import abort_for, bounded_responses, client_requests
 from server.resume import ResumedElsewhere
 from server.session import Final, Partial, SessionConfig, SessionError
+from server.whole import recognize_whole
 
 pb, pb_grpc = generated()
 # A cut call's request stream ends (EOF) tens of microseconds before its cancellation reaches

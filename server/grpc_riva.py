@@ -19,8 +19,9 @@ from typing import Any
 
 from server.app import App, Stream
 from server.audio_in import AudioFormat, looks_like_wav
-from server.grpc_common import abort_for, bounded_responses, client_requests, recognize_whole
+from server.grpc_common import abort_for, bounded_responses, client_requests
 from server.session import Final, Partial, SessionConfig, SessionError
+from server.whole import recognize_whole
 
 ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read
 LANGUAGES = ("en-US", "en")

@@ -34,9 +34,9 @@ import numpy as np
 
 from models.audio import AudioError, load_audio
 from server.app import App, api_key_ok
-from server.audio_in import AudioFormat
 from server.dispatch import Overloaded, StreamError
 from server.session import Final, SessionError
+from server.whole import recognize_samples
 
 log = logging.getLogger("chorus.openai")
 MODEL_ID = "chorus"
@@ -195,24 +195,15 @@ async def transcribe(app: App, req: TranscriptionRequest) -> tuple[str, str]:
         raise ApiError(400, f"Invalid file format: {exc}", param="file",
                        code="invalid_file_format") from None
     rate = app.bundle.features.sample_rate
-    try:
-        stream = app.open(app.session_config(format=AudioFormat("pcm_f32le", rate, 1),
-                                             interim_results=False, continuous=True))
+    try:  # one stream, or with endpoint.vad one per speech segment (server/whole.py)
+        finals = await recognize_samples(app, app.session_config(interim_results=False,
+                                                                 continuous=True), audio)
     except Overloaded as exc:
         raise ApiError(503, str(exc), code="overloaded", kind="server_error") from None
-    finals: list[Final] = []
-    try:
-        data = np.clip(audio, -1, 1).astype("<f4").tobytes()
-        piece = max(4, app.cfg.limits.max_frame_bytes // 4 * 4)
-        for i in range(0, len(data), piece):
-            finals += [e for e in await stream.feed(data[i : i + piece]) if isinstance(e, Final)]
-        finals += [e for e in await stream.finish() if isinstance(e, Final)]
     except SessionError as exc:
         raise ApiError(400, str(exc), param="file", code=exc.code) from None
     except StreamError as exc:
         raise ApiError(500, str(exc), code="internal", kind="server_error") from None
-    finally:
-        stream.close()
     return render(req, finals, audio.size / rate)
 
 

@@ -30,14 +30,14 @@ rule above.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from models.audio import AudioError
-from models.decoding import Hypothesis, RnntGreedyDecoder, Word, bundle_decoder
+from models.decoding import Hypothesis, RnntGreedyDecoder, Word, bundle_decoder, shift_words
 from models.features import Fbank
 from models.streaming import Chunker
 from models.vad import StreamingVad, check_rate
@@ -257,8 +257,7 @@ class Session:
         self.last_text, self.last_change = "", self.frames_out
 
     def _shift(self, words: list[Word], start: float | None = None) -> list[Word]:
-        off = self.utt_start * self.frame_s if start is None else start
-        return [replace(w, start=round(w.start + off, 3), end=round(w.end + off, 3)) for w in words]
+        return shift_words(words, self.utt_start * self.frame_s if start is None else start)
 
     @staticmethod
     def _stability(text: str) -> float:

@@ -16,7 +16,7 @@ import torch
 from models.decoding.ctc_beam import BeamConfig, CtcPrefixBeamDecoder
 from models.decoding.ctc_greedy import CtcGreedyDecoder
 from models.decoding.hotwords import Hotwords
-from models.decoding.hypothesis import Hypothesis, Word
+from models.decoding.hypothesis import Hypothesis, Word, shift_words
 from models.decoding.lm_fusion import LmConfig, LmFusion
 from models.decoding.rnnt import RnntBeamDecoder, RnntGreedyDecoder
 from models.tokenizer import CharTokenizer
@@ -72,4 +72,4 @@ def bundle_decoder(bundle: Any, name: str | None = None, *, beam_size: int | Non
 
 __all__ = ["DECODERS", "BeamConfig", "CtcGreedyDecoder", "CtcPrefixBeamDecoder", "Decoder",
            "Hotwords", "Hypothesis", "LmConfig", "LmFusion", "RnntBeamDecoder", "RnntGreedyDecoder",
-           "Word", "bundle_decoder", "make_decoder"]
+           "Word", "shift_words", "bundle_decoder", "make_decoder"]

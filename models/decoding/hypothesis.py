@@ -9,7 +9,7 @@ probabilities; the utterance confidence is the mean over words.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from models.tokenizer import CharTokenizer
 
@@ -33,6 +33,12 @@ class Hypothesis:
     def to_dict(self) -> dict[str, object]:
         return {"text": self.text, "confidence": self.confidence,
                 "words": [w.__dict__ for w in self.words]}
+
+
+def shift_words(words: Iterable[Word], seconds: float) -> list[Word]:
+    """The words moved `seconds` later (an utterance's times -> its stream's or file's)."""
+    return [replace(w, start=round(w.start + seconds, 3), end=round(w.end + seconds, 3))
+            for w in words]
 
 
 def hypothesis(emissions: Iterable[Emission], tok: CharTokenizer, frame_seconds: float) -> Hypothesis:
