@@ -18,7 +18,7 @@ decoder has reached, was the VAD in speech, and when did speech last end before 
 (`speech_at`). `speech_segments` applies the same rule to a whole file (minimum silence and
 speech, padding), for batch transcription that skips silence.
 
-Cost: ~0.2 ms of one core per 32 ms window on this machine, ~0.7 % of a core per real-time
+Cost: ~0.2 ms of one core per 32 ms window on this machine, ~1 % of a core per real-time
 stream; still opt-in (`endpoint.vad`), as it changes where utterances end.
 """
 
