@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+SHIPPED_LM = Path("models/pretrained/default/lm/words3.arpa.gz")
 
 
 def write_report(out: Path, result: dict[str, Any], table: str) -> None:
@@ -32,3 +36,40 @@ def locked_table(out: Path, settings: dict[str, Any]) -> Iterator[dict[str, Any]
                 raise SystemExit(f"{path} has {key}={old.get(key)!r}, this call {mine!r}: "
                                  "rows at different settings do not compare")
         yield old
+
+
+def add_run_args(p: argparse.ArgumentParser, *, minutes: float, name: str) -> None:
+    """The options of an experiment that trains runs on a synthesized corpus for a budget each
+    and scores them on its held-out split (equal_compute, leave_one_engine_out)."""
+    p.add_argument("--corpus", type=Path, required=True, help="chorus data synth output")
+    p.add_argument("--recipe", type=Path, default=Path("training/recipes/small.yaml"))
+    p.add_argument("--minutes", type=float, default=minutes, help="training budget per run")
+    p.add_argument("--lm", type=Path, default=SHIPPED_LM, help="word LM for beam + LM")
+    p.add_argument("--limit", type=int, default=None, help="test utterances (default: all)")
+    p.add_argument("--dev-limit", type=int, default=200, help="dev utterances for LM tuning")
+    p.add_argument("--test", type=Path, default=None,
+                   help="held-out manifest (default: CORPUS/cuts_test.jsonl.gz)")
+    p.add_argument("--work", type=Path, default=Path("runs") / name)
+    p.add_argument("--out", type=Path, default=Path("docs/results") / name)
+    p.add_argument("--override", action="append", default=[],
+                   help="extra recipe override for every run, e.g. optim.max_steps=50")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def merge_runs(args: argparse.Namespace, rows: list[dict[str, Any]],
+               markdown: Callable[[dict[str, Any]], str],
+               extra: Callable[[dict[str, Any] | None], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """Put `rows` into the table at args.out, replacing rows of the same run name, under the
+    table's lock; a table made at another budget, recipe, LM or test set is refused. `extra`
+    gives further top-level fields from the old table (None when new)."""
+    settings = {"minutes_per_run": args.minutes, "recipe": str(args.recipe),
+                "lm": str(args.lm), "test": str(args.test or "CORPUS/cuts_test.jsonl.gz"),
+                "limit": args.limit}
+    with locked_table(args.out, settings) as old:
+        names = {r["run"] for r in rows}
+        kept = [r for r in (old or {}).get("runs", []) if r["run"] not in names]
+        result = {**settings, "date": time.strftime("%Y-%m-%d"), **(extra(old) if extra else {}),
+                  "runs": sorted(kept + rows, key=lambda r: r["run"])}
+        write_report(args.out, result, markdown(result))
+    return result

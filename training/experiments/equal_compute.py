@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments import locked_table, write_report
+from training.experiments import add_run_args, merge_runs
 
 NAME = re.compile(r"^(char|sw(\d+))-(ctc|rnnt_pruned)-x(2|4|8)(?:-([a-z_]+))?$")
 MAX_MEDIAN, MAX_INFEASIBLE = 0.8, 0.02
 LM_WEIGHTS, LM_BONUSES = (0.3, 0.5, 0.8), (1.0, 2.0, 3.0)
-SHIPPED_LM = Path("models/pretrained/default/lm/words3.arpa.gz")
 
 
 @dataclass(frozen=True)
@@ -157,37 +156,16 @@ def markdown(result: dict[str, Any]) -> str:
 
 def merge(args: argparse.Namespace, rows: list[dict[str, Any]], why: dict[str, str]) -> dict[str, Any]:
     """Put `rows` into the table at --out (replacing rows of the same name)."""
-    settings = {"minutes_per_run": args.minutes, "recipe": str(args.recipe),
-                "lm": str(args.lm), "test": str(args.test or "CORPUS/cuts_test.jsonl.gz"),
-                "limit": args.limit}
-    with locked_table(args.out, settings) as old:
-        names = {r["run"] for r in rows}
-        kept = [r for r in (old or {}).get("runs", []) if r["run"] not in names]
-        result = {**settings, "date": time.strftime("%Y-%m-%d"),
-                  "validity": {**(old or {}).get("validity", {}), **why},
-                  "runs": sorted(kept + rows, key=lambda r: r["run"])}
-        write_report(args.out, result, markdown(result))
-    return result
+    return merge_runs(args, rows, markdown,
+                      lambda old: {"validity": {**(old or {}).get("validity", {}), **why}})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.experiments.equal_compute",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", type=Path, required=True, help="chorus data synth output")
     p.add_argument("--only", required=True,
                    help="comma-separated variants, e.g. char-ctc-x4,sw256-ctc-x8")
-    p.add_argument("--recipe", type=Path, default=Path("training/recipes/small.yaml"))
-    p.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
-    p.add_argument("--lm", type=Path, default=SHIPPED_LM, help="word LM for beam + LM")
-    p.add_argument("--limit", type=int, default=None, help="test utterances (default: all)")
-    p.add_argument("--dev-limit", type=int, default=200, help="dev utterances for LM tuning")
-    p.add_argument("--test", type=Path, default=None,
-                   help="held-out manifest (default: CORPUS/cuts_test.jsonl.gz)")
-    p.add_argument("--work", type=Path, default=Path("runs/equal-compute"))
-    p.add_argument("--out", type=Path, default=Path("docs/results/equal-compute"))
-    p.add_argument("--override", action="append", default=[],
-                   help="extra recipe override for every run, e.g. optim.max_steps=50")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p, minutes=60.0, name="equal-compute")
     args = p.parse_args(argv)
 
     from models.tokenizer import CharTokenizer
