@@ -57,3 +57,20 @@ def test_cli_writes_dialogues_and_lm_text_per_split(tmp_path: Path) -> None:
         want = [t["text"] for d in lines if d["split"] == split for t in d["turns"]]
         assert (tmp_path / f"text_{split}.txt").read_text().splitlines() == want
     assert json.loads(proc.stdout)["turns"] == sum(len(d["turns"]) for d in lines)
+
+
+def test_wordnet_lm_text_is_normalised_and_train_split_only() -> None:
+    """WordNet's glosses and examples as LM text: normalised sentences, and only those whose
+    text hash is train reach `chorus lm build --wordnet`'s text."""
+    from training.data.text.sources import wordnet_sentences
+    from training.lm.text import LmTextConfig, train_sentences
+
+    wn = wordnet_sentences()
+    assert len(wn) > 50_000 and all(is_normalized(s) for s in wn[::1000])
+    lm = set(train_sentences(LmTextConfig(template_sentences=1, word_sequences=0, wordnet=True)))
+    plain = set(train_sentences(LmTextConfig(template_sentences=1, word_sequences=0)))
+    added = lm - plain
+    assert added and added <= set(wn)
+    assert all(text_split(s) == "train" for s in added)
+    held = [s for s in wn if text_split(s) != "train"]
+    assert held and not lm & set(held)

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "order is the table's, build it as its own LM and mix it in")
     b.add_argument("--no-corpus-text", action="store_true",
                    help="only --text (no synthetic-corpus text, no word list)")
+    b.add_argument("--wordnet", action="store_true",
+                   help="add WordNet's glosses and usage examples (Debian wordnet-base; train "
+                        "split only, by the corpus's text hash)")
     b.add_argument("--template-sentences", type=int, default=20000,
                    help="sentences drawn per template domain")
     b.add_argument("--seed", type=int, default=0)
@@ -100,7 +103,8 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     sentences: list[list[str]] = []
     if not args.no_corpus_text:
-        cfg = LmTextConfig(template_sentences=args.template_sentences, seed=args.seed)
+        cfg = LmTextConfig(template_sentences=args.template_sentences, seed=args.seed,
+                           wordnet=args.wordnet)
         sentences += [s.split() for s in train_sentences(cfg)]
     for path in args.text:
         if not path.is_file():

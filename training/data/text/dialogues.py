@@ -28,11 +28,9 @@ from pathlib import Path
 
 from training.data.synth.split import text_split
 from training.data.text.normalize import normalize_text
-from training.data.text.sources import MAX_WORDS, fortune_sentences
+from training.data.text.sources import MAX_WORDS, WORDNET_DIR, fortune_sentences, wordnet_synsets
 
-WORDNET_DIR = Path("/usr/share/wordnet")
 STYLES = ("teacher_student", "layman_expert", "two_students", "debate")
-_POS_FILES = {"noun": "data.noun", "verb": "data.verb", "adj": "data.adj", "adv": "data.adv"}
 
 
 @dataclass(frozen=True)
@@ -57,29 +55,14 @@ class Dialogue:
 
 
 def wordnet_entries(root: Path = WORDNET_DIR) -> list[Entry]:
-    """Entries with a gloss and at least one usage example that quotes the word, from the
-    WordNet 3.0 data files (`synset_offset lex_filenum ss_type w_cnt word lex_id ... | gloss;
-    "example"; ...`)."""
+    """Entries with a short gloss and at least one usage example that uses the word."""
     out: list[Entry] = []
-    for pos, name in _POS_FILES.items():
-        path = root / name
-        if not path.is_file():
+    for word, pos, gloss, examples in wordnet_synsets(root):
+        if not re.fullmatch(r"[a-z][a-z ]{1,30}", word):
             continue
-        for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
-            if line.startswith(" ") or " | " not in line:
-                continue  # the licence header
-            head, gloss_part = line.split(" | ", 1)
-            fields = head.split()
-            word = fields[4].replace("_", " ")
-            word = re.sub(r"\(.*\)$", "", word)  # adjective markers, e.g. "(a)"
-            if not re.fullmatch(r"[a-z][a-z ]{1,30}", word):
-                continue
-            parts = [p.strip() for p in gloss_part.split(";")]
-            gloss = parts[0].strip()
-            examples = tuple(p.strip('" ') for p in parts[1:] if p.startswith('"'))
-            examples = tuple(e for e in examples if word in e.lower())
-            if gloss and examples and len(gloss.split()) <= 16:
-                out.append(Entry(word, pos, gloss, examples))
+        uses = tuple(e for e in examples if word in e.lower())
+        if gloss and uses and len(gloss.split()) <= 16:
+            out.append(Entry(word, pos, gloss, uses))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Offline text sources: Debian fortunes (fortune-mod + fortunes) and the system word list."""
+"""Offline text sources: Debian fortunes (fortune-mod + fortunes), the system word list, and
+WordNet's glosses and usage examples (Debian wordnet-base)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from training.data.text.normalize import normalize_text
 log = logging.getLogger(__name__)
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_FILES = {"noun": "data.noun", "verb": "data.verb", "adj": "data.adj", "adv": "data.adv"}
 WORD_LIST = Path("/usr/share/dict/words")
 MIN_WORDS = 3
 MAX_WORDS = 24
@@ -67,3 +70,35 @@ def word_list(path: Path = WORD_LIST) -> list[str]:
 
 def word_sequence(rng: random.Random, words: list[str]) -> str:
     return " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
+
+
+def wordnet_synsets(root: Path = WORDNET_DIR) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
+    """(first lemma, part of speech, gloss, usage examples) of every synset in the WordNet 3.0
+    data files (`offset lex_filenum ss_type w_cnt word lex_id ... | gloss; "example"; ...`)."""
+    for pos, name in WORDNET_FILES.items():
+        path = root / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
+            if line.startswith(" ") or " | " not in line:
+                continue  # the licence header
+            head, gloss_part = line.split(" | ", 1)
+            word = re.sub(r"\(.*\)$", "", head.split()[4].replace("_", " "))  # "(a)" markers
+            parts = [p.strip() for p in gloss_part.split(";")]
+            examples = tuple(p.strip('" ') for p in parts[1:] if p.startswith('"'))
+            yield word, pos, parts[0], examples
+
+
+def wordnet_sentences(root: Path = WORDNET_DIR) -> list[str]:
+    """WordNet's glosses and usage examples as normalised sentences of MIN_WORDS..MAX_WORDS
+    words, de-duplicated, sorted (none without wordnet-base)."""
+    if not (root / "data.noun").is_file():
+        log.warning("no WordNet at %s: install Debian package wordnet-base", root)
+        return []
+    out: set[str] = set()
+    for _, _, gloss, examples in wordnet_synsets(root):
+        for text in (gloss, *examples):
+            norm = normalize_text(text)
+            if norm and MIN_WORDS <= len(norm.split()) <= MAX_WORDS:
+                out.add(norm)
+    return sorted(out)
