@@ -1,0 +1,186 @@
+"""The active-learning curve: which utterances to label next, EGL vs random vs confidence.
+
+    python -m training.experiments.active_learning --corpus data/synth --start 1000 \
+        --budget 1000 --rounds 3 --seeds 0,1,2 --minutes 10 --out docs/results/active-learning
+
+As in Huang et al. 2016: per seed, a random labelled start of `--start` training utterances
+(the rest of the train split is the unlabelled pool) trains a model from scratch for
+`--minutes`; then each round every method (`chorus select`'s egl, confidence, random) picks
+`--budget` more from its own pool with its current model, and the model is trained on
+everything labelled so far, warm-started from its previous round, for `--minutes` more. Each
+model is scored greedy on the held-out test split (`--test-limit` utterances). The table gives
+WER by labels per method (mean over seeds, min / max); the paper's claim to check: EGL reaches
+random's final WER with <= 60 % of the labels. JSON + markdown + PNG. Slow by design (rounds x
+methods x seeds training runs): a command, not a test (a smoke test runs a few steps in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.experiments import write_report
+
+METHODS = ("egl", "confidence", "random")
+
+
+def _subset(src: Path, ids: set[str], out: Path) -> Path:
+    from lhotse import CutSet
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    CutSet.from_file(src).to_eager().subset(cut_ids=sorted(ids)).to_file(out)
+    return out
+
+
+def _train(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None) -> Path:
+    from training.config import load_config
+    from training.train import train
+
+    corpus = Path(args.corpus)
+    cfg = load_config(args.recipe, [
+        f"name=al-{out.name}", f"out_dir={out}", f"optim.max_minutes={args.minutes}",
+        f"data.train=[{manifest}]", f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]",
+        *([f"init_from={init}"] if init else []), *args.override])
+    return train(cfg, progress=not args.no_progress)
+
+
+def _wer(bundle_path: Path, test: list[Any]) -> float:
+    from models.bundle import load
+    from training.eval.metrics import error_rates
+    from training.eval.run import transcribe_ours
+
+    hyps, _ = transcribe_ours(load(bundle_path), test, decoder="greedy", beam_size=1,
+                              progress=False)
+    return round(error_rates([u.ref for u in test], hyps).wer, 4)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from models.bundle import load
+    from training.eval.run import load_manifest
+    from training.select import choose, score_pool
+
+    corpus, work = Path(args.corpus), Path(args.work)
+    train_m = corpus / "cuts_train.jsonl.gz"
+    pool_all = load_manifest(train_m)
+    dur = {u.id: u.duration for u in pool_all}
+    test = load_manifest(args.test or corpus / "cuts_test.jsonl.gz", args.test_limit)
+    rows: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        ids = [u.id for u in pool_all]
+        random.Random(seed).shuffle(ids)
+        start = set(ids[: args.start])
+        base = work / f"s{seed}" / "r0"
+        b0 = _train(args, _subset(train_m, start, base / "labelled.jsonl.gz"), base, None)
+        row0 = {"seed": seed, "round": 0, "labels": len(start),
+                "hours": round(sum(dur[i] for i in start) / 3600, 3), "wer": _wer(b0, test)}
+        rows += [{**row0, "method": m} for m in args.methods]
+        for method in args.methods:
+            labelled, bundle = set(start), b0
+            for r in range(1, args.rounds + 1):
+                pool = [u for u in pool_all if u.id not in labelled]
+                if not pool:
+                    break  # everything is labelled
+                scores = score_pool(load(bundle), pool, method=method, progress=False)
+                labelled |= set(choose(method, [u.id for u in pool], scores,
+                                       [u.duration for u in pool], min(args.budget, len(pool)),
+                                       seed=seed + r))
+                out = work / f"s{seed}" / f"{method}-r{r}"
+                bundle = _train(args, _subset(train_m, labelled, out / "labelled.jsonl.gz"), out,
+                                bundle)
+                rows.append({"seed": seed, "round": r, "method": method, "labels": len(labelled),
+                             "hours": round(sum(dur[i] for i in labelled) / 3600, 3),
+                             "wer": _wer(bundle, test)})
+                print(json.dumps(rows[-1]), flush=True)
+    return {"corpus": str(corpus), "start": args.start, "budget": args.budget,
+            "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
+            "test_utterances": len(test), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+
+
+def summary(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, per round: labels, hours, WER mean / min / max over the seeds."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    methods = sorted({r["method"] for r in result["rows"]})
+    for m in methods:
+        for k in range(result["rounds"] + 1):
+            got = [r for r in result["rows"] if r["method"] == m and r["round"] == k]
+            if got:
+                w = [r["wer"] for r in got]
+                out.setdefault(m, []).append({
+                    "round": k, "labels": int(np.mean([r["labels"] for r in got])),
+                    "hours": round(float(np.mean([r["hours"] for r in got])), 3),
+                    "wer": round(float(np.mean(w)), 4), "min": min(w), "max": max(w)})
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = summary(result)
+    lines = [f"Start {result['start']} utterances, +{result['budget']} per round, "
+             f"{result['minutes_per_round']:g} min per round, seeds {result['seeds']}, greedy "
+             f"WER on {result['test_utterances']} held-out utterances (mean, min / max).", "",
+             "| method | " + " | ".join(f"round {k}" for k in range(result["rounds"] + 1)) + " |",
+             "|---|" + "---|" * (result["rounds"] + 1)]
+    for m, pts in s.items():
+        cells = [f"{100 * p['wer']:.1f} ({100 * p['min']:.1f} / {100 * p['max']:.1f}) at "
+                 f"{p['labels']}" for p in pts]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for m, pts in summary(result).items():
+        ax.errorbar([p["labels"] for p in pts], [100 * p["wer"] for p in pts],
+                    yerr=[[100 * (p["wer"] - p["min"]) for p in pts],
+                          [100 * (p["max"] - p["wer"]) for p in pts]], marker="o", label=m,
+                    capsize=3)
+    ax.set_xlabel("labelled utterances")
+    ax.set_ylabel("held-out WER % (greedy)")
+    ax.set_title("Active learning: EGL vs confidence vs random")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.experiments.active_learning",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", type=Path, required=True, help="chorus data synth output")
+    p.add_argument("--start", type=int, default=1000, help="labelled utterances at round 0")
+    p.add_argument("--budget", type=int, default=1000, help="utterances added per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget per round")
+    p.add_argument("--recipe", type=Path, default=Path("training/recipes/small.yaml"))
+    p.add_argument("--test", type=Path, default=None)
+    p.add_argument("--test-limit", type=int, default=300)
+    p.add_argument("--work", type=Path, default=Path("runs/active-learning"))
+    p.add_argument("--out", type=Path, default=Path("docs/results/active-learning"))
+    p.add_argument("--override", action="append", default=[])
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or args.start < 1 or args.budget < 1 or args.rounds < 1:
+        raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --start, "
+                         "--budget and --rounds >= 1")
+    result = run(args)
+    write_report(args.out, result, markdown(result))
+    plot(result, args.out.with_suffix(".png"))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
