@@ -88,7 +88,7 @@ def check_rate(sample_rate: int) -> None:
 
 class StreamingVad:
     """One stream's detector. `accept(samples)` (16 kHz float) -> (probability, speech) of each
-    window completed; `runs` holds the speech found so far, as window index ranges."""
+    window completed; `runs()` is the speech found so far."""
 
     def __init__(self, cfg: VadConfig | None = None):
         self.cfg = (cfg or VadConfig()).validate()
@@ -104,6 +104,10 @@ class StreamingVad:
     @property
     def seen_s(self) -> float:
         return self.windows * WINDOW_S
+
+    def runs(self) -> list[tuple[float, float]]:
+        """The speech runs heard so far, (start s, end s) on window boundaries."""
+        return [(a * WINDOW_S, b * WINDOW_S) for a, b in zip(self._starts, self._ends, strict=True)]
 
     def speech_at(self, t: float) -> tuple[bool, float | None]:
         """At stream time `t` s: (whether the window just before `t` is speech, where the last
@@ -146,16 +150,10 @@ def speech_segments(samples: np.ndarray, sample_rate: int = VAD_RATE,
     """Speech regions (start s, end s) of a whole file, padded, merged across short gaps."""
     check_rate(sample_rate)
     cfg = (cfg or VadConfig()).validate()
-    runs: list[list[float]] = []
-    was = False
-    for i, (_, on) in enumerate(StreamingVad(cfg).accept(samples)):
-        if on and not was:
-            runs.append([i * WINDOW_S, (i + 1) * WINDOW_S])
-        elif on:
-            runs[-1][1] = (i + 1) * WINDOW_S
-        was = on
+    vad = StreamingVad(cfg)
+    vad.accept(samples)
     merged: list[list[float]] = []
-    for s, e in runs:
+    for s, e in vad.runs():
         if merged and s - merged[-1][1] < cfg.min_silence_ms / 1000:
             merged[-1][1] = e
         else:
