@@ -36,6 +36,17 @@ class AugmentConfig:
     spec_time_width: int = 20
     spec_freq_masks: int = 2
     spec_freq_width: int = 15
+    # vocal-tract-length perturbation (Jaitly & Hinton 2013): per utterance a warp factor drawn
+    # uniformly from this range (0.01 steps) warps the mel filterbank's frequency axis
+    # (models.features.fbank.vtln_warp); (1.0, 1.0) = off. Formants move without the tempo
+    # and pitch change of `speed`, a voice the corpus never had.
+    vtlp: tuple[float, float] = (1.0, 1.0)
+
+    def validate(self) -> None:
+        lo, hi = self.vtlp
+        if not 0.8 <= lo <= hi <= 1.25:
+            raise ValueError(f"config augment.vtlp must be [low, high] with 0.8 <= low <= high "
+                             f"<= 1.25 (warp factors; [1.0, 1.0] = off), got {list(self.vtlp)}")
 
 
 @dataclass

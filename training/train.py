@@ -139,6 +139,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     from training.data.dataset import feature_stats
 
     cfg.robust.validate()
+    cfg.augment.validate()
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)

@@ -21,10 +21,35 @@ def mel_scale(freq_hz: torch.Tensor | float) -> torch.Tensor:
     return 1127.0 * torch.log1p(torch.as_tensor(freq_hz, dtype=torch.float64) / 700.0)
 
 
-def mel_filterbank(cfg: FbankConfig) -> torch.Tensor:
+def vtln_warp(freq_hz: torch.Tensor, alpha: float, low_hz: float, high_hz: float) -> torch.Tensor:
+    """Piecewise-linear vocal-tract-length warp of frequencies (Kaldi's VTLN function).
+
+    The middle band is scaled by 1 / alpha (alpha > 1 lowers every formant, as a longer vocal
+    tract does); below the lower knee and above the upper knee two linear pieces keep low_hz
+    and high_hz fixed, so the warped axis still spans the filterbank's band. The knees sit at
+    100 Hz above low_hz and 500 Hz below high_hz, moved inward by alpha so the map stays
+    monotonic. Frequencies outside [low_hz, high_hz] are unchanged.
+    """
+    if alpha == 1.0:
+        return freq_hz
+    lo_knee = (low_hz + 100.0) * max(1.0, alpha)
+    hi_knee = (high_hz - 500.0) * min(1.0, alpha)
+    scale = 1.0 / alpha
+    lo_to = scale * lo_knee
+    hi_to = scale * hi_knee
+    f = freq_hz
+    left = low_hz + (lo_to - low_hz) / (lo_knee - low_hz) * (f - low_hz)
+    right = high_hz + (high_hz - hi_to) / (high_hz - hi_knee) * (f - high_hz)
+    warped = torch.where(f < lo_knee, left, torch.where(f < hi_knee, scale * f, right))
+    return torch.where((f < low_hz) | (f > high_hz), f, warped)
+
+
+def mel_filterbank(cfg: FbankConfig, warp: float = 1.0) -> torch.Tensor:
     """Triangular filters, shape (fft_size // 2 + 1, num_mel_bins), float64.
 
     Kaldi defines filters on the fft_size // 2 bins below Nyquist; the Nyquist row is zero.
+    `warp` != 1 evaluates the filters on VTLN-warped bin frequencies (`vtln_warp`): training's
+    vocal-tract-length perturbation; serving always uses 1.
     """
     n_fft_bins = cfg.fft_size // 2
     bin_hz = cfg.sample_rate / cfg.fft_size
@@ -35,7 +60,9 @@ def mel_filterbank(cfg: FbankConfig) -> torch.Tensor:
     left = (mel_low + b * delta)[None, :]  # (1, M)
     center = left + delta
     right = left + 2 * delta
-    mel = mel_scale(torch.arange(n_fft_bins, dtype=torch.float64) * bin_hz)[:, None]  # (K, 1)
+    freqs = vtln_warp(torch.arange(n_fft_bins, dtype=torch.float64) * bin_hz, warp,
+                      cfg.low_freq_hz, cfg.upper_freq_hz)
+    mel = mel_scale(freqs)[:, None]  # (K, 1)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     weights = torch.where(mel <= center, up, down)
@@ -63,12 +90,13 @@ class Fbank:
     `waveform` is float in [-1, 1] at `cfg.sample_rate`.
     """
 
-    def __init__(self, cfg: FbankConfig | None = None, *, dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: FbankConfig | None = None, *, dtype: torch.dtype = torch.float32,
+                 warp: float = 1.0):
         self.cfg = cfg or FbankConfig()
         self.cfg.validate()
         self.dtype = dtype
         self.window = window_function(self.cfg).to(dtype)  # (W,)
-        self.mel = mel_filterbank(self.cfg).to(dtype)  # (K + 1, M)
+        self.mel = mel_filterbank(self.cfg, warp).to(dtype)  # (K + 1, M)
         self.pcen = Pcen(self.cfg.pcen, hop_ms=self.cfg.hop_ms)
 
     @property

@@ -69,3 +69,31 @@ def test_config_round_trip() -> None:
     assert FbankConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown FbankConfig fields"):
         FbankConfig.from_dict({"bogus": 1})
+
+
+def test_vtln_warp_scales_the_middle_band_and_keeps_the_band_edges() -> None:
+    """vtln_warp: identity at 1; the band edges fixed; the middle band scaled by 1 / alpha;
+    monotonic increasing over the band for the factors training draws."""
+    from models.features.fbank import vtln_warp
+
+    f = torch.linspace(0.0, 8000.0, 801, dtype=torch.float64)
+    assert torch.equal(vtln_warp(f, 1.0, 20.0, 8000.0), f)
+    for alpha in (0.85, 0.9, 1.1, 1.2):
+        w = vtln_warp(f, alpha, 20.0, 8000.0)
+        assert float(w[0]) == 0.0 and float(w[-1]) == pytest.approx(8000.0)
+        assert bool(torch.all(w[1:] > w[:-1]))
+        mid = (f > 500) & (f < 6000)
+        np.testing.assert_allclose(w[mid].numpy(), (f[mid] / alpha).numpy(), rtol=1e-12)
+
+
+def test_warped_filterbank_hears_a_tone_at_its_warped_frequency() -> None:
+    """A 1 kHz tone through the filterbank warped by 1.1 peaks in the mel bin where the plain
+    filterbank puts a 1000 / 1.1 Hz tone (a formant moved down, as VTLP intends), not 1 kHz."""
+    t = np.arange(16000) / 16000
+
+    def peak(freq: float, warp: float) -> int:
+        wave = torch.from_numpy((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
+        return int(Fbank(FbankConfig(), warp=warp)(wave).mean(0).argmax())
+
+    assert peak(1000.0, 1.1) == peak(1000.0 / 1.1, 1.0)
+    assert peak(1000.0, 1.1) < peak(1000.0, 1.0)

@@ -31,6 +31,7 @@ class AsrDataset(torch.utils.data.Dataset):
 
         self.tok = tokenizer
         self.fbank = Fbank(features)
+        self.fbanks: dict[int, Fbank] = {100: self.fbank}  # VTLP warps, by round(100 * alpha)
         self.augment = augment
         self.fill = feat_mean
         self.rng = np.random.default_rng(seed)
@@ -40,10 +41,21 @@ class AsrDataset(torch.utils.data.Dataset):
         # trainable PCEN (training.frontend): mel energies out; SpecAugment runs after PCEN
         self.energies = energies
 
-    def features(self, audio: np.ndarray) -> torch.Tensor:
-        """(S,) -> (T, F): the front end's features, or mel energies for trainable PCEN."""
+    def features(self, audio: np.ndarray, warp: int = 100) -> torch.Tensor:
+        """(S,) -> (T, F): the front end's features, or mel energies for trainable PCEN; `warp`
+        is a VTLP factor in hundredths (100 = the serving filterbank)."""
+        if warp not in self.fbanks:
+            self.fbanks[warp] = Fbank(self.fbank.cfg, warp=warp / 100)
+        fbank = self.fbanks[warp]
         x = torch.from_numpy(audio)
-        return self.fbank.energies(x) if self.energies else self.fbank(x)
+        return fbank.energies(x) if self.energies else fbank(x)
+
+    def draw_warp(self) -> int:
+        """A VTLP factor in hundredths drawn from augment.vtlp (100 when off)."""
+        lo, hi = self.augment.vtlp if self.augment is not None else (1.0, 1.0)
+        if lo == hi == 1.0:
+            return 100
+        return int(self.rng.integers(round(lo * 100), round(hi * 100) + 1))
 
     def __getitem__(self, cuts: Any) -> dict[str, Any]:
         items, clean = [], []
@@ -56,12 +68,13 @@ class AsrDataset(torch.utils.data.Dataset):
                 noisy = augment_waveform(audio, self.augment, self.rng)
             else:
                 noisy = audio
-            f = self.features(noisy)
+            warp = self.draw_warp()
+            f = self.features(noisy, warp)
             if self.augment is not None and not self.energies:
                 f = spec_augment(f, self.augment, self.rng, self.fill)
             items.append((f, cut.supervisions[0].text, cut.id))
             if self.paired:
-                clean.append(self.features(audio))  # (T, F), T as f's
+                clean.append(self.features(audio, warp))  # (T, F), T as f's
         batch = collate(items, self.tok, self.fill)
         if self.paired:
             batch["clean_features"] = pad(clean, self.fill)
