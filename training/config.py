@@ -176,8 +176,28 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         elif isinstance(value, list) and "tuple" in str(ftype):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _scalar(value, str(ftype), f"{where}.{name}")
     return cls(**kwargs)
+
+
+def _scalar(value: Any, ftype: str, where: str) -> Any:
+    """A float / int / bool field's value checked (and a float written as YAML 1.1 reads
+    `4e-4`, a string, converted), so a mistyped value fails here with the field named instead
+    of deep inside training."""
+    if ftype == "float":
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if ftype == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if ftype == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]

@@ -107,6 +107,19 @@ def test_bad_config_is_specific() -> None:
         load_config(None, ["optim.lr"])
 
 
+def test_scalar_fields_are_type_checked_and_yaml_exponents_read_as_numbers() -> None:
+    """YAML 1.1 reads `4e-4` as a string: a float field takes it as the number; a value of the
+    wrong type is refused with the field named instead of failing inside training."""
+    cfg = load_config(None, ["optim.lr=4e-4", "optim.grad_clip=2"])
+    assert cfg.optim.lr == 4e-4 and isinstance(cfg.optim.grad_clip, float)
+    with pytest.raises(ValueError, match=r"config.optim.lr: expected a number, got 'fast'"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ValueError, match=r"config.optim.warmup_steps: expected an integer"):
+        load_config(None, ["optim.warmup_steps=1.5"])
+    with pytest.raises(ValueError, match=r"config.audit: expected true or false"):
+        load_config(None, ["audit=maybe"])
+
+
 RECIPES = sorted((Path(__file__).parents[2] / "training/recipes").glob("*.yaml"))
 
 
