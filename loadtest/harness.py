@@ -203,8 +203,8 @@ def speech_pool(manifest: Path | None = None, limit: int = 10,
                 seconds: float | None = None) -> list[bytes]:
     """Real speech as 16 kHz PCM16: Lhotse cuts, else sentences synthesized with espeak-ng
     (two voices); each cut to at most `seconds` (whole 100 ms frames) when given."""
+    from loadtest.dispatch_bench import load_audio_pool
     from models.audio import to_pcm16
-    from server.bench import load_audio_pool
 
     pool = [to_pcm16(a) for a in load_audio_pool(manifest, limit=limit)][:limit]
     if seconds is not None:

@@ -84,9 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench_dispatch(args: argparse.Namespace) -> int:
+    from loadtest.dispatch_bench import BenchDispatchConfig, markdown, run_benchmark, write
     from models.backends import BackendUnavailable
     from models.bundle import BundleError
-    from server.bench import BenchDispatchConfig, markdown, run_benchmark, write
 
     cfg = BenchDispatchConfig(streams=args.streams, policies=args.policy, backends=args.backend,
                               chunk_ms=args.chunk_ms, seconds=args.seconds, threads=args.threads,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import resource
 import time
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.harness import write_report
+from loadtest.timing import percentiles_ms
 from server.dispatch import Overloaded, StreamError
 
 
@@ -211,14 +212,11 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
     wall = time.perf_counter() - start
     m = disp.metrics
     steps, chunks = m.steps - m0.steps, m.chunks - m0.chunks
-    lat = np.asarray(latencies or [float("nan")]) * 1000
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     audio_s = chunks * chunk_s
     return {
         "policy": policy, "streams": n,
-        "p50_ms": round(float(np.percentile(lat, 50)), 1),
-        "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        **percentiles_ms(latencies),
         "max_lag_ms": round(1000 * lag[0], 1),
         "mean_batch": round(chunks / steps, 2) if steps else 0.0,
         "rtf": round(m.compute_s / audio_s, 4) if audio_s else None,
@@ -334,9 +332,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def write(result: dict[str, Any], out_dir: Path, stem: str = "dispatch") -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
-    paths[0].write_text(json.dumps(result, indent=1) + "\n")
-    paths[1].write_text(markdown(result))
+    paths = write_report(out_dir, stem, result, markdown(result)) + [out_dir / f"{stem}.png"]
     plot(result, paths[2])
     return paths
