@@ -65,6 +65,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--seed", type=int, default=0)
     dl.set_defaults(func=run_dialogues)
 
+    rf = data_sub.add_parser(
+        "refine", help="score synthesized utterances (round-trip CER, LM, signal checks) and "
+                       "keep the good ones (Nemotron-style filter rounds)",
+        description="Each utterance of --pool is transcribed by --bundle (greedy), its text "
+                    "scored by --lm, its audio checked for clipping, silence and speaking rate; "
+                    "failures are removed, then --keep cuts the rest to a fraction of the pool "
+                    "by CER. Writes the kept cuts and a report (JSON + markdown: what was "
+                    "removed by engine, voice, domain, with examples).")
+    rf.add_argument("--pool", type=Path, required=True, help="Lhotse cuts (candidates)")
+    rf.add_argument("--out", type=Path, required=True, help="the kept cuts (.jsonl.gz)")
+    rf.add_argument("--bundle", type=Path, default=None,
+                    help="the scoring model (default: the shipped bundle); round 2: the model "
+                         "trained on round 1's output")
+    rf.add_argument("--lm", type=Path, default=None,
+                    help="word ARPA LM for the text score (default: the bundle's, if any)")
+    rf.add_argument("--max-cer", type=float, default=0.5)
+    rf.add_argument("--max-clipping", type=float, default=0.001,
+                    help="fraction of samples at full scale")
+    rf.add_argument("--max-silence", type=float, default=0.7,
+                    help="fraction of 10 ms frames 40 dB below the loudest")
+    rf.add_argument("--max-rate-z", type=float, default=3.5,
+                    help="robust z-score of log letters per voiced second, over the pool")
+    rf.add_argument("--min-lm-logprob", type=float, default=None,
+                    help="log10 per word (default: LM score reported, not filtered on)")
+    rf.add_argument("--keep", type=float, default=None,
+                    help="after the checks keep this fraction of the pool, lowest CER first "
+                         "(equal-size comparisons)")
+    rf.add_argument("--limit", type=int, default=None, help="score only the first N")
+    rf.add_argument("--no-progress", action="store_true")
+    rf.set_defaults(func=run_refine)
+
+
     tr = sub.add_parser("train", help="train a streaming CTC model and export a bundle")
     tr.add_argument("--config", type=Path, default=None, help="recipe YAML (training/recipes/)")
     tr.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -111,6 +143,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "default: OUT with .report.json)")
     se.add_argument("--no-progress", action="store_true")
     se.set_defaults(func=run_select)
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    from lhotse import CutSet
+
+    from models.bundle import BundleError, load
+    from models.lm.arpa import ArpaError, ArpaLM
+    from training.eval.run import load_manifest
+    from training.refine import RefineConfig, filter_pool, markdown, report, score_pool
+
+    cfg = RefineConfig(args.max_cer, args.max_clipping, args.max_silence, args.max_rate_z,
+                       args.min_lm_logprob, args.keep)
+    try:
+        cfg.validate()
+        utts = load_manifest(args.pool, args.limit)
+        bundle = load(args.bundle)
+        if args.lm is not None:
+            lm = ArpaLM.load(args.lm)
+        else:
+            lm = bundle.lm.lm if bundle.lm is not None else None
+        cands = score_pool(bundle, utts, lm, progress=not args.no_progress)
+    except (BundleError, ArpaError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"chorus data refine: {exc}") from exc
+    kept, removed = filter_pool(cands, cfg)
+    rep = report(cands, kept, removed, cfg) | {"pool_manifest": str(args.pool),
+                                              "bundle": str(bundle.path), "lm": lm is not None}
+    keep_set = set(kept)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    CutSet.from_file(args.pool).filter(lambda c: c.id in keep_set).to_eager().to_file(args.out)
+    stem = args.out.name.split(".")[0] + ".report"
+    (args.out.parent / f"{stem}.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (args.out.parent / f"{stem}.md").write_text(markdown(rep))
+    print(json.dumps({k: rep[k] for k in ("pool", "kept", "removed", "reasons", "mean_cer")}
+                     | {"report": str(args.out.parent / f"{stem}.json")}))
+    return 0
 
 
 def run_dialogues(args: argparse.Namespace) -> int:
