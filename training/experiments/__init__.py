@@ -73,3 +73,38 @@ def merge_runs(args: argparse.Namespace, rows: list[dict[str, Any]],
                   "runs": sorted(kept + rows, key=lambda r: r["run"])}
         write_report(args.out, result, markdown(result))
     return result
+
+
+def subset_manifest(src: Path, ids: set[str], out: Path) -> Path:
+    """The cuts of `src` whose ids are in `ids`, written to `out` (parents made)."""
+    from lhotse import CutSet
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    CutSet.from_file(src).to_eager().subset(cut_ids=sorted(ids)).to_file(out)
+    return out
+
+
+def train_on(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None,
+             name: str) -> Path:
+    """Train the recipe at args.recipe on `manifest` for args.minutes (dev: the corpus's),
+    warm-started from `init` when given, with args.override; -> the bundle's path."""
+    from training.config import load_config
+    from training.train import train
+
+    corpus = Path(args.corpus)
+    cfg = load_config(args.recipe, [
+        f"name={name}", f"out_dir={out}", f"optim.max_minutes={args.minutes}",
+        f"data.train=[{manifest}]", f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]",
+        *([f"init_from={init}"] if init else []), *args.override])
+    return train(cfg, progress=not args.no_progress)
+
+
+def greedy_wer(bundle_path: Path, test: list[Any]) -> float:
+    """Greedy WER (a fraction, 4 decimals) of a bundle on loaded test utterances."""
+    from models.bundle import load
+    from training.eval.metrics import error_rates
+    from training.eval.run import transcribe_ours
+
+    hyps, _ = transcribe_ours(load(bundle_path), test, decoder="greedy", beam_size=1,
+                              progress=False)
+    return round(error_rates([u.ref for u in test], hyps).wer, 4)

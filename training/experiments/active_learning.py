@@ -25,39 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments import write_report
+from training.experiments import greedy_wer, subset_manifest, train_on, write_report
 
 METHODS = ("egl", "confidence", "random")
-
-
-def _subset(src: Path, ids: set[str], out: Path) -> Path:
-    from lhotse import CutSet
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    CutSet.from_file(src).to_eager().subset(cut_ids=sorted(ids)).to_file(out)
-    return out
-
-
-def _train(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None) -> Path:
-    from training.config import load_config
-    from training.train import train
-
-    corpus = Path(args.corpus)
-    cfg = load_config(args.recipe, [
-        f"name=al-{out.name}", f"out_dir={out}", f"optim.max_minutes={args.minutes}",
-        f"data.train=[{manifest}]", f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]",
-        *([f"init_from={init}"] if init else []), *args.override])
-    return train(cfg, progress=not args.no_progress)
-
-
-def _wer(bundle_path: Path, test: list[Any]) -> float:
-    from models.bundle import load
-    from training.eval.metrics import error_rates
-    from training.eval.run import transcribe_ours
-
-    hyps, _ = transcribe_ours(load(bundle_path), test, decoder="greedy", beam_size=1,
-                              progress=False)
-    return round(error_rates([u.ref for u in test], hyps).wer, 4)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,9 +46,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         random.Random(seed).shuffle(ids)
         start = set(ids[: args.start])
         base = work / f"s{seed}" / "r0"
-        b0 = _train(args, _subset(train_m, start, base / "labelled.jsonl.gz"), base, None)
+        b0 = train_on(args, subset_manifest(train_m, start, base / "labelled.jsonl.gz"), base,
+                      None, f"al-{base.name}")
         row0 = {"seed": seed, "round": 0, "labels": len(start),
-                "hours": round(sum(dur[i] for i in start) / 3600, 3), "wer": _wer(b0, test)}
+                "hours": round(sum(dur[i] for i in start) / 3600, 3), "wer": greedy_wer(b0, test)}
         rows += [{**row0, "method": m} for m in args.methods]
         for method in args.methods:
             labelled, bundle = set(start), b0
@@ -91,11 +62,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        [u.duration for u in pool], min(args.budget, len(pool)),
                                        seed=seed + r))
                 out = work / f"s{seed}" / f"{method}-r{r}"
-                bundle = _train(args, _subset(train_m, labelled, out / "labelled.jsonl.gz"), out,
-                                bundle)
+                bundle = train_on(args, subset_manifest(train_m, labelled,
+                                                        out / "labelled.jsonl.gz"),
+                                  out, bundle, f"al-{out.name}")
                 rows.append({"seed": seed, "round": r, "method": method, "labels": len(labelled),
                              "hours": round(sum(dur[i] for i in labelled) / 3600, 3),
-                             "wer": _wer(bundle, test)})
+                             "wer": greedy_wer(bundle, test)})
                 print(json.dumps(rows[-1]), flush=True)
     return {"corpus": str(corpus), "start": args.start, "budget": args.budget,
             "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
