@@ -17,6 +17,7 @@ from models.features import FbankConfig
 from models.lm.arpa import ArpaError
 from models.lm.mixture import load_lms
 from models.tokenizer import CharTokenizer
+from models.weights import load_weights
 
 FORMAT_VERSION = 1
 BUNDLE_JSON = "bundle.json"
@@ -82,8 +83,6 @@ def save(path: str | Path, model: AcousticModel, *, features: FbankConfig,
 
 
 def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     root = Path(path) if path is not None else DEFAULT_BUNDLE
     if not root.is_dir():
@@ -122,20 +121,7 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
         raise BundleError(f"bundle.json: decoding.chunk_frames must be a positive multiple of "
                           f"{cfg.encoder.subsampling}, got {decoding.chunk_frames}")
     model = AcousticModel(cfg)
-    try:
-        state = load_file(str(root / WEIGHTS))
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"{root / WEIGHTS} cannot be read: {exc}") from exc
-    expected = model.state_dict()
-    missing, extra = set(expected) - set(state), set(state) - set(expected)
-    if missing or extra:
-        raise BundleError(f"{root / WEIGHTS} does not match bundle.json: missing tensors "
-                          f"{sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise BundleError(f"{root / WEIGHTS}: tensor {k} has shape {tuple(v.shape)}, "
-                              f"bundle.json implies {tuple(expected[k].shape)}")
-    model.load_state_dict(state)
+    load_weights(model, root / WEIGHTS, BUNDLE_JSON, BundleError)
     model.to(device).eval()
     return Bundle(root, model, feats, tokenizer, decoding, meta.get("provenance", {}),
                   load_lm(root, decoding))

@@ -1,4 +1,5 @@
-"""`chorus lm build | tune | attach`: word n-gram LMs for the beam decoder.
+"""`chorus lm build | tune | ppl | train | attach`: word n-gram LMs for the beam decoder, and
+the neural LMs (LSTM, TCNLM: `chorus lm train --type lstm|tcnlm --out DIR`).
 
     chorus lm build --out runs/lm/words3.arpa.gz            # train-split text of the corpus
     chorus lm tune --bundle B --manifest dev.jsonl.gz --lm runs/lm/words3.arpa.gz
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,11 +56,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pp = lm_sub.add_parser("ppl", help="perplexity of an LM (or a mixture) on a manifest's "
                                        "transcripts, overall and per domain")
-    pp.add_argument("--lm", type=Path, action="append", required=True)
+    pp.add_argument("--lm", type=Path, action="append", required=True,
+                    help="ARPA LM (repeat with --mix-weights), or one neural LM directory")
     pp.add_argument("--mix-weights", default="", help="comma-separated, one per --lm, sum 1")
     pp.add_argument("--manifest", type=Path, action="append", required=True)
     pp.add_argument("--json", type=Path, default=None)
     pp.set_defaults(func=run_ppl)
+
+    tr = lm_sub.add_parser(
+        "train", help="train a word-level neural LM: LSTM or TCNLM (topic-compositional)",
+        description="Text: the corpus's train-split text pool (each sentence its own document) "
+                    "and --dialogues (each train-split dialogue one document, so TCNLM's topic "
+                    "model sees the earlier turns). Writes DIR/lm.json + lm.safetensors + "
+                    "summary.json (perplexity on --dev) + topics.json (tcnlm).")
+    tr.add_argument("--type", choices=("lstm", "tcnlm"), required=True)
+    tr.add_argument("--out", type=Path, required=True, help="output directory")
+    tr.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
+    tr.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: budget)")
+    tr.add_argument("--dialogues", type=Path, action="append", default=[],
+                    help="dialogues.jsonl of chorus data dialogues (its train split)")
+    tr.add_argument("--text", type=Path, action="append", default=[],
+                    help="extra normalised text, one sentence per line (repeatable)")
+    tr.add_argument("--no-corpus-text", action="store_true")
+    tr.add_argument("--template-sentences", type=int, default=20000)
+    tr.add_argument("--dev", type=Path, action="append", default=[],
+                    help="manifest(s) whose transcripts measure dev perplexity; or a "
+                         "dialogues.jsonl, whose dev split is scored with its contexts")
+    tr.add_argument("--embed", type=int, default=256)
+    tr.add_argument("--hidden", type=int, default=256)
+    tr.add_argument("--topics", type=int, default=16, help="tcnlm: K")
+    tr.add_argument("--factor", type=int, default=128, help="tcnlm: rank F of W = Wa diag(Wb t) Wc")
+    tr.add_argument("--bow-size", type=int, default=2000, help="tcnlm: topic-model vocabulary")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=run_train)
 
     a = lm_sub.add_parser("attach", help="copy an ARPA LM into a bundle and make beam fuse it")
     a.add_argument("--bundle", type=Path, required=True)
@@ -124,6 +155,62 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_examples(paths: list[Path]) -> list[Any]:
+    """Dev examples (context, sentence): a manifest's transcripts without context, or a
+    dialogues.jsonl's dev split with each turn's preceding turns."""
+    import gzip
+
+    from training.lm.neural import dialogue_documents, examples
+
+    out = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"--dev {path}: file not found")
+        if path.name.endswith(".jsonl"):
+            out += examples(dialogue_documents(path, "dev"))
+        else:
+            with gzip.open(path, "rt") as f:
+                out += [([], json.loads(line)["supervisions"][0]["text"].split()) for line in f]
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.lm.neural import NeuralTrainConfig, dialogue_documents, examples, topic_report, train
+    from training.lm.text import LmTextConfig, train_sentences
+
+    docs: list[list[list[str]]] = []
+    if not args.no_corpus_text:
+        docs += [[s.split()] for s in train_sentences(
+            LmTextConfig(template_sentences=args.template_sentences, seed=args.seed))]
+    for path in args.text:
+        if not path.is_file():
+            raise SystemExit(f"--text {path}: file not found")
+        docs += [[line.split()] for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    for path in args.dialogues:
+        if not path.is_file():
+            raise SystemExit(f"--dialogues {path}: file not found")
+        docs += dialogue_documents(path, "train")
+    train_set = examples(docs)
+    if not train_set:
+        raise SystemExit("chorus lm train: no text (give --text / --dialogues or drop "
+                         "--no-corpus-text)")
+    cfg = NeuralTrainConfig(type=args.type, embed=args.embed, hidden=args.hidden,
+                            topics=args.topics, factor=args.factor, bow_size=args.bow_size,
+                            minutes=args.minutes, max_steps=args.max_steps, seed=args.seed)
+    print(f"chorus lm train: {len(train_set)} sentences in {len(docs)} documents", flush=True)
+    summary = train(cfg, train_set, _dev_examples(args.dev) or None, args.out,
+                    progress=not args.no_progress)
+    if args.type == "tcnlm":
+        from models.lm.neural import load
+
+        topics = topic_report(load(args.out), seed=args.seed)
+        (args.out / "topics.json").write_text(json.dumps(topics, indent=1) + "\n")
+        summary["topics"] = topics[:3]
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def run_tune(args: argparse.Namespace) -> int:
     from models.bundle import load
     from models.decoding import LmConfig, LmFusion
@@ -175,7 +262,10 @@ def run_ppl(args: argparse.Namespace) -> int:
 
     from models.lm.mixture import load_lms
 
-    lm = load_lms(args.lm, _floats(args.mix_weights, "--mix-weights"))
+    if len(args.lm) == 1 and args.lm[0].is_dir():  # a neural LM (chorus lm train)
+        lm: Any = _NeuralSentences(args.lm[0])
+    else:
+        lm = load_lms(args.lm, _floats(args.mix_weights, "--mix-weights"))
     result: dict[str, dict[str, dict[str, float]]] = {}
     for manifest in args.manifest:
         sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])  # ln p, tokens, OOVs
@@ -200,6 +290,23 @@ def run_ppl(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps({"lm": [str(p) for p in args.lm],
                                          "mix_weights": args.mix_weights, **result}, indent=1))
     return 0
+
+
+class _NeuralSentences:
+    """A neural LM directory seen as `chorus lm ppl` sees an n-gram: sentence ln p and vocab
+    (sentences scored without preceding context, as the manifests' single utterances are)."""
+
+    def __init__(self, path: Path):
+        from models.lm.neural import NeuralLmError, load
+
+        try:
+            self.model = load(path)
+        except NeuralLmError as exc:
+            raise SystemExit(f"--lm {path}: {exc}") from exc
+        self.vocab = frozenset(self.model.cfg.vocab[3:])
+
+    def sentence_logprob(self, words: list[str]) -> float:
+        return self.model.sentence_logprobs([list(words)])[0]
 
 
 def run_attach(args: argparse.Namespace) -> int:

@@ -1,0 +1,222 @@
+"""Word-level neural language models: an LSTM LM and TCNLM (Wang et al. 2018).
+
+TCNLM, the topic-compositional neural LM: a neural topic model (a VAE over a bag of words, as
+in Miao et al. 2017) infers topic proportions t (K,) from the *preceding* context of a sentence
+(earlier sentences of its document or dialogue; in a server, the session's earlier finals), and
+t mixes an ensemble of K topic-dependent LSTMs through the factorisation of every gate's weights
+
+    W(t) = Wa . diag(Wb t) . Wc        (Wa: H x F, Wb: F x K, Wc: F x E; F the factor rank)
+
+so the ensemble costs 3 small matrices per gate instead of K full ones. The topic model's
+decoder, softmax(t . beta) with beta (K, V_bow), gives each topic's top words. Without context
+t is the prior's (uniform), and TCNLM is one LSTM with mixed weights.
+
+A saved LM is a directory: `lm.json` (config + vocabularies, JSON) and `lm.safetensors`
+(weights only), so loading executes no code; a file that does not match its config is refused
+with the file and the problem named. Shapes in comments: B batch, T words, E embedding,
+H hidden, F factor rank, K topics, V vocabulary, Vb topic-model vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+CONFIG, WEIGHTS = "lm.json", "lm.safetensors"
+TYPES = ("lstm", "tcnlm")
+
+
+class NeuralLmError(ValueError):
+    """A neural LM directory that cannot be used (names the file and the problem)."""
+
+
+@dataclass
+class NeuralLmConfig:
+    type: str = "lstm"  # lstm | tcnlm
+    vocab: list[str] = field(default_factory=list)  # index 0 <unk>, 1 <s>, 2 </s>
+    embed: int = 256
+    hidden: int = 256
+    dropout: float = 0.1
+    topics: int = 0  # tcnlm: K
+    factor: int = 0  # tcnlm: F, the rank of each gate's factorised weights
+    bow_vocab: list[str] = field(default_factory=list)  # tcnlm: the topic model's words
+    ntm_hidden: int = 256  # tcnlm: the topic encoder's hidden width
+
+    def validate(self) -> None:
+        if self.type not in TYPES:
+            raise NeuralLmError(f"{CONFIG}: type must be one of {TYPES}, got {self.type!r}")
+        if self.vocab[:3] != [UNK, BOS, EOS]:
+            raise NeuralLmError(f"{CONFIG}: vocab must start with {[UNK, BOS, EOS]}")
+        if self.type == "tcnlm" and (self.topics < 2 or self.factor < 1 or not self.bow_vocab):
+            raise NeuralLmError(f"{CONFIG}: tcnlm needs topics >= 2, factor >= 1 and a "
+                                f"bow_vocab; got {self.topics}, {self.factor}, "
+                                f"{len(self.bow_vocab)} words")
+
+
+class TopicModel(nn.Module):
+    """NVDM-style topic model: bag of words (B, Vb) -> posterior N(mu, sigma) over K logits;
+    t = softmax(z); reconstruction p(w | t) = softmax(t . beta)."""
+
+    def __init__(self, vb: int, k: int, hidden: int):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(vb, hidden), nn.Softplus())
+        self.mu = nn.Linear(hidden, k)
+        self.logvar = nn.Linear(hidden, k)
+        self.beta = nn.Linear(k, vb)  # topic -> word logits
+
+    def forward(self, bow: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """bow (B, Vb) counts -> t (B, K) and the per-row ELBO loss (B,) (0 for empty rows:
+        no context, t = the prior's mean, uniform)."""
+        has = bow.sum(-1) > 0  # (B,)
+        h = self.enc(torch.log1p(bow))
+        mu, logvar = self.mu(h), self.logvar(h).clamp(-8, 8)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        z = torch.where(has[:, None], z, torch.zeros_like(z))
+        t = torch.softmax(z, dim=-1)  # (B, K)
+        recon = -(bow * torch.log_softmax(self.beta(t), dim=-1)).sum(-1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        return t, torch.where(has, recon + kl, torch.zeros_like(recon))
+
+
+class TopicLstm(nn.Module):
+    """One LSTM layer whose input and recurrent weights are W(t) = Wa diag(Wb t) Wc, per gate."""
+
+    def __init__(self, e: int, h: int, k: int, f: int):
+        super().__init__()
+        self.h, self.f = h, f
+        s = 1 / math.sqrt(f)
+        self.wc_x = nn.Parameter(torch.randn(4, f, e) / math.sqrt(e))  # (4, F, E)
+        self.wc_h = nn.Parameter(torch.randn(4, f, h) / math.sqrt(h))  # (4, F, H)
+        self.wb_x = nn.Parameter(torch.ones(4, f, k) + 0.1 * torch.randn(4, f, k))  # (4, F, K)
+        self.wb_h = nn.Parameter(torch.ones(4, f, k) + 0.1 * torch.randn(4, f, k))
+        self.wa_x = nn.Parameter(torch.randn(4, h, f) * s)  # (4, H, F)
+        self.wa_h = nn.Parameter(torch.randn(4, h, f) * s)
+        self.bias = nn.Parameter(torch.zeros(4, h))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, T, E), t (B, K) -> outputs (B, T, H), (h, c) each (B, H)."""
+        b = x.shape[0]
+        sx = torch.einsum("gfk,bk->bgf", self.wb_x, t)  # (B, 4, F): diag(Wb t) per gate
+        sh = torch.einsum("gfk,bk->bgf", self.wb_h, t)
+        gx = torch.einsum("ghf,btgf->btgh", self.wa_x,
+                          torch.einsum("gfe,bte->btgf", self.wc_x, x) * sx[:, None])  # (B,T,4,H)
+        h, c = state if state is not None else (x.new_zeros(b, self.h), x.new_zeros(b, self.h))
+        outs = []
+        for i in range(x.shape[1]):
+            gh = torch.einsum("ghf,bgf->bgh", self.wa_h,
+                              torch.einsum("gfh,bh->bgf", self.wc_h, h) * sh)  # (B, 4, H)
+            g = gx[:, i] + gh + self.bias
+            ig, fg, og = torch.sigmoid(g[:, 0]), torch.sigmoid(g[:, 1]), torch.sigmoid(g[:, 2])
+            c = fg * c + ig * torch.tanh(g[:, 3])
+            h = og * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs, dim=1), (h, c)
+
+
+class NeuralLm(nn.Module):
+    """Word LSTM LM (type lstm) or TCNLM (type tcnlm) over `cfg.vocab`."""
+
+    def __init__(self, cfg: NeuralLmConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        v = len(cfg.vocab)
+        self.index = {w: i for i, w in enumerate(cfg.vocab)}
+        self.embed = nn.Embedding(v, cfg.embed)
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.type == "lstm":
+            self.rnn: nn.Module = nn.LSTM(cfg.embed, cfg.hidden, batch_first=True)
+        else:
+            self.ntm = TopicModel(len(cfg.bow_vocab), cfg.topics, cfg.ntm_hidden)
+            self.rnn = TopicLstm(cfg.embed, cfg.hidden, cfg.topics, cfg.factor)
+            self.bow_index = {w: i for i, w in enumerate(cfg.bow_vocab)}
+        self.out = nn.Linear(cfg.hidden, v)
+
+    def ids(self, words: list[str]) -> list[int]:
+        return [self.index.get(w, 0) for w in words]
+
+    def bow(self, contexts: list[list[str]]) -> torch.Tensor:
+        """Bags of words (B, Vb) of each row's preceding context (topic-model words only)."""
+        out = torch.zeros(len(contexts), len(self.cfg.bow_vocab))
+        for b, words in enumerate(contexts):
+            for w in words:
+                j = self.bow_index.get(w)
+                if j is not None:
+                    out[b, j] += 1
+        return out
+
+    def topics_of(self, contexts: list[list[str]] | None, batch: int,
+                  sample: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """t (B, K) from each row's context (None for an LSTM) and the topic-model loss (B,)."""
+        if self.cfg.type != "tcnlm":
+            return None, torch.zeros(batch)
+        return self.ntm(self.bow(contexts or [[] for _ in range(batch)]), sample)
+
+    def forward(self, inputs: torch.Tensor, t: torch.Tensor | None,
+                state: Any = None) -> tuple[torch.Tensor, Any]:
+        """inputs (B, T) word ids -> next-word log-probs (B, T, V) and the recurrent state."""
+        x = self.drop(self.embed(inputs))
+        if self.cfg.type == "lstm":
+            y, state = self.rnn(x, state)
+        else:
+            y, state = self.rnn(x, t, state)
+        return torch.log_softmax(self.out(self.drop(y)), dim=-1), state
+
+    @torch.no_grad()
+    def sentence_logprobs(self, sentences: list[list[str]],
+                          contexts: list[list[str]] | None = None) -> list[float]:
+        """Natural-log probability of each sentence (+ </s>), given its preceding context."""
+        self.eval()
+        out = []
+        for i in range(0, len(sentences), 64):
+            batch = sentences[i : i + 64]
+            ctx = contexts[i : i + 64] if contexts is not None else None
+            ids = [[1, *self.ids(s)] for s in batch]
+            tgt = [[*self.ids(s), 2] for s in batch]
+            n = max(map(len, ids))
+            inp = torch.tensor([r + [2] * (n - len(r)) for r in ids])
+            tg = torch.tensor([r + [0] * (n - len(r)) for r in tgt])
+            t, _ = self.topics_of(ctx, len(batch))
+            lp, _ = self(inp, t)
+            picked = lp.gather(-1, tg[..., None])[..., 0]  # (B, T)
+            for b, r in enumerate(tgt):
+                out.append(float(picked[b, : len(r)].sum()))
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / CONFIG).write_text(json.dumps(asdict(self.cfg)) + "\n")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(d / WEIGHTS))
+        return d
+
+
+def load(directory: str | Path) -> NeuralLm:
+    """A saved neural LM; a missing, malformed or mismatched file is refused by name."""
+    from models.weights import load_weights
+
+    d = Path(directory)
+    cpath, wpath = d / CONFIG, d / WEIGHTS
+    for p in (cpath, wpath):
+        if not p.is_file():
+            raise NeuralLmError(f"{p}: not found (a neural LM is a directory with {CONFIG} "
+                                f"and {WEIGHTS})")
+    try:
+        raw = json.loads(cpath.read_text())
+        cfg = NeuralLmConfig(**raw)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise NeuralLmError(f"{cpath}: not a neural LM config: {exc}") from None
+    model = NeuralLm(cfg)
+    load_weights(model, wpath, str(cpath), NeuralLmError)
+    return model.eval()

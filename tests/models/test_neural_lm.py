@@ -1,0 +1,80 @@
+"""Neural LMs (models/lm/neural.py): TCNLM's factorised weights, the topic model, and the
+saved format (loading runs no code; mismatched files are refused by name)."""
+
+import json
+
+import pytest
+import torch
+
+from models.lm.neural import NeuralLm, NeuralLmConfig, NeuralLmError, TopicLstm, load
+
+VOCAB = ["<unk>", "<s>", "</s>", "set", "an", "alarm", "for", "seven", "play", "music"]
+
+
+def tcnlm() -> NeuralLm:
+    torch.manual_seed(0)
+    return NeuralLm(NeuralLmConfig(type="tcnlm", vocab=VOCAB, embed=8, hidden=6, dropout=0.0,
+                                   topics=3, factor=5, bow_vocab=VOCAB[3:], ntm_hidden=7))
+
+
+def test_topic_lstm_gates_use_wa_diag_wb_t_wc() -> None:
+    """The layer's first step equals an LSTM step with the explicit matrices
+    W_g(t) = Wa_g diag(Wb_g t) Wc_g (input and recurrent), per gate, for a random t."""
+    torch.manual_seed(1)
+    layer = TopicLstm(e=4, h=3, k=2, f=5)
+    x = torch.randn(1, 1, 4)
+    t = torch.softmax(torch.randn(1, 2), -1)
+    h0, c0 = torch.randn(1, 3), torch.randn(1, 3)
+    out, (h1, c1) = layer(x, t, (h0, c0))
+    gates = []
+    for g in range(4):
+        wx = layer.wa_x[g] @ torch.diag(layer.wb_x[g] @ t[0]) @ layer.wc_x[g]  # (H, E)
+        wh = layer.wa_h[g] @ torch.diag(layer.wb_h[g] @ t[0]) @ layer.wc_h[g]  # (H, H)
+        gates.append(wx @ x[0, 0] + wh @ h0[0] + layer.bias[g])
+    i, f, o = (torch.sigmoid(gates[j]) for j in range(3))
+    c = f * c0[0] + i * torch.tanh(gates[3])
+    torch.testing.assert_close(c1[0], c)
+    torch.testing.assert_close(h1[0], o * torch.tanh(c))
+    torch.testing.assert_close(out[0, 0], h1[0])
+
+
+def test_no_context_means_the_uniform_topic_mixture_and_context_changes_it() -> None:
+    model = tcnlm().eval()
+    with torch.no_grad():
+        t, loss = model.topics_of([[], ["play", "music"]], 2)
+    torch.testing.assert_close(t[0], torch.full((3,), 1 / 3))
+    assert float(loss[0]) == 0.0 and float(loss[1]) > 0
+    assert not torch.allclose(t[1], t[0])
+    a, b = model.sentence_logprobs([["set", "an", "alarm"]] * 2, [[], ["play", "music"]])
+    assert a != b
+
+
+@pytest.mark.parametrize("kind", ["lstm", "tcnlm"])
+def test_save_load_round_trip_scores_identically(tmp_path, kind) -> None:
+    torch.manual_seed(0)
+    model = tcnlm() if kind == "tcnlm" else NeuralLm(NeuralLmConfig(vocab=VOCAB, embed=8, hidden=6))
+    model.eval().save(tmp_path / "lm")
+    back = load(tmp_path / "lm")
+    sents = [["set", "an", "alarm", "for", "seven"], ["play", "zebra"]]
+    assert back.sentence_logprobs(sents) == model.sentence_logprobs(sents)
+    assert (tmp_path / "lm/lm.json").read_text().startswith("{")
+
+
+def test_bad_files_are_refused_with_the_file_named(tmp_path) -> None:
+    NeuralLm(NeuralLmConfig(vocab=VOCAB, embed=8, hidden=6)).save(tmp_path / "a")
+    with pytest.raises(NeuralLmError, match="missing/lm.json: not found"):
+        load(tmp_path / "missing")
+    cfg = json.loads((tmp_path / "a/lm.json").read_text())
+    (tmp_path / "a/lm.json").write_text(json.dumps({**cfg, "hidden": 7}))
+    with pytest.raises(NeuralLmError, match=r"lm.safetensors: tensor .* has shape"):
+        load(tmp_path / "a")
+    (tmp_path / "a/lm.json").write_text(json.dumps({**cfg, "type": "gpt"}))
+    with pytest.raises(NeuralLmError, match="type must be one of"):
+        load(tmp_path / "a")
+    (tmp_path / "a/lm.json").write_text(json.dumps({**cfg, "evil": "__import__('os')"}))
+    with pytest.raises(NeuralLmError, match="not a neural LM config"):
+        load(tmp_path / "a")
+    (tmp_path / "a/lm.json").write_text(json.dumps(cfg))
+    (tmp_path / "a/lm.safetensors").write_bytes(b"\x80\x04not a tensor file")
+    with pytest.raises(NeuralLmError, match="lm.safetensors cannot be read"):
+        load(tmp_path / "a")
