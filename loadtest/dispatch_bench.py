@@ -223,8 +223,9 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
         "cpu_cores": round(cpu / wall, 2), "errors": len(errors),
         "error_examples": errors[:3], "chunks": chunks,
         # where the time goes, ms per chunk: the session's input side (audio, features) and
-        # output side (decoding, endpointing, events) on the event loop, the model step in the
-        # dispatcher thread, and the streams' wait for the dispatcher (queue + step)
+        # output side (beam decoding, endpointing, events) on the event loop, the model step
+        # (with greedy decoding, batched) in the dispatcher thread, and the streams' wait for
+        # the dispatcher (queue + step)
         "ms_per_chunk": {
             "features": round(1000 * clock.seconds["features"] / max(chunks, 1), 3),
             "decode": round(1000 * clock.seconds["decode"] / max(chunks, 1), 3),
@@ -289,8 +290,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['rtf']} | "
                      f"{r['cpu_cores']} | {100 * r['roofline']:.1f}% | {r['errors']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
-    lines += ["", "Where the time goes (ms per chunk; features and decoding run on the event loop, "
-              "the model step in the dispatcher thread, once per batch):", "",
+    lines += ["", "Where the time goes (ms per chunk; features, beam decoding and events run on "
+              "the event loop; the model step, with greedy decoding batched, in the dispatcher "
+              "thread, once per batch):", "",
               "| backend | policy | streams | features | decode | model step (per batch) | "
               "dispatch wait |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

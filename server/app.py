@@ -265,14 +265,16 @@ class App:
             check_rate(self.bundle.features.sample_rate)
             StreamingVad()  # the package and its weights load
         self.backend = make_backend(cfg.backend, self.bundle, backend_config(cfg))
-        post = None
+        post: Any
         if self.bundle.model.output_kind == "encoder":  # RNN-T: greedy decoding batched too
             import torch
 
             from models.decoding.rnnt import greedy_batch
 
-            def post(decoders: list[Any], outputs: list[Any]) -> None:
+            def post(decoders: list[Any], outputs: Any) -> None:
                 greedy_batch(decoders, [torch.from_numpy(o) for o in outputs])
+        else:  # CTC: one argmax for the batch's greedy streams
+            from models.decoding.ctc_greedy import advance_batch as post
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
             policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams,
             max_wait_ms=cfg.max_wait_ms),  # type: ignore[arg-type]

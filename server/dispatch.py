@@ -103,10 +103,10 @@ class _Request:
 
 class Dispatcher:
     def __init__(self, backend: Any, config: DispatchConfig | None = None,
-                 post: Callable[[list[Any], list[np.ndarray]], None] | None = None):
-        """`post(decoders, outputs)`: runs after each model step in the worker thread for the
-        batch's chunks that came with a decoder (RNN-T greedy: predictor and joiner batched
-        across streams)."""
+                 post: Callable[[list[Any], np.ndarray], None] | None = None):
+        """`post(decoders, outputs (R, T', X))`: runs after each model step in the worker
+        thread for the R chunks of the batch that came with a decoder (greedy decoding batched
+        across streams: CTC's argmax, RNN-T's predictor and joiner)."""
         self.backend = backend
         self.post = post
         self.cfg = config or DispatchConfig()
@@ -243,7 +243,7 @@ class Dispatcher:
             rows = [i for i, r in enumerate(group) if r.decoder is not None]
             if rows:
                 try:
-                    self.post([group[i].decoder for i in rows], [out["outputs"][i] for i in rows])
+                    self.post([group[i].decoder for i in rows], out["outputs"][rows])
                 except Exception as exc:  # noqa: BLE001 - decoders may be half advanced
                     raise _PostFailed(f"{type(exc).__name__}: {exc}") from exc
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
@@ -29,17 +30,31 @@ class CtcGreedyDecoder:
     def update(self, log_probs: torch.Tensor) -> None:
         """log_probs (T', V) for the next T' frames of this stream."""
         best_lp, best = log_probs.max(dim=-1)
-        for t, (k, lp) in enumerate(zip(best.tolist(), best_lp.tolist(), strict=True)):
+        self.update_best(best.tolist(), best_lp.tolist())
+
+    def update_best(self, best: list[int], best_lp: list[float]) -> None:
+        """The next frames' argmax ids and their log-probs (what `update` computes)."""
+        for t, (k, lp) in enumerate(zip(best, best_lp, strict=True)):
             if k != self.tok.blank_id and k != self.prev:
                 self.tokens.append((k, self.frames + t, math.exp(lp)))
             self.prev = k
-        self.frames += int(log_probs.shape[0])
+        self.frames += len(best)
 
     def result(self) -> Hypothesis:
         return hypothesis(self.tokens, self.tok, self.frame_seconds)
 
     def finalize(self) -> Hypothesis:
         return self.result()
+
+
+def advance_batch(decoders: list[CtcGreedyDecoder], log_probs: np.ndarray) -> None:
+    """Streaming greedy CTC for a batch of streams with one argmax: log_probs (B, T', V), row
+    b the next T' frames of decoders[b] (the dispatcher's worker calls this after each step).
+    The first maximum wins a tie, as in `update`."""
+    best = log_probs.argmax(axis=-1)  # (B, T')
+    best_lp = np.take_along_axis(log_probs, best[..., None], axis=-1)[..., 0]  # (B, T')
+    for dec, ids, lps in zip(decoders, best.tolist(), best_lp.tolist(), strict=True):
+        dec.update_best(ids, lps)
 
 
 def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, tok: CharTokenizer) -> list[str]:

@@ -163,3 +163,26 @@ def test_multiword_hotword_and_bad_hotwords() -> None:
         decode(lp, [("caf\u00e9", 1.0)])
     with pytest.raises(ValueError, match="must not be empty"):
         decode(lp, [("  ", 1.0)])
+
+
+def test_advance_batch_equals_each_streams_own_update() -> None:
+    """One argmax over a (B, T', V) batch gives each stream the tokens, frames and
+    confidences its own `update` would, ties (first maximum) included, chunk after chunk."""
+    import numpy as np
+
+    from models.decoding.ctc_greedy import advance_batch
+
+    tok = CharTokenizer()
+    rng = np.random.default_rng(0)
+    alone = [CtcGreedyDecoder(tok, frame_seconds=0.04) for _ in range(3)]
+    batched = [CtcGreedyDecoder(tok, frame_seconds=0.04) for _ in range(3)]
+    for _ in range(4):
+        logits = rng.standard_normal((3, 8, tok.vocab_size)).astype(np.float32) * 3
+        logits[1, 2, 5] = logits[1, 2, 7] = logits[1, 2].max() + 1  # a tie
+        lp = torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy()
+        for b, d in enumerate(alone):
+            d.update(torch.from_numpy(lp[b]))
+        advance_batch(batched, lp)
+    for a, b in zip(alone, batched, strict=True):
+        assert a.tokens == b.tokens and a.frames == b.frames == 32
+        assert a.result().text == b.result().text
