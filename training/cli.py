@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -122,6 +123,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--oov-penalty", type=float, default=None, help="per out-of-vocabulary word")
     ev.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
                     help="beam + LM: only words of the LM's vocabulary (default: the bundle's)")
+    ev.add_argument("--rescore-lm", type=Path, default=None,
+                    help="beam: rescore each final's n-best with this neural LM (chorus lm train)")
+    ev.add_argument("--rescore-weight", type=float, default=0.3,
+                    help="weight of the neural LM's ln p in rescoring")
+    ev.add_argument("--rescore-nbest", type=int, default=8, help="hypotheses rescored")
     ev.add_argument("--json", type=Path, default=None, help="write the full result here")
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ev.add_argument("--no-progress", action="store_true")
@@ -306,6 +312,18 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rescorer(args: argparse.Namespace) -> Any:
+    """The n-best rescorer --rescore-lm asks for (None without it)."""
+    if args.rescore_lm is None:
+        return None
+    from models.decoding.rescore import Rescorer
+    from models.lm.neural import load
+
+    if args.rescore_nbest < 1:
+        raise ValueError(f"--rescore-nbest must be >= 1, got {args.rescore_nbest}")
+    return Rescorer(load(args.rescore_lm), args.rescore_weight, args.rescore_nbest)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from models.bundle import BundleError
     from training.eval.run import evaluate, report_markdown
@@ -317,7 +335,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           if args.lm_mix_weights else None,
                           lm_weight=args.lm_weight, word_bonus=args.word_bonus,
                           oov_penalty=args.oov_penalty, lexicon=args.lexicon,
-                          progress=not args.no_progress)
+                          rescore=_rescorer(args), progress=not args.no_progress)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"chorus eval: {exc}") from exc
     table = report_markdown(result)

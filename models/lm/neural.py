@@ -219,4 +219,5 @@ def load(directory: str | Path) -> NeuralLm:
         raise NeuralLmError(f"{cpath}: not a neural LM config: {exc}") from None
     model = NeuralLm(cfg)
     load_weights(model, wpath, str(cpath), NeuralLmError)
+    model.path = d  # where it came from (reports)
     return model.eval()

@@ -93,3 +93,30 @@ def test_levenshtein_counts_equal_jiwers(pairs) -> None:
 
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
     assert levenshtein_counts(refs, hyps) == edit_counts(refs, hyps)
+
+
+def test_eval_cli_rescores_the_nbest_with_a_neural_lm(tmp_path) -> None:
+    """`chorus eval --rescore-lm DIR` (beam): the shipped model's finals are rescored and the
+    result records the rescorer; with the greedy decoder the option is refused by name."""
+    from training.data.synth.corpus import SynthConfig, synthesize_corpus
+    from training.lm.neural import NeuralTrainConfig, train
+
+    synthesize_corpus(SynthConfig(out=tmp_path / "c", hours=0.003, seed=3, jobs=2,
+                                  engines=("flite",),
+                                  split_weights={"train": 0.0, "dev": 0.0, "test": 1.0}),
+                      progress=False)
+    text = [([], "set an alarm for seven".split()), ([], "what time is it".split())] * 10
+    train(NeuralTrainConfig(embed=8, hidden=8, max_steps=5, min_count=1), text, None,
+          tmp_path / "lm", progress=False)
+    manifest = str(tmp_path / "c/cuts_test.jsonl.gz")
+    base = [sys.executable, "-m", "clients.cli", "eval", "--manifest", manifest,
+            "--rescore-lm", str(tmp_path / "lm"), "--rescore-weight", "0.5", "--no-progress"]
+    proc = subprocess.run([*base, "--decoder", "beam", "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["rescore"] == {"lm": str(tmp_path / "lm"), "weight": 0.5, "nbest": 8, "type": "lstm"}
+    assert len(r["hypotheses"]) == r["utterances"] >= 1
+    proc = subprocess.run([*base, "--decoder", "greedy"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "needs the beam decoder" in proc.stderr

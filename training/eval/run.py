@@ -99,24 +99,31 @@ def forward_all(bundle: Any, utts: list[Utterance], *, batch_seconds: float = 12
 
 
 def decode_all(bundle: Any, log_probs: list[torch.Tensor], *, decoder: str, beam_size: int,
-               lm: Any = None) -> tuple[list[str], float]:
-    """Final transcripts of each utterance's log-probs and the CPU seconds decoding took."""
+               lm: Any = None, rescore: Any = None) -> tuple[list[str], float]:
+    """Final transcripts of each utterance's log-probs and the CPU seconds decoding took;
+    `rescore` (models.decoding.rescore.Rescorer, beam only): the final is the rescored n-best's
+    best."""
     from models.decoding import bundle_decoder
 
+    if rescore is not None and decoder != "beam":
+        raise ValueError("n-best rescoring needs the beam decoder (--decoder beam)")
     t0 = time.process_time()
     hyps = []
     for lp in log_probs:
         dec = bundle_decoder(bundle, decoder, beam_size=beam_size, lm=lm)
         dec.update(lp)
-        hyps.append(dec.finalize().text)
+        text = dec.finalize().text
+        hyps.append(rescore.best(dec.nbest()) if rescore is not None else text)
     return hyps, time.process_time() - t0
 
 
 def transcribe_ours(bundle: Any, utts: list[Utterance], *, decoder: str, beam_size: int,
-                    lm: Any = None, progress: bool = True) -> tuple[list[str], float]:
+                    lm: Any = None, rescore: Any = None,
+                    progress: bool = True) -> tuple[list[str], float]:
     """Texts in `utts` order and CPU seconds spent (features + model + decoding)."""
     log_probs, cpu = forward_all(bundle, utts, progress=progress, desc=f"chorus ({decoder})")
-    hyps, cpu_dec = decode_all(bundle, log_probs, decoder=decoder, beam_size=beam_size, lm=lm)
+    hyps, cpu_dec = decode_all(bundle, log_probs, decoder=decoder, beam_size=beam_size, lm=lm,
+                               rescore=rescore)
     return hyps, cpu + cpu_dec
 
 
@@ -148,9 +155,10 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
              lm: list[str] | None = None, lm_mix_weights: list[float] | None = None,
              lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
-             lexicon: bool | None = None, progress: bool = True) -> dict[str, Any]:
+             lexicon: bool | None = None, rescore: Any = None,
+             progress: bool = True) -> dict[str, Any]:
     """`lm`: ARPA files to fuse instead of the bundle's (several: interpolated with
-    `lm_mix_weights`), or ["none"] for no LM."""
+    `lm_mix_weights`), or ["none"] for no LM; `rescore`: a Rescorer for the beam's n-best."""
     from models.bundle import load
 
     bundle = load(bundle_path)
@@ -166,7 +174,7 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         futures = {p: pool.submit(_peer_worker, p, [_source_path(u) for u in utts]) for p in peers}
         texts["chorus"], cpu["chorus"] = transcribe_ours(bundle, utts, decoder=decoder,
                                                          beam_size=beam_size, lm=fusion,
-                                                         progress=progress)
+                                                         rescore=rescore, progress=progress)
         for p, fut in futures.items():
             texts[p], cpu[p] = fut.result()
     refs = [u.ref for u in utts]
@@ -188,6 +196,9 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
                 "source": lm or [bundle.decoding.lm, *bundle.decoding.lm_mix],
                 "mix_weights": lm_mix_weights or list(bundle.decoding.lm_mix_weights) or None}
                if fusion is not None and decoder == "beam" else None),
+        "rescore": ({"lm": str(getattr(rescore.lm, "path", "")), "weight": rescore.weight,
+                     "nbest": rescore.nbest, "type": rescore.lm.cfg.type}
+                    if rescore is not None else None),
         "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
         "wall_seconds": round(time.monotonic() - start, 1), "systems": systems,
         "hypotheses": [{"id": u.id, "engine": u.engine, "domain": u.domain, "voice": u.voice,
