@@ -66,6 +66,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--seed", type=int, default=0)
     dl.set_defaults(func=run_dialogues)
 
+    sd = data_sub.add_parser(
+        "synth-dialogues", help="speak chorus data dialogues turn by turn, two voices each",
+        description="Each dialogue keeps its split and draws two different voices of that "
+                    "split (test: voices never heard in training); one utterance per turn, "
+                    "domain 'dialogue'; writes WAVs + cuts_{train,dev,test}.jsonl.gz.")
+    sd.add_argument("--dialogues", type=Path, required=True, help="dialogues.jsonl")
+    sd.add_argument("--out", type=Path, required=True)
+    sd.add_argument("--seed", type=int, default=0, help="voices (the corpus's split of voices)")
+    sd.add_argument("--jobs", type=int, default=None)
+    sd.add_argument("--limit", type=int, default=None, help="first N dialogues")
+    sd.add_argument("--engines", default=None, help="comma-separated subset of engines")
+    sd.add_argument("--no-progress", action="store_true")
+    sd.set_defaults(func=run_synth_dialogues)
+
     rf = data_sub.add_parser(
         "refine", help="score synthesized utterances (round-trip CER, LM, signal checks) and "
                        "keep the good ones (Nemotron-style filter rounds)",
@@ -234,6 +248,25 @@ def run_prepare(args: argparse.Namespace) -> int:
                         kaldi_splits=parse_splits(args.split) or None)
     except PrepareError as exc:
         raise SystemExit(f"chorus data prepare: {exc}") from exc
+    print(json.dumps(stats, indent=1))
+    return 0
+
+
+def run_synth_dialogues(args: argparse.Namespace) -> int:
+    import os
+
+    from training.data.synth.dialogues import DialogueSynthConfig, synthesize_dialogues
+
+    if not args.dialogues.is_file():
+        raise SystemExit(f"--dialogues {args.dialogues}: file not found")
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) if args.engines else None
+    cfg = DialogueSynthConfig(args.dialogues, args.out, seed=args.seed,
+                              jobs=args.jobs or os.cpu_count() or 1, limit=args.limit,
+                              engines=engines)
+    try:
+        stats = synthesize_dialogues(cfg, progress=not args.no_progress)
+    except ValueError as exc:
+        raise SystemExit(f"chorus data synth-dialogues: {exc}") from exc
     print(json.dumps(stats, indent=1))
     return 0
 
