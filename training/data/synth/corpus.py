@@ -124,6 +124,19 @@ def available_voices(cfg: SynthConfig) -> list[Voice]:
     return voices
 
 
+def draw_prosody(rng: random.Random, cfg: SynthConfig) -> Prosody:
+    """One utterance's (or speaker's) prosody within the config's natural ranges."""
+    lo_pad, hi_pad = cfg.pad_range_s
+    return Prosody(
+        rate=round(rng.uniform(*cfg.rate_range), 3),
+        pitch=round(rng.uniform(*cfg.pitch_range), 3),
+        vtl_cents=round(rng.uniform(*cfg.vtl_cents_range)),
+        peak_db=round(rng.uniform(*cfg.peak_db_range), 2),
+        pad_start_s=round(rng.uniform(lo_pad, hi_pad), 3),
+        pad_end_s=round(rng.uniform(lo_pad, hi_pad), 3),
+    )
+
+
 def plan_utterances(cfg: SynthConfig, pools: dict[str, list[Voice]], texts: TextPool
                     ) -> Iterator[UttPlan]:
     rng = random.Random(cfg.seed)
@@ -133,21 +146,13 @@ def plan_utterances(cfg: SynthConfig, pools: dict[str, list[Voice]], texts: Text
     for s in SPLITS:
         for v in pools[s]:
             by_split_engine[s][v.engine].append(v)
-    lo_pad, hi_pad = cfg.pad_range_s
     for i in range(10**9):
         split = _weighted(rng, cfg.split_weights, list(SPLITS))
         engine = _weighted(rng, cfg.engine_weights, list(by_split_engine[split]))
         voice = rng.choice(by_split_engine[split][engine])
         domain = _weighted(rng, cfg.domain_weights, domains)
         text, speak = texts.draw(domain, split, rng)
-        prosody = Prosody(
-            rate=round(rng.uniform(*cfg.rate_range), 3),
-            pitch=round(rng.uniform(*cfg.pitch_range), 3),
-            vtl_cents=round(rng.uniform(*cfg.vtl_cents_range)),
-            peak_db=round(rng.uniform(*cfg.peak_db_range), 2),
-            pad_start_s=round(rng.uniform(lo_pad, hi_pad), 3),
-            pad_end_s=round(rng.uniform(lo_pad, hi_pad), 3),
-        )
+        prosody = draw_prosody(rng, cfg)
         yield UttPlan(f"{split}-{i:07d}", split, domain, text, speak, voice, prosody)
 
 

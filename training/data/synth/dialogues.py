@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.synth.corpus import SynthConfig, UttPlan, _cut, available_voices, synthesize_one
+from training.data.synth.corpus import (
+    SynthConfig,
+    UttPlan,
+    _cut,
+    available_voices,
+    draw_prosody,
+    synthesize_one,
+)
 from training.data.synth.split import SPLITS, split_voices
-from training.data.synth.voices import Prosody, Voice
+from training.data.synth.voices import Voice
 
 
 @dataclass(frozen=True)
@@ -35,14 +42,6 @@ class DialogueSynthConfig:
     jobs: int = 2
     limit: int | None = None  # first N dialogues
     engines: tuple[str, ...] | None = None  # default: every installed engine
-
-
-def _prosody(rng: random.Random, cfg: SynthConfig) -> Prosody:
-    return Prosody(rate=round(rng.uniform(*cfg.rate_range), 3),
-                   pitch=round(rng.uniform(*cfg.pitch_range), 3),
-                   vtl_cents=round(rng.uniform(*cfg.vtl_cents_range)),
-                   peak_db=round(rng.uniform(*cfg.peak_db_range), 2),
-                   pad_start_s=0.1, pad_end_s=0.1)
 
 
 def plan_dialogues(records: list[dict[str, Any]], pools: dict[str, list[Voice]],
@@ -56,7 +55,7 @@ def plan_dialogues(records: list[dict[str, Any]], pools: dict[str, list[Voice]],
             raise ValueError(f"the {rec['split']} split has fewer than two voices: a dialogue "
                              "needs two (install more engines)")
         a, b = rng.sample(pool, 2)
-        roles = {"A": (a, _prosody(rng, cfg)), "B": (b, _prosody(rng, cfg))}
+        roles = {"A": (a, draw_prosody(rng, cfg)), "B": (b, draw_prosody(rng, cfg))}
         for k, turn in enumerate(rec["turns"]):
             voice, prosody = roles[turn["speaker"]]
             plan = UttPlan(f"{rec['split']}-{rec['id']}-t{k:02d}", rec["split"], "dialogue",
