@@ -13,6 +13,7 @@ from typing import Any
 
 from models.acoustic import AcousticModel, ModelConfig
 from models.decoding.lm_fusion import LmConfig, LmFusion
+from models.decoding.rescore import Rescorer
 from models.features import FbankConfig
 from models.lm.arpa import ArpaError
 from models.lm.mixture import load_lms
@@ -42,6 +43,11 @@ class DecodingDefaults:
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # per word outside the LM vocabulary
     lexicon: bool = False  # beam + LM: only words of the LM's vocabulary (hard constraint)
+    # beam only: a neural LM directory (models/lm/neural.py) inside the bundle that rescores
+    # each final's n-best (models/decoding/rescore.py); None: no rescoring
+    rescore_lm: str | None = None
+    rescore_weight: float = 0.3
+    rescore_nbest: int = 8
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Bundle:
     decoding: DecodingDefaults
     provenance: dict[str, Any] = field(default_factory=dict)
     lm: LmFusion | None = None  # what the beam decoder fuses (None: no LM in the bundle)
+    rescorer: Rescorer | None = None  # rescores the beam's finals (None: none in the bundle)
 
     @property
     def frame_seconds(self) -> float:
@@ -124,7 +131,27 @@ def load(path: str | Path | None = None, *, device: str = "cpu") -> Bundle:
     load_weights(model, root / WEIGHTS, BUNDLE_JSON, BundleError)
     model.to(device).eval()
     return Bundle(root, model, feats, tokenizer, decoding, meta.get("provenance", {}),
-                  load_lm(root, decoding))
+                  load_lm(root, decoding), load_rescorer(root, decoding))
+
+
+def load_rescorer(root: Path, decoding: DecodingDefaults) -> Rescorer | None:
+    if not decoding.rescore_lm:
+        return None
+    from models.lm.neural import NeuralLmError
+    from models.lm.neural import load as load_neural
+
+    path = root / decoding.rescore_lm
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"bundle.json: decoding.rescore_lm must be inside the bundle, got "
+                          f"{decoding.rescore_lm!r}")
+    if decoding.rescore_nbest < 1:
+        raise BundleError(f"bundle.json: decoding.rescore_nbest must be >= 1, got "
+                          f"{decoding.rescore_nbest}")
+    try:
+        lm = load_neural(path)
+    except NeuralLmError as exc:
+        raise BundleError(f"bundle.json: decoding.rescore_lm {decoding.rescore_lm!r}: {exc}") from exc
+    return Rescorer(lm, decoding.rescore_weight, decoding.rescore_nbest)
 
 
 def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:

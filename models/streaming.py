@@ -86,8 +86,12 @@ class StreamingTranscriber:
         return self.decoder.result()
 
     def finalize(self) -> Hypothesis:
+        """The final; a beam decoder's n-best is rescored with the bundle's neural LM when it
+        has one (as the server's sessions do)."""
         for frames in self.chunker.finish():
             self._run(frames)
+        if self.bundle.rescorer is not None and hasattr(self.decoder, "nbest_hypotheses"):
+            return self.bundle.rescorer.choose(self.decoder)
         return self.decoder.finalize()
 
 

@@ -132,6 +132,10 @@ class Session:
                 hotwords=list(config.hotwords) or None)
         except ValueError as exc:  # bad hotwords
             raise AudioError(str(exc)) from None
+        # n-best rescoring of finals with the bundle's neural LM (beam decoders only)
+        self.rescorer = (bundle.rescorer if hasattr(self.decoder, "nbest_hypotheses")
+                         else None)
+        self.context: list[str] = []  # words of this stream's earlier finals (TCNLM's topic)
         ep = config.endpoint
         self.vad: StreamingVad | None = None
         if ep.vad and ep.enabled and config.continuous:
@@ -240,6 +244,9 @@ class Session:
         return False
 
     def _final(self, hyp: Hypothesis, force: bool = False) -> Final | None:
+        if self.rescorer is not None:
+            hyp = self.rescorer.choose(self.decoder, self.context)
+            self.context = (self.context + hyp.text.split())[-200:]
         alts: list[tuple[str, float]] = []
         nbest = getattr(self.decoder, "nbest", None)
         if nbest is not None and self.cfg.max_alternatives > 1:

@@ -141,6 +141,14 @@ class CtcPrefixBeamDecoder:
                        key=lambda kv: kv[1], reverse=True)
         return [(self.tok.decode([k for k, _, _ in n.emissions()]), score) for n, score in items]
 
+    def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
+        """All surviving prefixes as timed hypotheses with their ranking scores, best first
+        (what n-best rescoring of a final chooses from)."""
+        items = sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
+                       key=lambda kv: kv[1], reverse=True)
+        return [(hypothesis(n.emissions(), self.tok, self.frame_seconds), score)
+                for n, score in items]
+
     def result(self) -> Hypothesis:
         return hypothesis(self.best().emissions(), self.tok, self.frame_seconds)
 

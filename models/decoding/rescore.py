@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models.decoding.hypothesis import Hypothesis
+
 
 @dataclass(frozen=True)
 class Rescorer:
@@ -19,12 +21,25 @@ class Rescorer:
     weight: float = 0.3
     nbest: int = 8
 
-    def best(self, hyps: list[tuple[str, float]], context: list[str] | None = None) -> str:
-        """The text of the best of `hyps` ((text, decoder log score), best first)."""
+    def best_index(self, hyps: list[tuple[str, float]], context: list[str] | None = None) -> int:
+        """Index of the best of `hyps` ((text, decoder log score), best first) after adding
+        weight x ln p_LM; only the first `nbest` compete; -1 when there are none."""
         hyps = hyps[: self.nbest]
         if not hyps:
-            return ""
+            return -1
         words = [text.split() for text, _ in hyps]
         lps = self.lm.sentence_logprobs(words, [list(context or [])] * len(words))
         scores = [s + self.weight * lp for (_, s), lp in zip(hyps, lps, strict=True)]
-        return " ".join(words[max(range(len(hyps)), key=scores.__getitem__)])
+        return max(range(len(hyps)), key=scores.__getitem__)
+
+    def best(self, hyps: list[tuple[str, float]], context: list[str] | None = None) -> str:
+        """The text of the best of `hyps` after rescoring ("" when there are none)."""
+        i = self.best_index(hyps, context)
+        return " ".join(hyps[i][0].split()) if i >= 0 else ""
+
+    def choose(self, decoder: Any, context: list[str] | None = None) -> Hypothesis:
+        """The final of a beam decoder (one with `nbest_hypotheses`) after rescoring: the
+        server's sessions and offline evaluation both decide through this."""
+        ranked = decoder.nbest_hypotheses()
+        i = self.best_index([(h.text, s) for h, s in ranked], context)
+        return ranked[i][0] if i >= 0 else decoder.finalize()

@@ -188,6 +188,11 @@ class RnntBeamDecoder:
         ranked = sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
         return [(self.tok.decode(list(h.tokens)), s) for h, s in ranked]
 
+    def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
+        """Surviving hypotheses, timed, with their scores, best first (n-best rescoring)."""
+        ranked = sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
+        return [(hypothesis(h.emissions, self.tok, self.frame_seconds), s) for h, s in ranked]
+
     def result(self) -> Hypothesis:
         best = max(self.hyps, key=self._final)
         return hypothesis(best.emissions, self.tok, self.frame_seconds)

@@ -75,3 +75,29 @@ def test_missing_directory(tmp_path) -> None:
     with pytest.raises(BundleError, match="not found"):
         load(tmp_path / "nope")
     assert bundle_mod.DEFAULT_BUNDLE.name == "default"
+
+
+def test_a_bad_rescoring_lm_is_refused_naming_the_field_and_file(saved) -> None:
+    """decoding.rescore_lm: outside the bundle, missing, or mismatched weights -> BundleError
+    naming decoding.rescore_lm and the file; a good one loads as the bundle's rescorer."""
+    from models.lm.neural import NeuralLm, NeuralLmConfig
+
+    path, _ = saved
+    meta = json.loads((path / "bundle.json").read_text())
+
+    def with_rescore(rel: str) -> None:
+        meta["decoding"].update({"rescore_lm": rel, "rescore_weight": 0.5})
+        (path / "bundle.json").write_text(json.dumps(meta))
+
+    with_rescore("../elsewhere")
+    with pytest.raises(BundleError, match="rescore_lm must be inside the bundle"):
+        load(path)
+    with_rescore("lm/nn")
+    with pytest.raises(BundleError, match=r"decoding.rescore_lm 'lm/nn': .*lm.json: not found"):
+        load(path)
+    NeuralLm(NeuralLmConfig(vocab=["<unk>", "<s>", "</s>", "a"], embed=4, hidden=4)).save(path / "lm/nn")
+    assert load(path).rescorer.weight == 0.5
+    cfg = json.loads((path / "lm/nn/lm.json").read_text())
+    (path / "lm/nn/lm.json").write_text(json.dumps({**cfg, "hidden": 5}))
+    with pytest.raises(BundleError, match=r"rescore_lm 'lm/nn': .*lm.safetensors: tensor"):
+        load(path)

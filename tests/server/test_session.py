@@ -179,3 +179,37 @@ def test_vad_endpointing_is_judged_at_the_decoders_time_not_the_newest_audio(two
     key = [(f.text, f.start, f.end) for f in paced if isinstance(f, Final)]
     assert len(key) == 2
     assert [(f.text, f.start, f.end) for f in burst if isinstance(f, Final)] == key
+
+
+def test_a_bundles_neural_lm_rescores_finals_alike_in_sessions_and_offline(tmp_path, speech) -> None:
+    """`chorus lm attach-rescorer` puts a neural LM in a copy of the shipped bundle; the
+    session's beam final (through Batch Dispatch) equals the offline transcriber's, and both
+    are the n-best member maximising decoder score + weight x ln p_LM."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from training.lm.neural import NeuralTrainConfig, train
+
+    root = Path(__file__).parents[2]
+    shutil.copytree(root / "models/pretrained/default", tmp_path / "b")
+    text = [([], "turn on the light in the kitchen please".split())] * 30
+    train(NeuralTrainConfig(embed=16, hidden=16, max_steps=60, min_count=1), text, None,
+          tmp_path / "lm", progress=False)
+    subprocess.run([sys.executable, "-m", "clients.cli", "lm", "attach-rescorer", "--bundle",
+                    str(tmp_path / "b"), "--lm", str(tmp_path / "lm"), "--weight", "3"],
+                   cwd=root, check=True, capture_output=True, timeout=120)
+    b = load(tmp_path / "b")
+    assert b.rescorer is not None and b.rescorer.weight == 3.0
+    wav, audio = speech
+    offline = StreamingTranscriber(b, decoder="beam")
+    offline.accept_waveform(audio)
+    want = offline.finalize()
+    ranked = offline.decoder.nbest_hypotheses()[:8]
+    lps = b.rescorer.lm.sentence_logprobs([h.text.split() for h, _ in ranked])
+    best = max(range(len(ranked)), key=lambda i: ranked[i][1] + 3.0 * lps[i])
+    assert want.text == ranked[best][0].text
+    cfg = SessionConfig(format=AudioFormat("wav", 0), continuous=False, decoder="beam")
+    finals = [e for e in drive(b, Session(b, cfg), split(wav, 3333)) if isinstance(e, Final)]
+    assert [f.text for f in finals] == [want.text]
+    assert finals[0].words == want.words

@@ -112,8 +112,7 @@ def decode_all(bundle: Any, log_probs: list[torch.Tensor], *, decoder: str, beam
     for lp in log_probs:
         dec = bundle_decoder(bundle, decoder, beam_size=beam_size, lm=lm)
         dec.update(lp)
-        text = dec.finalize().text
-        hyps.append(rescore.best(dec.nbest()) if rescore is not None else text)
+        hyps.append((rescore.choose(dec) if rescore is not None else dec.finalize()).text)
     return hyps, time.process_time() - t0
 
 

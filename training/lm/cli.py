@@ -91,6 +91,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=run_train)
 
+    ar = lm_sub.add_parser(
+        "attach-rescorer", help="copy a neural LM into a bundle to rescore its beam finals",
+        description="Each final of the beam decoder (server, chorus transcribe, chorus eval) "
+                    "is chosen from its n-best after adding weight x ln p of this LM.")
+    ar.add_argument("--bundle", type=Path, required=True)
+    ar.add_argument("--lm", type=Path, required=True, help="a chorus lm train directory")
+    ar.add_argument("--weight", type=float, required=True)
+    ar.add_argument("--nbest", type=int, default=8)
+    ar.set_defaults(func=run_attach_rescorer)
+
     a = lm_sub.add_parser("attach", help="copy an ARPA LM into a bundle and make beam fuse it")
     a.add_argument("--bundle", type=Path, required=True)
     a.add_argument("--lm", type=Path, action="append", required=True,
@@ -307,6 +317,42 @@ class _NeuralSentences:
 
     def sentence_logprob(self, words: list[str]) -> float:
         return self.model.sentence_logprobs([list(words)])[0]
+
+
+def run_attach_rescorer(args: argparse.Namespace) -> int:
+    import shutil
+
+    from models.bundle import BUNDLE_JSON, BundleError, load
+    from models.lm.neural import NeuralLmError
+    from models.lm.neural import load as load_neural
+
+    meta_path = args.bundle / BUNDLE_JSON
+    if not meta_path.is_file():
+        raise SystemExit(f"--bundle {args.bundle}: no {BUNDLE_JSON}")
+    try:
+        load_neural(args.lm)
+    except NeuralLmError as exc:
+        raise SystemExit(f"--lm {args.lm}: {exc}") from exc
+    if args.nbest < 1:
+        raise SystemExit(f"--nbest must be >= 1, got {args.nbest}")
+    rel = Path("lm") / f"rescore-{args.lm.name}"
+    dest = args.bundle / rel
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("lm.json", "lm.safetensors"):
+        shutil.copyfile(args.lm / name, dest / name)
+    meta = json.loads(meta_path.read_text())
+    meta.setdefault("decoding", {}).update({"rescore_lm": rel.as_posix(),
+                                            "rescore_weight": args.weight,
+                                            "rescore_nbest": args.nbest})
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        load(args.bundle)
+    except BundleError as exc:
+        raise SystemExit(f"chorus lm attach-rescorer: the bundle no longer loads: {exc}") from exc
+    print(f"chorus lm attach-rescorer: {dest} (weight {args.weight}, n-best {args.nbest})")
+    return 0
 
 
 def run_attach(args: argparse.Namespace) -> int:
