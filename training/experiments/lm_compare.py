@@ -58,8 +58,14 @@ def ngram_ppl(lm: Any, data: list[tuple[list[str], list[str]]]) -> dict[str, flo
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from models.lm.arpa import ArpaLM
     from models.lm.neural import load
-    from training.lm.neural import (NeuralTrainConfig, dialogue_documents, examples, perplexity,
-                                    topic_report, train)
+    from training.lm.neural import (
+        NeuralTrainConfig,
+        dialogue_documents,
+        examples,
+        perplexity,
+        topic_report,
+        train,
+    )
     from training.lm.ngram import estimate
     from training.lm.text import LmTextConfig, train_sentences
 
