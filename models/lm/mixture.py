@@ -5,7 +5,8 @@ The corpus LM knows the domains' phrasing, a general-English LM (e.g. published 
 knows far more word pairs; mixed, each covers the other's gaps (perplexity and WER in
 docs/RESULTS.md). Mixed at query time rather than merged into one ARPA file, because a static
 merge of backoff models is an approximation and this is exact; it costs one lookup per
-component, cached. Same interface as ArpaLM, so LmFusion takes either.
+component, cached. Same interface as ArpaLM, so LmFusion takes either; a component may also be a neural LM
+(models.lm.neural.NeuralWordLM), which `load_lms` makes of a neural LM directory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from models.lm.arpa import ArpaError, ArpaLM, WordLM
 
@@ -49,11 +51,25 @@ class MixtureLM(WordLM):
         return hit
 
 
-def load_lms(paths: Sequence[str | Path], weights: Sequence[float] | None = None) -> ArpaLM | MixtureLM:
-    """One ARPA file, or several mixed with `weights` (one per file, summing to 1)."""
+def load_one(path: str | Path) -> Any:
+    """An ARPA file, or a neural LM directory (chorus lm train) seen as a word LM
+    (models.lm.neural.NeuralWordLM); a bad neural LM raises ArpaError naming its file."""
+    if Path(path).is_dir():
+        from models.lm.neural import NeuralLmError, NeuralWordLM, load
+
+        try:
+            return NeuralWordLM(load(path))
+        except NeuralLmError as exc:
+            raise ArpaError(str(exc)) from None
+    return ArpaLM.load(path)
+
+
+def load_lms(paths: Sequence[str | Path], weights: Sequence[float] | None = None) -> Any:
+    """One LM (ARPA file or neural LM directory), or several mixed with `weights` (one per
+    LM, summing to 1)."""
     if not paths:
         raise ArpaError("no language model given")
-    lms = [ArpaLM.load(p) for p in paths]
+    lms = [load_one(p) for p in paths]
     if len(lms) == 1:
         if weights and list(weights) != [1.0]:
             raise ArpaError(f"one LM takes no mixture weights, got {list(weights)}")

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+from models.lm.arpa import BOS, EOS, UNK, WordLM
+
 CONFIG, WEIGHTS = "lm.json", "lm.safetensors"
 TYPES = ("lstm", "tcnlm")
 
@@ -221,3 +222,45 @@ def load(directory: str | Path) -> NeuralLm:
     load_weights(model, wpath, str(cpath), NeuralLmError)
     model.path = d  # where it came from (reports)
     return model.eval()
+
+
+class NeuralWordLM(WordLM):
+    """A NeuralLm behind the word-LM interface the decoders fuse (`vocab`, `order`,
+    `unk_logprob`, `logprob(context, word)`, `prefixes`): shallow fusion of a neural LM in the
+    CTC prefix beam and the RNN-T beam through the same LmFusion as the n-gram.
+
+    p(word | context) comes from the LSTM state after the context (the last order - 1 words,
+    <s> first while the utterance is short), cached per context tuple: extending a cached
+    context by one word costs one LSTM step, so a beam's new words cost one step each. A TCNLM
+    runs with the prior's (uniform) topic mixture here.
+    """
+
+    def __init__(self, model: NeuralLm, order: int = 16, cache_size: int = 100_000):
+        self.model = model.eval()
+        self.order = order
+        self.vocab = frozenset(model.cfg.vocab[3:])
+        self.cache_size = cache_size
+        self._cache: dict[tuple[str, ...], tuple[Any, list[float]]] = {}
+        self._topic, _ = model.topics_of(None, 1)
+        self.unk_logprob = self.logprob((BOS,), UNK)
+
+    @torch.no_grad()
+    def _dist(self, context: tuple[str, ...]) -> tuple[Any, list[float]]:
+        """(the recurrent state after `context`, next-word log-probs as a list)."""
+        hit = self._cache.get(context)
+        if hit is not None:
+            return hit
+        parent = self._cache.get(context[:-1]) if context else None
+        words, state = (context[-1:], parent[0]) if parent is not None else (context, None)
+        if not words:
+            words = (BOS,)
+        ids = torch.tensor([[self.model.index.get(w, 0) for w in words]])  # (1, T)
+        lp, state = self.model(ids, self._topic, state)
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()
+        hit = self._cache[context] = (state, lp[0, -1].tolist())
+        return hit
+
+    def logprob(self, context: tuple[str, ...], word: str) -> float:
+        context = context[len(context) - (self.order - 1):] if len(context) >= self.order else context
+        return self._dist(tuple(context))[1][self.model.index.get(word, 0)]

@@ -101,10 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ar.add_argument("--nbest", type=int, default=8)
     ar.set_defaults(func=run_attach_rescorer)
 
-    a = lm_sub.add_parser("attach", help="copy an ARPA LM into a bundle and make beam fuse it")
+    a = lm_sub.add_parser("attach", help="copy an LM (ARPA or neural) into a bundle and make "
+                                         "beam fuse it")
     a.add_argument("--bundle", type=Path, required=True)
     a.add_argument("--lm", type=Path, action="append", required=True,
-                   help="ARPA LM; repeat with --mix-weights to interpolate several")
+                   help="ARPA LM or neural LM directory; repeat with --mix-weights to "
+                        "interpolate several")
     a.add_argument("--mix-weights", default="", help="comma-separated, one per --lm, sum 1")
     a.add_argument("--weight", type=float, required=True)
     a.add_argument("--bonus", type=float, required=True)
@@ -364,15 +366,20 @@ def run_attach(args: argparse.Namespace) -> int:
     if not meta_path.is_file():
         raise SystemExit(f"--bundle {args.bundle}: no {BUNDLE_JSON}")
     for path in args.lm:
-        if not path.is_file():
-            raise SystemExit(f"--lm {path}: file not found")
+        if not path.exists():
+            raise SystemExit(f"--lm {path}: not found (an ARPA file or a neural LM directory)")
     weights = _floats(args.mix_weights, "--mix-weights")
     if len(args.lm) > 1 and len(weights) != len(args.lm):
         raise SystemExit(f"--mix-weights: one per --lm ({len(args.lm)}), got {weights}")
     (args.bundle / "lm").mkdir(exist_ok=True)
     rels = [Path("lm") / p.name for p in args.lm]
     for src, rel in zip(args.lm, rels, strict=True):
-        shutil.copyfile(src, args.bundle / rel)
+        if src.is_dir():  # a neural LM (chorus lm train): its config and weights
+            (args.bundle / rel).mkdir(parents=True, exist_ok=True)
+            for name in ("lm.json", "lm.safetensors"):
+                shutil.copyfile(src / name, args.bundle / rel / name)
+        else:
+            shutil.copyfile(src, args.bundle / rel)
     meta = json.loads(meta_path.read_text())
     dec = meta.setdefault("decoding", {})
     dec.update({"lm": rels[0].as_posix(), "lm_mix": [r.as_posix() for r in rels[1:]],
