@@ -27,7 +27,7 @@ from typing import Any
 from training.experiments import write_report
 
 
-def _transcripts(path: Path) -> list[tuple[list[str], list[str]]]:
+def transcripts(path: Path) -> list[tuple[list[str], list[str]]]:
     with gzip.open(path, "rt") as f:
         return [([], json.loads(line)["supervisions"][0]["text"].split()) for line in f]
 
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         template_sentences=args.template_sentences))] if not args.no_corpus_text else []
     docs += dialogue_documents(args.dialogues, "train")
     train_set = examples(docs)
-    evals = {"dev": _transcripts(corpus / "cuts_dev.jsonl.gz"),
-             "test": _transcripts(corpus / "cuts_test.jsonl.gz"),
+    evals = {"dev": transcripts(corpus / "cuts_dev.jsonl.gz"),
+             "test": transcripts(corpus / "cuts_test.jsonl.gz"),
              "dialogues": examples(dialogue_documents(args.dialogues, "dev"))}
     evals["dialogues_no_context"] = [([], s) for _, s in evals["dialogues"]]
     t0 = time.monotonic()
