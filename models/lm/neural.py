@@ -72,9 +72,12 @@ class TopicModel(nn.Module):
         self.logvar = nn.Linear(hidden, k)
         self.beta = nn.Linear(k, vb)  # topic -> word logits
 
-    def forward(self, bow: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """bow (B, Vb) counts -> t (B, K) and the per-row ELBO loss (B,) (0 for empty rows:
-        no context, t = the prior's mean, uniform)."""
+    def forward(self, bow: torch.Tensor, sample: bool,
+                kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """bow (B, Vb) counts -> t (B, K) and the per-row loss (B,): reconstruction +
+        kl_weight x KL, the negative ELBO at weight 1 (0 for empty rows: no context, t = the
+        prior's mean, uniform). A weight ramped up from 0 (KL annealing) keeps the posterior
+        from collapsing onto the prior early in training."""
         has = bow.sum(-1) > 0  # (B,)
         h = self.enc(torch.log1p(bow))
         mu, logvar = self.mu(h), self.logvar(h).clamp(-8, 8)
@@ -83,7 +86,7 @@ class TopicModel(nn.Module):
         t = torch.softmax(z, dim=-1)  # (B, K)
         recon = -(bow * torch.log_softmax(self.beta(t), dim=-1)).sum(-1)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
-        return t, torch.where(has, recon + kl, torch.zeros_like(recon))
+        return t, torch.where(has, recon + kl_weight * kl, torch.zeros_like(recon))
 
 
 class TopicLstm(nn.Module):
@@ -155,12 +158,12 @@ class NeuralLm(nn.Module):
                     out[b, j] += 1
         return out
 
-    def topics_of(self, contexts: list[list[str]] | None, batch: int,
-                  sample: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def topics_of(self, contexts: list[list[str]] | None, batch: int, sample: bool = False,
+                  kl_weight: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
         """t (B, K) from each row's context (None for an LSTM) and the topic-model loss (B,)."""
         if self.cfg.type != "tcnlm":
             return None, torch.zeros(batch)
-        return self.ntm(self.bow(contexts or [[] for _ in range(batch)]), sample)
+        return self.ntm(self.bow(contexts or [[] for _ in range(batch)]), sample, kl_weight)
 
     def forward(self, inputs: torch.Tensor, t: torch.Tensor | None,
                 state: Any = None) -> tuple[torch.Tensor, Any]:

@@ -78,3 +78,13 @@ def test_bad_files_are_refused_with_the_file_named(tmp_path) -> None:
     (tmp_path / "a/lm.safetensors").write_bytes(b"\x80\x04not a tensor file")
     with pytest.raises(NeuralLmError, match="lm.safetensors cannot be read"):
         load(tmp_path / "a")
+
+
+def test_kl_weight_scales_only_the_topic_models_kl_term() -> None:
+    """Loss at KL weight 0 is the reconstruction alone; at 1 it adds the (non-negative) KL;
+    at 0.5 it sits halfway (the posterior mean, no sampling)."""
+    model = tcnlm().eval()
+    ctx = [["play", "music", "set"]]
+    with torch.no_grad():
+        l0, l1, lh = (model.topics_of(ctx, 1, kl_weight=w)[1][0] for w in (0.0, 1.0, 0.5))
+    assert float(l1) >= float(l0) and float(lh) == pytest.approx((float(l0) + float(l1)) / 2)

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = NeuralTrainConfig(type=kind, embed=args.embed, hidden=args.hidden,
                                 topics=args.topics, factor=factor, bow_size=args.bow_size,
                                 ntm_hidden=args.ntm_hidden, minutes=args.minutes,
-                                max_steps=args.max_steps, seed=args.seed)
+                                max_steps=args.max_steps, seed=args.seed,
+                                kl_anneal_steps=args.kl_anneal_steps)
         summary = train(cfg, train_set, None, work / kind, progress=not args.no_progress)
         model = load(work / kind)
         rows.append({"model": kind, "params": summary["params"], "minutes": summary["minutes"],
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--topics", type=int, default=16)
     p.add_argument("--bow-size", type=int, default=500)
+    p.add_argument("--kl-anneal-steps", type=int, default=0, help="tcnlm: KL warm-up steps")
     p.add_argument("--ntm-hidden", type=int, default=128)
     p.add_argument("--template-sentences", type=int, default=20000)
     p.add_argument("--no-corpus-text", action="store_true")

@@ -87,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--topics", type=int, default=16, help="tcnlm: K")
     tr.add_argument("--factor", type=int, default=128, help="tcnlm: rank F of W = Wa diag(Wb t) Wc")
     tr.add_argument("--bow-size", type=int, default=2000, help="tcnlm: topic-model vocabulary")
+    tr.add_argument("--kl-anneal-steps", type=int, default=0,
+                    help="tcnlm: ramp the topic model's KL weight 0 -> 1 over N steps")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=run_train)
@@ -209,7 +211,8 @@ def run_train(args: argparse.Namespace) -> int:
                          "--no-corpus-text)")
     cfg = NeuralTrainConfig(type=args.type, embed=args.embed, hidden=args.hidden,
                             topics=args.topics, factor=args.factor, bow_size=args.bow_size,
-                            minutes=args.minutes, max_steps=args.max_steps, seed=args.seed)
+                            minutes=args.minutes, max_steps=args.max_steps, seed=args.seed,
+                            kl_anneal_steps=args.kl_anneal_steps)
     print(f"chorus lm train: {len(train_set)} sentences in {len(docs)} documents", flush=True)
     summary = train(cfg, train_set, _dev_examples(args.dev) or None, args.out,
                     progress=not args.no_progress)

@@ -48,6 +48,7 @@ class NeuralTrainConfig:
     lr: float = 2e-3
     minutes: float = 10.0
     max_steps: int = 0  # > 0: stop after this many steps (tests)
+    kl_anneal_steps: int = 0  # tcnlm: the KL weight ramps 0 -> 1 over these steps (0: always 1)
     seed: int = 0
     threads: int = 1
 
@@ -95,15 +96,16 @@ def _batches(train: list[Example], size: int, rng: random.Random) -> list[list[E
     return batches
 
 
-def loss_of(model: NeuralLm, batch: list[Example], sample: bool = True
-            ) -> tuple[torch.Tensor, int]:
+def loss_of(model: NeuralLm, batch: list[Example], sample: bool = True,
+            kl_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """(LM cross-entropy + topic-model ELBO, summed over the batch) and its token count."""
     inp = [[1, *model.ids(s)] for _, s in batch]
     tgt = [[*model.ids(s), 2] for _, s in batch]
     n = max(map(len, inp))
     x = torch.tensor([r + [2] * (n - len(r)) for r in inp])  # (B, T)
     y = torch.tensor([r + [-100] * (n - len(r)) for r in tgt])  # (B, T), -100: padding
-    t, ntm_loss = model.topics_of([c for c, _ in batch], len(batch), sample=sample)
+    t, ntm_loss = model.topics_of([c for c, _ in batch], len(batch), sample=sample,
+                                  kl_weight=kl_weight)
     lp, _ = model(x, t)  # (B, T, V)
     nll = torch.nn.functional.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1),
                                        ignore_index=-100, reduction="sum")
@@ -140,7 +142,8 @@ def train(cfg: NeuralTrainConfig, train_set: list[Example], dev: list[Example] |
             frac = min(1.0, (time.monotonic() - t0) / budget) if budget else 0.0
             for g in opt.param_groups:  # cosine decay over the wall-clock budget
                 g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-            loss, tokens = loss_of(model, batch)
+            kl = min(1.0, step / cfg.kl_anneal_steps) if cfg.kl_anneal_steps else 1.0
+            loss, tokens = loss_of(model, batch, kl_weight=kl)
             opt.zero_grad()
             (loss / tokens).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
