@@ -90,7 +90,7 @@ class StreamingTranscriber:
         has one (as the server's sessions do)."""
         for frames in self.chunker.finish():
             self._run(frames)
-        if self.bundle.rescorer is not None and hasattr(self.decoder, "nbest_hypotheses"):
+        if self.bundle.rescorer is not None:
             return self.bundle.rescorer.choose(self.decoder)
         return self.decoder.finalize()
 

@@ -132,9 +132,9 @@ class Session:
                 hotwords=list(config.hotwords) or None)
         except ValueError as exc:  # bad hotwords
             raise AudioError(str(exc)) from None
-        # n-best rescoring of finals with the bundle's neural LM (beam decoders only)
-        self.rescorer = (bundle.rescorer if hasattr(self.decoder, "nbest_hypotheses")
-                         else None)
+        # n-best rescoring of finals with the bundle's neural LM (beam decoders; a greedy one
+        # keeps its own final)
+        self.rescorer = bundle.rescorer
         self.context: list[str] = []  # words of this stream's earlier finals (TCNLM's topic)
         ep = config.endpoint
         self.vad: StreamingVad | None = None

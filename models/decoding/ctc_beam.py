@@ -135,19 +135,21 @@ class CtcPrefixBeamDecoder:
     def best(self) -> _Node:
         return max(self.beam.items(), key=lambda kv: self._final(*kv))[0]
 
+    def _ranked(self) -> list[tuple[_Node, float]]:
+        """The surviving prefixes with their final ranking scores, best first."""
+        return sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
+                      key=lambda kv: kv[1], reverse=True)
+
     def nbest(self) -> list[tuple[str, float]]:
         """All surviving prefixes as (text, log prob incl. hotword bonus), best first."""
-        items = sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
-                       key=lambda kv: kv[1], reverse=True)
-        return [(self.tok.decode([k for k, _, _ in n.emissions()]), score) for n, score in items]
+        return [(self.tok.decode([k for k, _, _ in n.emissions()]), score)
+                for n, score in self._ranked()]
 
     def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
         """All surviving prefixes as timed hypotheses with their ranking scores, best first
         (what n-best rescoring of a final chooses from)."""
-        items = sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
-                       key=lambda kv: kv[1], reverse=True)
         return [(hypothesis(n.emissions(), self.tok, self.frame_seconds), score)
-                for n, score in items]
+                for n, score in self._ranked()]
 
     def result(self) -> Hypothesis:
         return hypothesis(self.best().emissions(), self.tok, self.frame_seconds)

@@ -32,14 +32,12 @@ class Rescorer:
         scores = [s + self.weight * lp for (_, s), lp in zip(hyps, lps, strict=True)]
         return max(range(len(hyps)), key=scores.__getitem__)
 
-    def best(self, hyps: list[tuple[str, float]], context: list[str] | None = None) -> str:
-        """The text of the best of `hyps` after rescoring ("" when there are none)."""
-        i = self.best_index(hyps, context)
-        return " ".join(hyps[i][0].split()) if i >= 0 else ""
-
     def choose(self, decoder: Any, context: list[str] | None = None) -> Hypothesis:
-        """The final of a beam decoder (one with `nbest_hypotheses`) after rescoring: the
-        server's sessions and offline evaluation both decide through this."""
+        """The final of `decoder` after rescoring its n-best: the server's sessions, the
+        offline transcriber and evaluation all decide through this. A decoder without an
+        n-best (greedy) keeps its own final."""
+        if not hasattr(decoder, "nbest_hypotheses"):
+            return decoder.finalize()
         ranked = decoder.nbest_hypotheses()
         i = self.best_index([(h.text, s) for h, s in ranked], context)
         return ranked[i][0] if i >= 0 else decoder.finalize()

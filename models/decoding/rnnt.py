@@ -183,15 +183,18 @@ class RnntBeamDecoder:
             self.hyps = pool[: self.beam_size]
         self.frames += int(enc.shape[0])
 
+    def _ranked(self) -> list[tuple[_Hyp, float]]:
+        """Surviving hypotheses with their final scores (incl. LM and hotwords), best first."""
+        return sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
+
     def nbest(self) -> list[tuple[str, float]]:
         """Surviving hypotheses as (text, score incl. LM and hotwords), best first."""
-        ranked = sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
-        return [(self.tok.decode(list(h.tokens)), s) for h, s in ranked]
+        return [(self.tok.decode(list(h.tokens)), s) for h, s in self._ranked()]
 
     def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
         """Surviving hypotheses, timed, with their scores, best first (n-best rescoring)."""
-        ranked = sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
-        return [(hypothesis(h.emissions, self.tok, self.frame_seconds), s) for h, s in ranked]
+        return [(hypothesis(h.emissions, self.tok, self.frame_seconds), s)
+                for h, s in self._ranked()]
 
     def result(self) -> Hypothesis:
         best = max(self.hyps, key=self._final)

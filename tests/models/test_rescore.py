@@ -18,9 +18,9 @@ def test_the_lm_overturns_a_close_acoustic_call_but_not_a_clear_one(tmp_path) ->
 
     lm = load(tmp_path / "lm")
     close = [("set an alarn for seven", -10.0), ("set an alarm for seven", -10.5)]
-    assert Rescorer(lm, weight=1.0).best(close) == "set an alarm for seven"
-    assert Rescorer(lm, weight=0.0).best(close) == "set an alarn for seven"
+    assert Rescorer(lm, weight=1.0).best_index(close) == 1  # "set an alarm for seven"
+    assert Rescorer(lm, weight=0.0).best_index(close) == 0  # "set an alarn for seven"
     clear = [("set an alarn for seven", -10.0), ("set an alarm for seven", -500.0)]
-    assert Rescorer(lm, weight=1.0).best(clear) == "set an alarn for seven"
-    assert Rescorer(lm, nbest=1).best(close) == "set an alarn for seven"  # only the top one
-    assert Rescorer(lm).best([]) == ""
+    assert Rescorer(lm, weight=1.0).best_index(clear) == 0
+    assert Rescorer(lm, nbest=1).best_index(close) == 0  # only the top one
+    assert Rescorer(lm).best_index([]) == -1
