@@ -175,6 +175,15 @@ class NeuralLm(nn.Module):
             y, state = self.rnn(x, t, state)
         return torch.log_softmax(self.out(self.drop(y)), dim=-1), state
 
+    def tensors(self, sentences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (<s> + words) and targets (words + </s>), each (B, T): inputs padded with
+        </s>, targets with -100 (what nll_loss ignores)."""
+        inp = [[1, *self.ids(s)] for s in sentences]
+        n = max(map(len, inp))
+        x = torch.tensor([r + [2] * (n - len(r)) for r in inp])
+        y = torch.tensor([[*self.ids(s), 2] + [-100] * (n - len(s) - 1) for s in sentences])
+        return x, y
+
     @torch.no_grad()
     def sentence_logprobs(self, sentences: list[list[str]],
                           contexts: list[list[str]] | None = None) -> list[float]:
@@ -184,16 +193,12 @@ class NeuralLm(nn.Module):
         for i in range(0, len(sentences), 64):
             batch = sentences[i : i + 64]
             ctx = contexts[i : i + 64] if contexts is not None else None
-            ids = [[1, *self.ids(s)] for s in batch]
-            tgt = [[*self.ids(s), 2] for s in batch]
-            n = max(map(len, ids))
-            inp = torch.tensor([r + [2] * (n - len(r)) for r in ids])
-            tg = torch.tensor([r + [0] * (n - len(r)) for r in tgt])
+            inp, tgt = self.tensors(batch)
             t, _ = self.topics_of(ctx, len(batch))
             lp, _ = self(inp, t)
-            picked = lp.gather(-1, tg[..., None])[..., 0]  # (B, T)
-            for b, r in enumerate(tgt):
-                out.append(float(picked[b, : len(r)].sum()))
+            picked = lp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]  # (B, T)
+            for b, s in enumerate(batch):
+                out.append(float(picked[b, : len(s) + 1].sum()))
         return out
 
     def save(self, directory: str | Path) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,10 @@ def equal_factor(embed: int, hidden: int, topics: int, bow: int, ntm_hidden: int
 
 
 def ngram_ppl(lm: Any, data: list[tuple[list[str], list[str]]]) -> dict[str, float]:
-    lp = sum(lm.sentence_logprob(s) for _, s in data)
-    tokens = sum(len(s) + 1 for _, s in data)
-    oov = sum(w not in lm.vocab for _, s in data for w in s)
-    return {"perplexity": round(math.exp(-lp / tokens), 1), "tokens": tokens,
-            "oov_rate": round(oov / tokens, 4)}
+    from training.lm.neural import perplexity_of
+
+    sentences = [s for _, s in data]
+    return perplexity_of([lm.sentence_logprob(s) for s in sentences], sentences, lm.vocab)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

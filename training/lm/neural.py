@@ -99,26 +99,30 @@ def _batches(train: list[Example], size: int, rng: random.Random) -> list[list[E
 def loss_of(model: NeuralLm, batch: list[Example], sample: bool = True,
             kl_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """(LM cross-entropy + topic-model ELBO, summed over the batch) and its token count."""
-    inp = [[1, *model.ids(s)] for _, s in batch]
-    tgt = [[*model.ids(s), 2] for _, s in batch]
-    n = max(map(len, inp))
-    x = torch.tensor([r + [2] * (n - len(r)) for r in inp])  # (B, T)
-    y = torch.tensor([r + [-100] * (n - len(r)) for r in tgt])  # (B, T), -100: padding
+    x, y = model.tensors([s for _, s in batch])  # (B, T) each, y -100 where padded
     t, ntm_loss = model.topics_of([c for c, _ in batch], len(batch), sample=sample,
                                   kl_weight=kl_weight)
     lp, _ = model(x, t)  # (B, T, V)
     nll = torch.nn.functional.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1),
                                        ignore_index=-100, reduction="sum")
-    return nll + ntm_loss.sum(), sum(map(len, tgt))
+    return nll + ntm_loss.sum(), sum(len(s) + 1 for _, s in batch)
+
+
+def perplexity_of(logprobs: list[float], sentences: list[list[str]],
+                  vocab: Any) -> dict[str, float]:
+    """Perplexity of sentences (+ </s> each) from their natural-log probabilities, and the
+    share of tokens outside `vocab` (any LM: n-gram or neural)."""
+    tokens = sum(len(s) + 1 for s in sentences)
+    oov = sum(w not in vocab for s in sentences for w in s)
+    return {"perplexity": round(math.exp(-sum(logprobs) / tokens), 1), "tokens": tokens,
+            "oov_rate": round(oov / tokens, 4)}
 
 
 def perplexity(model: NeuralLm, data: list[Example]) -> dict[str, float]:
     """Perplexity over the sentences (+ </s>) given their contexts, and the OOV rate."""
-    lps = model.sentence_logprobs([s for _, s in data], [c for c, _ in data])
-    tokens = sum(len(s) + 1 for _, s in data)
-    oov = sum(w not in model.index for _, s in data for w in s)
-    return {"perplexity": round(math.exp(-sum(lps) / tokens), 1), "tokens": tokens,
-            "oov_rate": round(oov / tokens, 4)}
+    sentences = [s for _, s in data]
+    return perplexity_of(model.sentence_logprobs(sentences, [c for c, _ in data]), sentences,
+                         model.index)
 
 
 def train(cfg: NeuralTrainConfig, train_set: list[Example], dev: list[Example] | None,
