@@ -3,19 +3,11 @@ parameters."""
 
 import gzip
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from training.experiments.lm_compare import main
 
-ROOT = Path(__file__).parents[2]
 
-
-def test_rows_sets_and_equal_parameters(tmp_path) -> None:
-    subprocess.run([sys.executable, "-m", "clients.cli", "data", "dialogues", "--out",
-                    str(tmp_path / "d"), "--count", "300"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
+def test_rows_sets_and_equal_parameters(tmp_path, dialogues) -> None:
     corpus = tmp_path / "c"
     corpus.mkdir()
     for split, texts in (("dev", ["set an alarm for seven", "what is the meaning of it"]),
@@ -24,7 +16,7 @@ def test_rows_sets_and_equal_parameters(tmp_path) -> None:
             for t in texts:
                 f.write(json.dumps({"supervisions": [{"text": t}]}) + "\n")
     out = tmp_path / "r"
-    assert main(["--corpus", str(corpus), "--dialogues", str(tmp_path / "d/dialogues.jsonl"),
+    assert main(["--corpus", str(corpus), "--dialogues", str(dialogues),
                  "--no-corpus-text", "--max-steps", "5", "--minutes", "2", "--embed", "32",
                  "--hidden", "64", "--topics", "4", "--bow-size", "100", "--ntm-hidden", "32",
                  "--work", str(tmp_path / "w"), "--out", str(out), "--no-progress"]) == 0

@@ -13,14 +13,6 @@ from models.lm.neural import load
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.fixture(scope="module")
-def dialogues(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dl")
-    subprocess.run([sys.executable, "-m", "clients.cli", "data", "dialogues", "--out", str(out),
-                    "--count", "400"], cwd=ROOT, check=True, capture_output=True, timeout=120)
-    return out / "dialogues.jsonl"
-
-
 @pytest.mark.parametrize("kind", ["lstm", "tcnlm"])
 def test_training_lowers_dev_perplexity(dialogues, tmp_path, kind) -> None:
     """Dev turns (dialogues of the dev split, never trained on) with their contexts: the

@@ -29,6 +29,7 @@ from training.data.synth.corpus import (
     available_voices,
     draw_prosody,
     synthesize_one,
+    wav_path,
 )
 from training.data.synth.split import SPLITS, split_voices
 from training.data.synth.voices import Voice
@@ -90,7 +91,7 @@ def synthesize_dialogues(cfg: DialogueSynthConfig, *, progress: bool = True) -> 
             if duration is None:
                 failed[plan.voice.id] += 1
                 continue
-            cut = _cut(plan, cfg.out / "wavs" / plan.split / f"{plan.id}.wav", duration)
+            cut = _cut(plan, wav_path(cfg.out, plan), duration)
             cut.supervisions[0].custom.update(extra[plan.id])
             done[plan.split].append(cut)
             audio_s += duration
