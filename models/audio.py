@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-MIN_SAMPLE_RATE_HZ = 8_000
-MAX_SAMPLE_RATE_HZ = 48_000
+MIN_SAMPLE_RATE_HZ = 4_000  # below: too little bandwidth to call it speech audio
+MAX_SAMPLE_RATE_HZ = 192_000  # studio rates; soxr resamples any ratio
 TARGET_SAMPLE_RATE_HZ = 16_000
 
 

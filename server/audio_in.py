@@ -3,7 +3,7 @@
 Encodings: `pcm_s16le`, `pcm_f32le`, `mulaw` (G.711 u-law, 8 bit) at a declared sample rate
 and channel count, and `wav` (a RIFF/WAVE header first, in the stream itself: PCM16, float32
 or u-law; this is what Riva's file scripts send with ENCODING_UNSPECIFIED and rate 0). Any rate
-8-48 kHz is resampled with a streaming soxr resampler, so the samples equal a one-shot
+4-192 kHz is resampled with a streaming soxr resampler, so the samples equal a one-shot
 resample of the whole stream (tested). Raw encodings must arrive in frames of whole samples
 (an odd-length PCM16 frame is an error); a WAV stream is a file's bytes and may be cut anywhere.
 Float samples beyond [-1, 1] are clipped (NaN and infinities are refused).
