@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 # `chorus bench` subparsers, so other packages' modules can add their own benchmarks
@@ -17,9 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pcen", action="store_true", help="PCEN instead of log compression")
     p.set_defaults(func=run)
 
-    t = sub.add_parser("transcribe", help="transcribe audio files offline (any sample rate)",
+    t = sub.add_parser("transcribe", help="transcribe audio files offline (any format, 4-192 kHz)",
                        description="Runs the streaming model path over each file; prints text or "
-                                   "one JSON line per file with word timings and confidences.")
+                                   "one JSON line per file with word timings and confidences. A file "
+                                   "that cannot be read is named (stderr; an `error` JSON line) "
+                                   "and the rest are still transcribed; exit status 2 then.")
     t.add_argument("audio", nargs="+", type=Path)
     t.add_argument("--bundle", type=Path, default=None,
                    help="model bundle directory (default: the shipped models/pretrained/default)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 def run_transcribe(args: argparse.Namespace) -> int:
     import torch
 
-    from models.audio import load_audio
+    from models.audio import AudioError, load_audio
     from models.bundle import BundleError, load
     from models.streaming import StreamingTranscriber, transcribe_speech
     from models.vad import check_rate, speech_segments
@@ -116,8 +119,16 @@ def run_transcribe(args: argparse.Namespace) -> int:
             check_rate(rate)
         except ValueError as exc:
             raise SystemExit(f"chorus transcribe: {exc}") from exc
+    failed = 0
     for path in args.audio:
-        wave = load_audio(path, sample_rate=rate)
+        try:
+            wave = load_audio(path, sample_rate=rate)
+        except AudioError as exc:  # named, and the other files are still transcribed
+            failed += 1
+            print(f"chorus: error: {exc}", file=sys.stderr, flush=True)
+            if args.format != "text":
+                print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
+            continue
         if args.vad:
             hyp = transcribe_speech(bundle, wave, speech_segments(wave, rate), decoder=args.decoder)
         else:
@@ -131,7 +142,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         else:
             print(json.dumps({"path": str(path), "text": hyp.text, "confidence": hyp.confidence,
                               "words": [w.__dict__ for w in hyp.words]}), flush=True)
-    return 0
+    return 2 if failed else 0  # 2: as for one bad file alone (clients.cli)
 
 
 def run_bench_model(args: argparse.Namespace) -> int:

@@ -117,3 +117,31 @@ def test_transcribe_cli_vad_skips_a_long_silence_and_keeps_file_times(tmp_path) 
                            "--chunk-ms", "100", str(tmp_path / "both.wav")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "leave out --chunk-ms" in proc.stderr
+
+
+def test_transcribe_cli_goes_on_past_a_bad_file(tmp_path) -> None:
+    """`chorus transcribe a.wav bad.wav b.wav`: a and b are transcribed (the same text as each
+    alone), bad.wav is named on stderr and as an `error` line in the JSON lines, and the exit
+    status says that one input failed."""
+    bundle = tiny_bundle(tmp_path / "b")
+    rng = np.random.default_rng(1)
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF but not audio")
+    files = [str(tmp_path / n) for n in ("a.wav", "bad.wav", "b.wav")]
+
+    def run(*paths: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "clients.cli", "transcribe", "--bundle",
+                               str(bundle), "--format", "jsonl", *paths],
+                              capture_output=True, text=True, timeout=120)
+
+    proc = run(*files)
+    assert proc.returncode == 2, proc.stderr
+    assert "bad.wav" in proc.stderr and "cannot read audio" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [x["path"] for x in lines] == files
+    assert "cannot read audio" in lines[1]["error"] and "text" not in lines[1]
+    for i in (0, 2):
+        alone = json.loads(run(files[i]).stdout)
+        assert lines[i] == alone
