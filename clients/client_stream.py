@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stream", help="stream a file or the microphone over WebSocket")
     p.add_argument("audio", nargs="*", type=Path, help="audio files (any format and rate)")
     p.add_argument("--mic", action="store_true", help="stream the default microphone instead")
-    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
+    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream",
+                   help="the server: ws[s]:// or http[s]://HOST:PORT, path /v1/stream when left "
+                        "off (default %(default)s)")
     p.add_argument("--api-key", default=None)
     p.add_argument("--fast", action="store_true", help="send as fast as possible (no pacing)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
@@ -42,6 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=RETRIES,
                    help="reconnect and resume this many times after a dropped connection (0: off)")
     p.set_defaults(func=run)
+
+
+def stream_url(url: str) -> str:
+    """What `--url` may be: ws[s]://HOST:PORT[/PATH] or http[s]://HOST:PORT[/PATH] (the
+    server's HTTP address: the same port); no path means the streaming endpoint /v1/stream.
+    ValueError, saying what is expected, for anything else."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"--url {url!r}: expected ws://HOST:PORT (or wss://, http://, https://), "
+                         "e.g. ws://127.0.0.1:8000/v1/stream")
+    path = parts.path if parts.path not in ("", "/") else "/v1/stream"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 def file_frames(path: Path, *, fast: bool) -> Iterator[bytes]:
@@ -222,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"chorus client stream: connection lost ({exc}); resuming (try {attempt} of "
               f"{args.retries})", file=sys.stderr, flush=True)
 
+    try:
+        url = stream_url(args.url)
+    except ValueError as exc:
+        raise SystemExit(f"chorus client stream: {exc}") from None
     sources = [("mic", mic_frames())] if args.mic else \
         [(str(p), file_frames(p, fast=args.fast)) for p in args.audio]
     for name, frames in sources:
@@ -229,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             final(msg, source)
 
         try:
-            stream(args.url, frames, api_key=args.api_key, continuous=args.continuous,
+            stream(url, frames, api_key=args.api_key, continuous=args.continuous,
                    hotwords=args.hotword, cafile=args.cafile, on_partial=partial,
                    on_final=on_final, retries=max(0, args.retries), on_reconnect=reconnecting)
         except (OSError, RuntimeError, WebSocketException) as exc:

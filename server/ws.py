@@ -97,6 +97,10 @@ def make_process_request(app: App) -> Any:
 
     def process_request(connection: Any, request: Any) -> Any:
         url = urlparse(request.path)
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and url.path != "/v1/stream":  # e.g. ws://host:port with the path left off
+            return respond(404, f"no WebSocket endpoint at {url.path}: streams are served at "
+                                "/v1/stream\n".encode(), "text/plain")
         if url.path == "/healthz":
             return respond(200, b"ok\n", "text/plain")
         if url.path == "/readyz":

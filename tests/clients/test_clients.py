@@ -62,6 +62,23 @@ def test_client_stream(bundle, wavs) -> None:
     assert nomic.returncode != 0 and "no usable input device" in nomic.stderr
 
 
+def test_client_stream_takes_a_server_address_without_path_or_with_http_scheme(bundle, wavs) -> None:
+    """`--url ws://host:port` (path left off), `http://host:port` and `http://host:port/v1/stream`
+    all reach /v1/stream and give the file's transcript; a URL of another scheme is refused in
+    one line that says what is expected, without a traceback."""
+    want = pcm16_text(bundle, wavs[0])
+    with running_server(bundle) as app:
+        port = app.cfg.ws_port
+        for url in (f"ws://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/", f"http://127.0.0.1:{port}",
+                    f"http://127.0.0.1:{port}/v1/stream"):
+            proc = chorus("client", "stream", "--url", url, "--fast", str(wavs[0]))
+            assert proc.returncode == 0 and proc.stdout.strip() == want, (url, proc.stderr)
+    for url in ("ftp://127.0.0.1:1/v1/stream", "127.0.0.1:8000"):
+        bad = chorus("client", "stream", "--url", url, "--fast", str(wavs[0]))
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+        assert "--url" in bad.stderr and "ws://HOST:PORT" in bad.stderr, bad.stderr
+
+
 def test_client_transcribe_jsonl_resume_and_srt(bundle, wavs, tmp_path) -> None:
     flac = tmp_path / "x.flac"  # not a WAV: decoded by the client
     import soundfile as sf

@@ -90,6 +90,21 @@ def test_http_routes(bundle, speech) -> None:
         assert http(port, "/")[0] == 200
 
 
+def test_a_websocket_opened_on_another_path_is_told_the_stream_path(bundle) -> None:
+    """A WebSocket handshake on / (the browser page's path) or any other path is refused with
+    404 and a body that names /v1/stream, instead of the page's HTML (an HTTP 200 no WebSocket
+    client can use)."""
+    from websockets.exceptions import InvalidStatus
+
+    with running_server(bundle) as app:
+        for path in ("", "/", "/stream"):
+            with pytest.raises(InvalidStatus) as info, connect(
+                    f"ws://127.0.0.1:{app.cfg.ws_port}{path}"):
+                pass
+            response = info.value.response
+            assert response.status_code == 404 and b"/v1/stream" in response.body, path
+
+
 def test_results_carry_the_servers_processing_latency(bundle, speech) -> None:
     """Every partial and final says how long the server took to make it (its chunk's queue
     wait, model step and decoding): each step takes 50 ms more here. /metrics has the
