@@ -1,4 +1,4 @@
-"""Server-side commands: `chorus bench dispatch` (and, later, `chorus serve`)."""
+"""Server-side commands: `chorus serve` and `chorus bench dispatch`."""
 
 from __future__ import annotations
 
@@ -15,48 +15,86 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+SERVE_SETTINGS: list[str] = []  # the config keys `chorus serve` has flags for
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from models.cli import BENCH_SUBCOMMANDS
+    from server.serve import setting_default, settings_listing
 
     sv = sub.add_parser("serve", help="run the streaming recognition server",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="WebSocket /v1/stream + HTTP (/healthz /readyz /metrics /) with "
                                     "Batch Dispatch, gRPC, and optionally the Vosk WebSocket "
                                     "protocol (--vosk-port) and OpenAI-compatible HTTP "
                                     "transcription (--http-port). Settings: --config YAML < "
-                                    "CHORUS_* env < flags.")
-    sv.add_argument("--config", type=Path, default=None)
-    sv.add_argument("--bundle", default=None, help="default: the shipped bundle")
+                                    "CHORUS_* env (top-level settings, e.g. CHORUS_WS_PORT) < flags.",
+                        epilog="Every setting a --config YAML file may hold, with its default "
+                               "(nested ones as\nsections, e.g. `limits:` then `  idle_timeout_s: "
+                               "10`):\n" + settings_listing())
+    sv.add_argument("--config", type=Path, default=None, help="YAML file of settings (below)")
+    # each setting flag's dest is its config key ("section.field" when nested); None: not given
+    sv.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     sv.add_argument("--host", default=None)
-    sv.add_argument("--ws-port", type=int, default=None)
-    sv.add_argument("--grpc-port", type=int, default=None)
-    sv.add_argument("--http-port", type=int, default=None,
+    sv.add_argument("--ws-port", dest="ws_port", type=int, default=None,
+                    help="WebSocket /v1/stream and the HTTP routes")
+    sv.add_argument("--grpc-port", dest="grpc_port", type=int, default=None,
+                    help="gRPC: native chorus.asr.v1 and Riva's API")
+    sv.add_argument("--http-port", dest="http_port", type=int, default=None,
                     help="OpenAI-compatible HTTP: POST /v1/audio/transcriptions, GET /v1/models "
-                         "(default 0: off)")
-    sv.add_argument("--vosk-port", type=int, default=None,
+                         "(0: off)")
+    sv.add_argument("--vosk-port", dest="vosk_port", type=int, default=None,
                     help="also serve the vosk-server WebSocket protocol on this port (Vosk's "
-                         "clients use 2700; default 0: off)")
+                         "clients use 2700; 0: off)")
     sv.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None)
     sv.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                    help="where the model runs (default cpu); cuda needs a CUDA build of torch "
-                         "or onnxruntime-gpu, and fails at start-up without one")
-    sv.add_argument("--ort-provider", choices=("cpu", "cuda", "tensorrt"), default=None,
-                    help="onnxruntime's execution provider (default: the device's); tensorrt "
-                         "caches its engines in the bundle's trt_cache/")
-    sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None)
-    sv.add_argument("--threads", type=int, default=None)
+                    help="where the model runs; cuda needs a CUDA build of torch or "
+                         "onnxruntime-gpu, and fails at start-up without one")
+    sv.add_argument("--ort-provider", dest="ort_provider", choices=("cpu", "cuda", "tensorrt"),
+                    default=None, help="onnxruntime's execution provider (None: the device's); "
+                                       "tensorrt caches its engines in the bundle's trt_cache/")
+    sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None,
+                    help="Batch Dispatch: eager batches whatever is ready, timeout waits up to "
+                         "max_wait_ms for more, none steps one stream at a time")
+    sv.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, default=None,
+                    help="policy timeout: how long a batch waits for more chunks")
+    sv.add_argument("--threads", type=int, default=None, help="model threads")
     sv.add_argument("--decoder", choices=("greedy", "beam"), default=None,
-                    help="streams' default decoder (default: the bundle's; beam fuses its LM)")
-    sv.add_argument("--max-streams", type=int, default=None)
-    sv.add_argument("--max-batch", type=int, default=None)
-    sv.add_argument("--api-key", action="append", default=None, help="repeat for several keys")
-    sv.add_argument("--tls-cert", default=None)
-    sv.add_argument("--tls-key", default=None)
-    sv.add_argument("--resume-window-s", type=float, default=None,
+                    help="streams' default decoder (None: the bundle's; beam fuses its LM)")
+    sv.add_argument("--max-streams", dest="max_streams", type=int, default=None,
+                    help="admission: streams at once (more get 503 / RESOURCE_EXHAUSTED)")
+    sv.add_argument("--max-batch", dest="max_batch", type=int, default=None,
+                    help="chunks per model step")
+    sv.add_argument("--api-key", dest="api_keys", action="append", default=None,
+                    help="repeat for several keys (none: no authentication)")
+    sv.add_argument("--tls-cert", dest="tls_cert", default=None)
+    sv.add_argument("--tls-key", dest="tls_key", default=None)
+    sv.add_argument("--idle-timeout-s", dest="limits.idle_timeout_s", type=float, default=None,
+                    help="a stream that sends nothing this long ends (every protocol)")
+    sv.add_argument("--max-frame-bytes", dest="limits.max_frame_bytes", type=int, default=None,
+                    help="largest audio frame / message accepted")
+    sv.add_argument("--max-stream-s", dest="limits.max_stream_s", type=float, default=None,
+                    help="longest stream, in seconds of audio")
+    sv.add_argument("--send-queue", dest="send_queue", type=int, default=None,
+                    help="results waiting for a client that does not read, before it is "
+                         "dropped (client_too_slow)")
+    sv.add_argument("--drain-timeout-s", dest="drain_timeout_s", type=float, default=None,
+                    help="on SIGTERM: how long open streams get to deliver their finals")
+    sv.add_argument("--resume-window-s", dest="resume_window_s", type=float, default=None,
                     help="keep a stream whose connection dropped this long for its client to "
-                         "resume it (default 30; 0: no resume)")
-    sv.add_argument("--vad", action="store_true", default=None,
-                    help="endpoint with the neural VAD beside the decoder (endpoint.vad; "
-                         "endpoint.vad_silence_ms: the silence that ends an utterance)")
+                         "resume it (0: no resume)")
+    sv.add_argument("--vad", dest="endpoint.vad", action="store_true", default=None,
+                    help="endpoint with the neural VAD beside the decoder "
+                         "(endpoint.vad_silence_ms: the silence that ends an utterance)")
+    for action in sv._actions:  # show the built-in default of every setting flag
+        if action.dest in ("help", "config"):
+            continue
+        if "." in action.dest and action.nargs != 0:  # not LIMITS.IDLE_TIMEOUT_S
+            action.metavar = action.dest.rpartition(".")[2].upper()
+        default = setting_default(action.dest)
+        if default not in (None, ()):  # None / (): the help says what not giving it means
+            action.help = f"{action.help or ''} (default: {default})".lstrip()
+    SERVE_SETTINGS[:] = [a.dest for a in sv._actions if a.dest not in ("help", "config")]
     sv.set_defaults(func=run_serve)
 
     if not BENCH_SUBCOMMANDS:
@@ -106,14 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from models.bundle import BundleError
     from server.serve import main
 
-    flags = {"bundle": args.bundle, "host": args.host, "ws_port": args.ws_port, "grpc_port": args.grpc_port,
-             "vosk_port": args.vosk_port, "http_port": args.http_port,
-             "backend": args.backend, "device": args.device, "ort_provider": args.ort_provider,
-             "policy": args.policy, "threads": args.threads,
-             "decoder": args.decoder,
-             "max_streams": args.max_streams, "max_batch": args.max_batch,
-             "api_keys": args.api_key, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-             "resume_window_s": args.resume_window_s, "vad": args.vad}
+    flags = {key: getattr(args, key) for key in SERVE_SETTINGS}
     try:
         return main(args.config, flags)
     except (BundleError, BackendUnavailable, ValueError, OSError) as exc:

@@ -57,15 +57,46 @@ def load_server_config(path: Path | None, env: dict[str, str], flags: dict[str, 
         key = f"CHORUS_{name.upper()}"
         if key in env:
             raw[name] = _coerce(env[key], getattr(base, name))
-    flags = dict(flags)
-    if flags.pop("vad", None):  # --vad: the one nested field with its own flag
-        raw["endpoint"] = dataclasses.replace(raw.get("endpoint", base.endpoint), vad=True)
-    raw.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in flags.items():  # "section.field" for a nested setting; None: not given
+        if value is None:
+            continue
+        name, _, sub = key.partition(".")
+        if name not in fields or bool(sub) != (name in NESTED):
+            raise ValueError(f"unknown setting {key!r}")
+        if sub:
+            section = raw.get(name, getattr(base, name))
+            if sub not in {f.name for f in dataclasses.fields(section)}:
+                raise ValueError(f"unknown setting {key!r}")
+            raw[name] = dataclasses.replace(section, **{sub: value})
+        else:
+            raw[name] = value
     if isinstance(raw.get("api_keys"), str):  # `api_keys: a,b` in YAML: keys, not characters
         raw["api_keys"] = _coerce(raw["api_keys"], ())
     if "api_keys" in raw:
         raw["api_keys"] = tuple(raw["api_keys"])
     return dataclasses.replace(base, **raw)
+
+
+def settings_listing() -> str:
+    """Every setting a config file may hold, `name = default` per line (nested sections as
+    section.field), for `chorus serve --help`: generated, so it cannot fall behind the code."""
+    base = ServerConfig()
+    lines = []
+    for f in dataclasses.fields(ServerConfig):
+        value = getattr(base, f.name)
+        if f.name in NESTED:
+            lines += [f"  {f.name}.{sub.name} = {getattr(value, sub.name)!r}"
+                      for sub in dataclasses.fields(value)]
+        else:
+            lines.append(f"  {f.name} = {value!r}")
+    return "\n".join(lines)
+
+
+def setting_default(key: str) -> Any:
+    """The built-in default of a setting (`section.field` for a nested one)."""
+    name, _, sub = key.partition(".")
+    value = getattr(ServerConfig(), name)
+    return getattr(value, sub) if sub else value
 
 
 def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.sync.client import connect
 
 from server.serve import load_server_config
+from server.session import Limits
 from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import free_port
 
@@ -209,16 +210,61 @@ def test_config_layers(tmp_path) -> None:
         load_server_config(f, {}, {})
 
 
+def test_nested_flags_override_one_field_and_keep_the_files_others(tmp_path) -> None:
+    """A flag for a nested setting (`--idle-timeout-s` -> limits.idle_timeout_s) wins over the
+    YAML file for that field only; the file's other fields of the same section stand."""
+    f = tmp_path / "c.yaml"
+    f.write_text("limits:\n  idle_timeout_s: 3\n  max_frame_bytes: 4096\n")
+    cfg = load_server_config(f, {}, {"limits.idle_timeout_s": 5.0, "send_queue": 9,
+                                     "limits.max_stream_s": None})
+    assert (cfg.limits.idle_timeout_s, cfg.limits.max_frame_bytes) == (5.0, 4096)
+    assert cfg.limits.max_stream_s == Limits().max_stream_s and cfg.send_queue == 9
+    with pytest.raises(ValueError, match=r"limits\.nope"):
+        load_server_config(f, {}, {"limits.nope": 1})
+
+
+def test_serve_help_shows_every_setting_with_its_default() -> None:
+    """`chorus serve --help` shows each flag's default (the flags default to "not given" so
+    the YAML file and environment can set them) and lists every setting a YAML file may
+    hold, nested ones included, with its default; the tunables that were YAML-only have
+    flags (idle timeout, frame limit, send queue, drain timeout)."""
+    import dataclasses
+
+    from server.app import ServerConfig
+    from server.serve import NESTED
+
+    out = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "--help"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    flat = " ".join(out.split("options:", 1)[1].split())  # the flags' help, not the usage line
+    base = ServerConfig()
+    for flag, default in (("--max-streams", base.max_streams), ("--ws-port", base.ws_port),
+                          ("--idle-timeout-s", base.limits.idle_timeout_s),
+                          ("--max-frame-bytes", base.limits.max_frame_bytes),
+                          ("--send-queue", base.send_queue),
+                          ("--drain-timeout-s", base.drain_timeout_s),
+                          ("--policy", base.policy)):
+        assert f"{flag} " in flat, flag
+        section = flat.split(f"{flag} ", 1)[1].split(" --", 1)[0]
+        assert f"(default: {default})" in section, (flag, section)
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in NESTED:
+            for sub in dataclasses.fields(NESTED[f.name]):
+                value = getattr(getattr(base, f.name), sub.name)
+                assert f"{f.name}.{sub.name} = {value!r}" in out, (f.name, sub.name)
+        else:
+            assert f"{f.name} = {getattr(base, f.name)!r}" in out, f.name
+
+
 def test_vad_flag_turns_on_vad_endpointing_and_keeps_the_files_endpoint_fields(tmp_path) -> None:
     """`--vad` sets endpoint.vad and leaves the endpoint fields the YAML file gave; without it,
     the file's vad setting stands."""
     f = tmp_path / "c.yaml"
     f.write_text("endpoint:\n  vad_silence_ms: 350\n")
-    cfg = load_server_config(f, {}, {"vad": True})
+    cfg = load_server_config(f, {}, {"endpoint.vad": True})
     assert (cfg.endpoint.vad, cfg.endpoint.vad_silence_ms) == (True, 350)
-    assert not load_server_config(f, {}, {"vad": None}).endpoint.vad
+    assert not load_server_config(f, {}, {"endpoint.vad": None}).endpoint.vad
     f.write_text("endpoint:\n  vad: true\n")
-    assert load_server_config(f, {}, {"vad": None}).endpoint.vad
+    assert load_server_config(f, {}, {"endpoint.vad": None}).endpoint.vad
 
 
 def _gpu_serving_available() -> dict[str, bool]:
