@@ -38,6 +38,12 @@ def session_config(app: App, cfg: Any, *, interim: bool = False, continuous: boo
         hotwords=tuple((h.phrase, h.boost or 1.5) for h in cfg.hotwords))
 
 
+def flag(msg: Any, name: str) -> bool:
+    """An `optional bool` of StreamingConfig: true when the client left it out (WebSocket's
+    defaults: partials, a final per utterance)."""
+    return getattr(msg, name) if msg.HasField(name) else True
+
+
 def result_of(e: Final | Partial, acked: int = 0) -> Any:
     words = [pb.Word(word=w.word, start=w.start, end=w.end, confidence=w.confidence)
              for w in e.words]
@@ -113,8 +119,8 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
                                            "streaming_config (or resume, in its place)")
                     if kind == "streaming_config":
                         sc = req.streaming_config
-                        stream = app.open(session_config(app, sc.config, interim=sc.interim_results,
-                                                         continuous=sc.continuous),
+                        stream = app.open(session_config(app, sc.config, interim=flag(sc, "interim_results"),
+                                                         continuous=flag(sc, "continuous")),
                                           resumable=True, owner=preempt)
                         yield streaming_response(stream, [], resume_token=stream.token or "")
                     else:

@@ -8,7 +8,10 @@ So Riva's own client library and scripts work unchanged. Mapping:
 - word times in milliseconds when enable_word_time_offsets; max_alternatives via the beam;
 - endpointing_config.stop_history (ms) -> trailing silence that ends an utterance;
 - speech_contexts: each phrase is a hotword for the beam decoder; Riva's boost (its examples use
-  up to 20) maps to a log bonus per character of boost / 10, clipped to (0, 2].
+  up to 20) maps to a log bonus per character of boost / 10, clipped to (0, 2];
+- enable_automatic_punctuation, profanity_filter, speaker diarization: not done here; a call
+  that asks for them gets its transcript without, and trailing metadata `chorus-ignored`
+  naming them.
 """
 
 from __future__ import annotations
@@ -60,6 +63,23 @@ def session_config(app: App, cfg: Any, first_audio: bytes, *, interim: bool = Fa
     return sc
 
 
+def ignored_features(cfg: Any) -> list[str]:
+    """The features a RecognitionConfig asks for that this server does not have (Riva would
+    punctuate, filter profanity, label speakers): transcripts come back without them."""
+    asked = {"enable_automatic_punctuation": cfg.enable_automatic_punctuation,
+             "profanity_filter": cfg.profanity_filter,
+             "enable_speaker_diarization": cfg.diarization_config.enable_speaker_diarization}
+    return [name for name, on in asked.items() if on]
+
+
+def say_ignored(context: Any, cfg: Any) -> None:
+    """Tell the client, in trailing metadata `chorus-ignored: a,b`, which requested features
+    were not applied (the Riva API has no response field for it)."""
+    ignored = ignored_features(cfg)
+    if ignored:
+        context.set_trailing_metadata((("chorus-ignored", ",".join(ignored)),))
+
+
 def alternatives(e: Final | Partial, cfg: Any) -> list[Any]:
     rasr, _ = _pb()
     words = []
@@ -96,6 +116,7 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
         rasr, _ = _pb()
         try:
             cfg = session_config(self.app, request.config, request.audio)
+            say_ignored(context, request.config)
             finals = await recognize_whole(self.app, cfg, request.audio)
         except Exception as exc:  # noqa: BLE001
             await abort_for(context, exc)
@@ -105,10 +126,11 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
             for f in finals if f.text])
 
     async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        async for resp in bounded_responses(self.app, context, self._streaming(requests)):
+        async for resp in bounded_responses(self.app, context, self._streaming(requests, context)):
             yield resp
 
-    async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    async def _streaming(self, requests: AsyncIterator[Any],
+                         context: Any) -> AsyncGenerator[Any, None]:
         """The responses of one streaming call; on an error, the owed finals, then it raises."""
         rasr, _ = _pb()
         streaming_cfg = None
@@ -128,6 +150,7 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                     if streaming_cfg is not None:
                         raise SessionError("bad_config", "streaming_config sent twice")
                     streaming_cfg = req.streaming_config
+                    say_ignored(context, streaming_cfg.config)
                     continue
                 if streaming_cfg is None:
                     raise SessionError("bad_config", "the first StreamingRecognizeRequest must "

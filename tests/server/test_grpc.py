@@ -145,6 +145,41 @@ def test_riva_errors(bundle, wav) -> None:
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and msg in e.value.details()
 
 
+def test_riva_features_we_do_not_have_are_named_in_trailing_metadata(bundle, wav) -> None:
+    """Riva's automatic punctuation, profanity filter and speaker diarization are not done
+    here; a call that asks for them gets its transcript (unpunctuated, unfiltered) and the
+    trailing metadata `chorus-ignored` naming each requested one, unary and streaming; a
+    call that asks for none gets no such entry."""
+    import riva.client
+    from riva.client.proto import riva_asr_pb2 as rasr
+
+    want = offline(bundle, wav)
+    asked = dict(enable_automatic_punctuation=True, profanity_filter=True,
+                 diarization_config=rasr.SpeakerDiarizationConfig(enable_speaker_diarization=True))
+    names = "enable_automatic_punctuation,profanity_filter,enable_speaker_diarization"
+    with running_server(bundle) as app:
+        asr = riva.client.ASRService(riva.client.Auth(uri=f"127.0.0.1:{app.cfg.grpc_port}"))
+        for extra, ignored in ((asked, names), ({}, None)):
+            cfg = rasr.RecognitionConfig(language_code="en-US", max_alternatives=1, **extra)
+            resp, call = asr.stub.Recognize.with_call(
+                rasr.RecognizeRequest(config=cfg, audio=wav.read_bytes()))
+            assert " ".join(r.alternatives[0].transcript for r in resp.results) == want
+            assert dict(call.trailing_metadata()).get("chorus-ignored") == ignored
+
+            def requests(cfg=cfg):
+                yield rasr.StreamingRecognizeRequest(
+                    streaming_config=rasr.StreamingRecognitionConfig(config=cfg))
+                data = wav.read_bytes()
+                for i in range(0, len(data), 4000):
+                    yield rasr.StreamingRecognizeRequest(audio_content=data[i : i + 4000])
+
+            call = asr.stub.StreamingRecognize(requests())
+            finals = [r.alternatives[0].transcript for resp in call for r in resp.results
+                      if r.is_final]
+            assert " ".join(f for f in finals if f) == want
+            assert dict(call.trailing_metadata()).get("chorus-ignored") == ignored
+
+
 def test_native_unary_streaming_batch(bundle, wav) -> None:
     from server.grpc_codegen import generated
 
@@ -172,6 +207,54 @@ def test_native_unary_streaming_batch(bundle, wav) -> None:
             assert {k: v.response.text for k, v in out.items() if k != "bad"} == \
                 {"f0": want, "f1": want, "f2": want}
             assert out["bad"].error
+
+
+def test_native_streaming_defaults_are_the_websockets(bundle, wav) -> None:
+    """A native StreamingConfig that sets neither interim_results nor continuous gets what a
+    WebSocket `start` with neither gets: partials, and a final per utterance (endpointing).
+    The same PCM16 (two sentences with a pause) in the same pieces gives the same results in
+    order over both protocols; interim_results=false / continuous=false given explicitly
+    still turn them off."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from models.audio import to_pcm16
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    speech = load_audio(wav, sample_rate=16_000)
+    pcm = to_pcm16(np.concatenate([speech, np.zeros(32_000, np.float32), speech]))
+    pieces = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
+    cfg = pb.RecognitionConfig(format=pb.AudioFormat(encoding=pb.PCM_S16LE,
+                                                     sample_rate_hertz=16_000))
+
+    def native(stub, sc) -> list[tuple[bool, str]]:
+        def requests():
+            yield pb.StreamingRecognizeRequest(streaming_config=sc)
+            for p in pieces:
+                yield pb.StreamingRecognizeRequest(audio=p)
+
+        return [(r.is_final, r.text) for resp in stub.StreamingRecognize(requests())
+                for r in resp.results]
+
+    with running_server(bundle) as app:
+        with connect(f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream") as ws:
+            ws.send(json.dumps({"type": "start"}))
+            assert json.loads(ws.recv())["type"] == "ready"
+            for p in pieces:
+                ws.send(p)
+            ws.send(json.dumps({"type": "stop"}))
+            msgs = [json.loads(m) for m in ws]
+        over_ws = [(m["type"] == "final", m["text"]) for m in msgs
+                   if m["type"] in ("partial", "final")]
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            stub = pb_grpc.AsrStub(ch)
+            defaults = native(stub, pb.StreamingConfig(config=cfg))
+            off = native(stub, pb.StreamingConfig(config=cfg, interim_results=False,
+                                                  continuous=False))
+    assert any(not final for final, _ in over_ws) and defaults == over_ws
+    assert [final for final, _ in off] == [True]
 
 
 def test_native_results_carry_the_servers_processing_latency(bundle, wav) -> None:
