@@ -1,10 +1,12 @@
-"""What both gRPC services share: the requests of a streaming call (drain, idle timeout, a
-resume elsewhere), its bounded responses (slow readers), error mapping, auth, whole-audio
+"""What both gRPC services share: a streaming call's requests as control-protocol commands
+(server/control.py: drain, idle timeout, a resume elsewhere), its bounded responses (slow
+readers), the one map from the protocol's error codes to gRPC statuses, and auth. Whole-audio
 recognition is server/whole.py."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -12,66 +14,39 @@ from typing import Any
 
 import grpc
 
-from models.audio import AudioError
 from server.app import App, api_key_ok, discard
-from server.dispatch import Overloaded, StreamError
-from server.resume import ResumedElsewhere, ResumeError
-from server.session import SessionError
+from server.control import Failed, classify, control_error, inbox, is_server_bug
 
 log = logging.getLogger("chorus.grpc")
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # no API key needed
+# the control protocol's error codes -> gRPC status; every other code is a client error
+# (bad config or audio, order of requests, limits): INVALID_ARGUMENT
+STATUS = {"resume_failed": grpc.StatusCode.FAILED_PRECONDITION,
+          "resumed_elsewhere": grpc.StatusCode.ABORTED,
+          "client_too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED,
+          "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+          "idle_timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+          "server_shutdown": grpc.StatusCode.UNAVAILABLE,
+          "internal": grpc.StatusCode.INTERNAL}
 
 
-class ShuttingDown(Exception):
-    """The server is draining: the stream ends after its owed finals."""
-
-
-class IdleTimeout(Exception):
-    """The client sent nothing for limits.idle_timeout_s: the stream ends after its owed
-    finals (DEADLINE_EXCEEDED), so a silent client does not hold a slot forever."""
-
-
-async def client_requests(app: App, requests: AsyncIterator[Any],
-                          preempt: asyncio.Event | None = None) -> AsyncIterator[Any]:
-    """The client's requests until it half-closes; ShuttingDown when the server starts
-    draining and IdleTimeout after limits.idle_timeout_s with no request (the WebSocket
-    `idle_timeout`): a client that sends nothing more must hold neither a slot nor the drain.
-    ResumedElsewhere when `preempt` is set (another call resumed this call's stream)."""
+async def requests_of(app: App, requests: AsyncIterator[Any],
+                      preempt: asyncio.Event | None = None) -> AsyncIterator[Any]:
+    """A streaming call's requests until the client half-closes, with the limits of every
+    protocol (control.inbox: idle timeout, drain, a resume elsewhere)."""
     it = aiter(requests)
-    idle_s = app.cfg.limits.idle_timeout_s
-    drain = asyncio.ensure_future(app.drain_event.wait())
-    pre = asyncio.ensure_future((preempt or asyncio.Event()).wait())
-    nxt: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            nxt = asyncio.ensure_future(anext(it))
-            done, _ = await asyncio.wait({nxt, drain, pre}, timeout=idle_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            # a half-close that came before the resume still counts; an unread request is
-            # not taken (the resuming client resends it)
-            ended = nxt in done and (nxt.cancelled() or nxt.exception() is not None)
-            if pre in done and not ended:
-                raise ResumedElsewhere("resumed_elsewhere: another call resumed this stream "
-                                       "with its token")
-            if drain in done and nxt not in done:
-                raise ShuttingDown("the server is shutting down: finals for the audio received "
-                                   "were sent; reconnect elsewhere")
-            if nxt not in done:
-                raise IdleTimeout(f"no request for {idle_s:g} seconds (limits.idle_timeout_s): "
-                                  "finals for the audio received were sent")
-            try:
-                yield nxt.result()
-            except StopAsyncIteration:
-                return
-    finally:  # also when the call is cancelled: the pending read must not leak its exception
-        discard(drain)
-        discard(pre)
-        if nxt is not None:
-            discard(nxt)
+    async with contextlib.aclosing(inbox(app, lambda: anext(it), preempt=preempt)) as msgs:
+        async for req in msgs:
+            yield req
 
 
-class ClientTooSlow(Exception):
-    """More than `send_queue` responses wait for a client that does not read."""
+class CallFailed(Exception):
+    """A streaming call's error, already classified and counted by its Conversation (its owed
+    finals were sent): abort_for maps it without classifying or logging again."""
+
+    def __init__(self, failed: Failed):
+        super().__init__(failed.message)
+        self.failed = failed
 
 
 @dataclass(frozen=True)
@@ -100,18 +75,17 @@ async def bounded_responses(app: App, context: Any,
         try:
             async for r in responses:
                 if queue.qsize() >= limit:
-                    raise ClientTooSlow(f"client_too_slow: more than {limit} responses waiting: "
-                                        "the client is not reading (send_queue)")
+                    raise control_error("client_too_slow", f"client_too_slow: more than {limit} "
+                                                           "responses waiting: the client is not "
+                                                           "reading (send_queue)")
                 queue.put_nowait(r)
-        except ClientTooSlow as exc:
-            await responses.aclose()  # closes the stream now; its backlog is not computed
-            app.metrics.errors.labels("client_too_slow").inc()
-            log.info("gRPC stream error=client_too_slow %s", exc)
-            while not queue.empty():  # drop the backlog
-                queue.get_nowait()
-            queue.put_nowait(_Failed(exc))
-            return
         except Exception as exc:  # noqa: BLE001 - reported to the client by the consumer
+            if getattr(exc, "code", None) == "client_too_slow":
+                await responses.aclose()  # closes the stream now; its backlog is not computed
+                app.metrics.errors.labels("client_too_slow").inc()
+                log.info("gRPC stream error=client_too_slow %s", exc)
+                while not queue.empty():  # drop the backlog
+                    queue.get_nowait()
             queue.put_nowait(_Failed(exc))
             return
         queue.put_nowait(_DONE)
@@ -127,29 +101,24 @@ async def bounded_responses(app: App, context: Any,
 
 
 async def abort_for(context: Any, exc: BaseException) -> None:
-    """Map our errors to gRPC status codes (clear message; retry hint when at capacity).
-    Only the client errors (AudioError, SessionError) are INVALID_ARGUMENT; anything else
-    unexpected is a server bug: INTERNAL, logged with its traceback."""
-    if isinstance(exc, ShuttingDown):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    if isinstance(exc, IdleTimeout):
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    if isinstance(exc, AudioError | SessionError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, ResumeError):  # the reason also in trailing metadata, for programs
-        context.set_trailing_metadata((("resume-failed", exc.reason),))
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"resume_failed: {exc}")
-    if isinstance(exc, ResumedElsewhere):
-        await context.abort(grpc.StatusCode.ABORTED, str(exc))
-    if isinstance(exc, ClientTooSlow):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    if isinstance(exc, Overloaded):
+    """End the call with the status of the error's code (STATUS; a clear message, the resume
+    reason and the retry hint in trailing metadata). Anything outside the protocol's
+    vocabulary is a server bug: INTERNAL, logged with its traceback."""
+    if isinstance(exc, CallFailed):
+        code, message, reason = exc.failed.code, exc.failed.message, exc.failed.reason
+    else:
+        code, message, reason = classify(exc, started=False)
+        if is_server_bug(exc):
+            log.error("gRPC call failed", exc_info=exc)
+    status = STATUS.get(code, grpc.StatusCode.INVALID_ARGUMENT)
+    if code in ("resume_failed", "resumed_elsewhere"):  # the code, which no status names
+        message = f"{code}: {message}"
+    if code == "resume_failed":  # the reason also in trailing metadata, for programs
+        context.set_trailing_metadata((("resume-failed", reason or ""),))
+    elif code == "overloaded":
         context.set_trailing_metadata((("retry-after-ms", "1000"),))
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc} (retry after 1 s)")
-    if isinstance(exc, StreamError):
-        await context.abort(grpc.StatusCode.INTERNAL, str(exc))
-    log.error("gRPC call failed", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        message = f"{message} (retry after 1 s)"
+    await context.abort(status, message)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -14,10 +14,22 @@ from typing import Any
 
 from server.app import App, Stream
 from server.audio_in import AudioFormat
+from server.control import (
+    Audio,
+    Command,
+    Conversation,
+    End,
+    Output,
+    Ready,
+    Results,
+    Resume,
+    Start,
+    Stop,
+    Vocabulary,
+)
 from server.grpc_codegen import generated
-from server.grpc_common import abort_for, bounded_responses, client_requests
-from server.resume import ResumedElsewhere
-from server.session import Final, Partial, SessionConfig, SessionError
+from server.grpc_common import CallFailed, abort_for, bounded_responses, requests_of
+from server.session import Final, Partial, SessionConfig
 from server.whole import recognize_whole
 
 pb, pb_grpc = generated()
@@ -26,6 +38,8 @@ pb, pb_grpc = generated()
 # still alive after this grace; a cut call is cancelled within it and its stream detached.
 HALF_CLOSE_GRACE_S = 0.02
 ENCODINGS = {0: "wav", 1: "pcm_s16le", 2: "pcm_f32le", 3: "mulaw", 4: "wav"}
+WORDS = Vocabulary(start="streaming_config", audio="audio", stop="the end of the requests",
+                   resume="resume", message="request")
 
 
 def session_config(app: App, cfg: Any, *, interim: bool = False, continuous: bool = True) -> SessionConfig:
@@ -102,63 +116,56 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
         async for resp in bounded_responses(self.app, context, self._streaming(requests)):
             yield resp
 
+    def command(self, req: Any) -> Command:
+        """A request -> a control-protocol command."""
+        kind = req.WhichOneof("request")
+        if kind == "streaming_config":
+            sc = req.streaming_config
+            return Start(session_config(self.app, sc.config, interim=flag(sc, "interim_results"),
+                                        continuous=flag(sc, "continuous")), resumable=True)
+        if kind == "resume":
+            return Resume(req.resume.token, req.resume.offset, req.resume.finals)
+        return Audio(req.audio)
+
     async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         """The responses of one streaming call; on an error, the owed finals, then it raises.
         Cancelled (the call was cut) before the stream ended: the stream is detached."""
-        app = self.app
-        stream = None
-        preempt = asyncio.Event()  # set when another call resumes this call's stream
+        conv = Conversation(self.app, WORDS, protocol="grpc")
+
+        def response(outs: list[Output]) -> Any | None:
+            """One response for a command's outputs (None: nothing to send)."""
+            stream, events, extra = conv.stream, [], {}
+            for out in outs:
+                if isinstance(out, Ready):
+                    stream, events = out.stream, events + out.owed
+                    extra = {"resume_token": out.stream.token or "",
+                             **({"resumed": True} if out.resumed else {})}
+                elif isinstance(out, Results):
+                    events += out.events
+            if stream is None or not (events or extra):
+                return None
+            return streaming_response(stream, events, **extra)
+
         ended = False  # the stream ended by the protocol (half-close, error): not resumable
         try:
-            async for req in client_requests(app, requests, preempt):
-                kind = req.WhichOneof("request")
-                if kind in ("streaming_config", "resume"):
-                    if stream is not None:
-                        raise SessionError("bad_config", f"{kind} sent twice, or after the "
-                                           "stream started: only the first request carries "
-                                           "streaming_config (or resume, in its place)")
-                    if kind == "streaming_config":
-                        sc = req.streaming_config
-                        stream = app.open(session_config(app, sc.config, interim=flag(sc, "interim_results"),
-                                                         continuous=flag(sc, "continuous")),
-                                          resumable=True, owner=preempt)
-                        yield streaming_response(stream, [], resume_token=stream.token or "")
-                    else:
-                        r = req.resume
-                        stream, owed = await app.resume(r.token, r.offset, r.finals, preempt)
-                        yield streaming_response(stream, owed, resume_token=stream.token or "",
-                                                 resumed=True)
-                    continue
-                if stream is None:
-                    raise SessionError("bad_config", "the first request must carry streaming_config "
-                                                     "(or resume)")
-                events = await stream.feed(req.audio)
-                if events:
-                    yield streaming_response(stream, events)
-            if stream is not None:
-                if stream.token is not None:
-                    await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
-                events = await stream.finish()
-                if events:
-                    yield streaming_response(stream, events)
+            async for req in requests_of(self.app, requests, conv.owner):
+                if (resp := response(await conv.handle(self.command(req)))) is not None:
+                    yield resp
+            if conv.stream is not None and conv.stream.token is not None:
+                await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
+            # a call with no request at all ends quietly (there is no stream to stop)
+            outs = await conv.handle(Stop()) if conv.phase != "idle" else []
             ended = True
-        except ResumedElsewhere:  # let go at once (not closed): the other call takes it
-            if stream is not None:
-                app.detach(stream)
-                stream = None
-            raise
+            if (resp := response([o for o in outs if not isinstance(o, End)])) is not None:
+                yield resp
         except GeneratorExit:  # closed by bounded_responses (client_too_slow)
             ended = True
             raise
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - every error is reported by its code
             ended = True
-            finals = await stream.owed_finals() if stream is not None else []
-            if finals:  # owed finals first, then the error
-                yield streaming_response(stream, finals)  # type: ignore[arg-type]
-            raise
+            failed = await conv.fail(exc)
+            if failed.owed and conv.stream is not None:  # owed finals first, then the error
+                yield streaming_response(conv.stream, failed.owed)
+            raise CallFailed(failed) from exc
         finally:
-            if stream is not None:
-                if ended:
-                    stream.close()
-                else:  # cancelled mid-stream: kept for resume_window_s
-                    app.detach(stream)
+            conv.release(lost=not ended)

@@ -20,14 +20,17 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from server.app import App, Stream
+from server.app import App
 from server.audio_in import AudioFormat, looks_like_wav
-from server.grpc_common import abort_for, bounded_responses, client_requests
+from server.control import Audio, Conversation, Results, Start, Stop, Vocabulary
+from server.grpc_common import CallFailed, abort_for, bounded_responses, requests_of
 from server.session import Final, Partial, SessionConfig, SessionError
 from server.whole import recognize_whole
 
 ENCODINGS = {1: "pcm_s16le", 3: "mulaw"}  # riva_audio_pb2.AudioEncoding values we read
 LANGUAGES = ("en-US", "en")
+WORDS = Vocabulary(start="streaming_config", audio="audio_content",
+                   stop="the end of the requests", resume=None, message="request")
 
 
 def _pb() -> tuple[Any, Any]:
@@ -131,46 +134,43 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
 
     async def _streaming(self, requests: AsyncIterator[Any],
                          context: Any) -> AsyncGenerator[Any, None]:
-        """The responses of one streaming call; on an error, the owed finals, then it raises."""
+        """The responses of one streaming call; on an error, the owed finals, then it raises.
+        The stream opens with the first audio (its format may be in the audio's own header)."""
         rasr, _ = _pb()
-        streaming_cfg = None
-        stream: Stream | None = None
+        conv = Conversation(self.app, WORDS, protocol="riva")
+        streaming_cfg: Any = None
 
         def response(events: list[Any]) -> Any:
-            assert streaming_cfg is not None and stream is not None
+            assert streaming_cfg is not None and conv.stream is not None
             return rasr.StreamingRecognizeResponse(results=[
                 rasr.StreamingRecognitionResult(
                     alternatives=alternatives(e, streaming_cfg.config), is_final=isinstance(e, Final),
                     stability=1.0 if isinstance(e, Final) else e.stability, channel_tag=1,
-                    audio_processed=stream.session.audio_seconds) for e in events])
+                    audio_processed=conv.stream.session.audio_seconds) for e in events])
 
         try:
-            async for req in client_requests(self.app, requests):
+            async for req in requests_of(self.app, requests):
                 if req.HasField("streaming_config"):
-                    if streaming_cfg is not None:
-                        raise SessionError("bad_config", "streaming_config sent twice")
-                    streaming_cfg = req.streaming_config
-                    say_ignored(context, streaming_cfg.config)
-                    continue
-                if streaming_cfg is None:
-                    raise SessionError("bad_config", "the first StreamingRecognizeRequest must "
-                                                     "carry streaming_config")
-                if stream is None:  # the format is known from the first audio bytes
-                    stream = self.app.open(session_config(
-                        self.app, streaming_cfg.config, req.audio_content,
-                        interim=streaming_cfg.interim_results))
-                events = await stream.feed(req.audio_content)
+                    sc = req.streaming_config
+                    cmd: Any = Start(lambda first, sc=sc: session_config(
+                        self.app, sc.config, first, interim=sc.interim_results))
+                    outs = await conv.handle(cmd)
+                    streaming_cfg = sc
+                    say_ignored(context, sc.config)
+                else:
+                    outs = await conv.handle(Audio(req.audio_content))
+                events = [e for o in outs if isinstance(o, Results) for e in o.events]
                 if events:
                     yield response(events)
-            if stream is not None:
-                events = await stream.finish()
+            if conv.phase != "idle":  # a call with no request at all ends quietly, as Riva's
+                events = [e for o in await conv.handle(Stop()) if isinstance(o, Results)
+                          for e in o.events]
                 if events:
                     yield response(events)
-        except Exception:
-            finals = await stream.owed_finals() if stream is not None else []
-            if finals:  # owed finals first, then the error
-                yield response(finals)
-            raise
+        except Exception as exc:  # noqa: BLE001 - every error is reported by its code
+            failed = await conv.fail(exc)
+            if failed.owed:  # owed finals first, then the error
+                yield response(failed.owed)
+            raise CallFailed(failed) from exc
         finally:
-            if stream is not None:
-                stream.close()
+            conv.release(lost=False)

@@ -25,30 +25,23 @@ audio already accepted come first, as one result. This module translates only; s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from models.audio import AudioError
-from server.app import App, Stream, discard
+from server.app import App
 from server.audio_in import AudioFormat
-from server.dispatch import Overloaded, StreamError
+from server.control import Audio, Conversation, Results, Start, Stop, Vocabulary, inbox
 from server.session import Event, Final, Partial, SessionError
 from server.ws import CLOSE, DEFAULT_BOOST, authorized, conn_log, until_gone
 
-log = logging.getLogger("chorus.vosk")
 MAX_ALTERNATIVES = 10  # the native limit; vosk clients asking for more get 10
 
 
-class VoskError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+WORDS = Vocabulary(start="config", audio="audio", stop='{"eof": 1}', resume=None)
 
 
 @dataclass(frozen=True)
@@ -61,31 +54,31 @@ class VoskOptions:
     def updated(self, config: Any) -> VoskOptions:
         """These options with a `config` object's known keys applied (unknown keys ignored)."""
         if not isinstance(config, dict):
-            raise VoskError("bad_config", f'"config" must be a JSON object, got {config!r}')
+            raise SessionError("bad_config", f'"config" must be a JSON object, got {config!r}')
         rate, words = self.sample_rate, self.words
         alts, phrases = self.max_alternatives, self.phrase_list
         if "sample_rate" in config:
             r = config["sample_rate"]
             if isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) \
                     or r != int(r):
-                raise VoskError("bad_config", "sample_rate must be a whole number of Hz (e.g. "
+                raise SessionError("bad_config", "sample_rate must be a whole number of Hz (e.g. "
                                               f"16000 or 16000.0), got {r!r}")
             rate = int(r)
         if "words" in config:
             w = config["words"]
             if not isinstance(w, bool | int) or w not in (0, 1):
-                raise VoskError("bad_config", f"words must be 0, 1, true or false, got {w!r}")
+                raise SessionError("bad_config", f"words must be 0, 1, true or false, got {w!r}")
             words = bool(w)
         if "max_alternatives" in config:
             k = config["max_alternatives"]
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-                raise VoskError("bad_config", f"max_alternatives must be an integer >= 0, "
+                raise SessionError("bad_config", f"max_alternatives must be an integer >= 0, "
                                               f"got {k!r}")
             alts = min(k, MAX_ALTERNATIVES)
         if "phrase_list" in config:
             p = config["phrase_list"]
             if not isinstance(p, list) or not all(isinstance(x, str) for x in p):
-                raise VoskError("bad_config", f"phrase_list must be a list of strings, got {p!r}")
+                raise SessionError("bad_config", f"phrase_list must be a list of strings, got {p!r}")
             phrases = tuple(x for x in p if x.strip())
         return VoskOptions(rate, words, alts, phrases)
 
@@ -102,19 +95,19 @@ class VoskOptions:
 
 
 def parse_message(msg: str | bytes) -> tuple[str, Any]:
-    """A frame -> ("audio", bytes) | ("config", obj) | ("eof", None); VoskError otherwise."""
+    """A frame -> ("audio", bytes) | ("config", obj) | ("eof", None); SessionError otherwise."""
     if isinstance(msg, bytes):
         return "audio", msg
     try:
         obj = json.loads(msg)
     except (ValueError, RecursionError):
-        raise VoskError("invalid_json", f"text message is not JSON: {msg[:40]!r}; expected "
+        raise SessionError("invalid_json", f"text message is not JSON: {msg[:40]!r}; expected "
                                         '{"config": {...}} or {"eof": 1}') from None
     if isinstance(obj, dict) and "config" in obj:
         return "config", obj["config"]
     if isinstance(obj, dict) and "eof" in obj:
         return "eof", None
-    raise VoskError("unknown_type", f"unknown text message {msg[:40]!r}; expected "
+    raise SessionError("unknown_type", f"unknown text message {msg[:40]!r}; expected "
                                     '{"config": {...}} or {"eof": 1} (audio goes in binary frames)')
 
 
@@ -157,107 +150,67 @@ class Replies:
         return self.result([e for e in events if isinstance(e, Final)])
 
 
-class _Conversation:
+class _Connection:
+    """One Vosk WebSocket: its options (config messages before the audio) and conversation;
+    the stream starts with the first audio (or eof), as vosk-server's recognizer does."""
+
     def __init__(self, app: App, ws: Any):
         self.app, self.ws = app, ws
         self.options = VoskOptions()
-        self.stream: Stream | None = None
-        self.replies: Replies | None = None
-
-    def open(self) -> Stream:
-        if self.stream is None:
-            try:
-                self.stream = self.app.open(self.app.session_config(
-                    **self.options.session_overrides()))
-            except AudioError as exc:
-                raise VoskError("bad_config", str(exc)) from None
-            self.replies = Replies(self.options)
-        return self.stream
-
-    async def next_message(self) -> str | bytes:
-        idle_s = self.app.cfg.limits.idle_timeout_s
-        recv = asyncio.ensure_future(self.ws.recv())
-        drain = asyncio.ensure_future(self.app.drain_event.wait())
-        try:
-            done, _ = await asyncio.wait({recv, drain}, timeout=idle_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            discard(drain)
-            if not recv.done():
-                discard(recv)
-        if recv in done:
-            return recv.result()
-        if drain in done:
-            raise VoskError("server_shutdown", "the server is shutting down; reconnect elsewhere")
-        raise VoskError("idle_timeout", f"no message for {idle_s:g} seconds "
-                                        "(limits.idle_timeout_s)")
+        self.conv = Conversation(app, WORDS, protocol="vosk")
+        self.replies = Replies(self.options)
 
     async def send(self, reply: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(reply))
 
+    async def events(self, cmd: Audio | Stop) -> list[Event]:
+        if self.conv.phase == "idle":  # the first audio (or eof) starts the stream
+            self.replies = Replies(self.options)
+            await self.conv.handle(Start(self.app.session_config(
+                **self.options.session_overrides())))
+        return [e for o in await self.conv.handle(cmd) if isinstance(o, Results)
+                for e in o.events]
+
     async def run(self) -> None:
-        while True:
-            kind, value = parse_message(await self.next_message())
-            if kind == "config":
-                if self.stream is not None:
-                    raise VoskError("bad_config", "config after the audio started: send it first")
-                self.options = self.options.updated(value)
-            elif kind == "audio":
-                stream = self.open()
-                try:
-                    events = await stream.feed(value)
-                except AudioError as exc:
-                    raise VoskError("bad_audio", str(exc)) from None
-                assert self.replies is not None
-                await self.send(self.replies.for_audio(events))
-            else:  # eof
-                stream = self.open()
-                assert self.replies is not None
-                await self.send(self.replies.for_eof(await stream.finish()))
-                await self.ws.close(1000)
-                return
+        async with contextlib.aclosing(inbox(self.app, self.ws.recv)) as frames:
+            async for frame in frames:
+                kind, value = parse_message(frame)
+                if kind == "config":
+                    if self.conv.phase != "idle":
+                        raise SessionError("bad_config", "config after the audio started: "
+                                                         "send it first")
+                    self.options = self.options.updated(value)
+                elif kind == "audio":
+                    await self.send(self.replies.for_audio(await self.events(Audio(value))))
+                else:  # eof
+                    await self.send(self.replies.for_eof(await self.events(Stop())))
+                    await self.ws.close(1000)
+                    return
 
     async def converse(self) -> None:
-        code, message = None, ""
+        from websockets.exceptions import ConnectionClosed
+
         try:
             await self.run()
-        except VoskError as exc:
-            code, message = exc.code, str(exc)
-        except SessionError as exc:
-            code, message = exc.code, str(exc)
-        except Overloaded as exc:
-            code, message = "overloaded", str(exc)
-        except StreamError as exc:
-            code, message = "internal", str(exc)
-        except Exception as exc:  # the connection closed, or a bug: keep the server up
-            from websockets.exceptions import ConnectionClosed
-
-            if isinstance(exc, ConnectionClosed):
-                return
-            log.exception("vosk stream failed")
-            code, message = "internal", f"{type(exc).__name__}: {exc}"
-        if code is None:
             return
-        self.app.metrics.errors.labels(code).inc()
-        log.info("vosk stream=%s error=%s %s", self.stream.sid if self.stream else "-", code,
-                 message)
+        except ConnectionClosed:
+            return  # the client went away: nobody to report to
+        except Exception as exc:  # noqa: BLE001 - every error is reported by its code
+            failed = await self.conv.fail(exc)
         with contextlib.suppress(Exception):  # the client may be gone already
-            if self.stream is not None and code != "internal" and self.replies is not None:
-                finals = await self.stream.owed_finals()
-                if finals:  # owed finals first, as one result
-                    await self.send(self.replies.result(finals))
-            await self.send({"error": f"{code}: {message}"})
-            await self.ws.close(CLOSE.get(code, 1008), code)
+            if failed.owed:  # owed finals first, as one result
+                await self.send(self.replies.result(failed.owed))
+            await self.send({"error": f"{failed.code}: {failed.message}"})
+            await self.ws.close(CLOSE.get(failed.code, 1008), failed.code)
 
 
 async def handle(app: App, ws: Any) -> None:
     """One connection; the stream is closed whatever happens (the client gone included)."""
-    conv = _Conversation(app, ws)
+    conn = _Connection(app, ws)
     try:
-        work = await until_gone(ws, conv.converse())
+        work = await until_gone(ws, conn.converse())
     finally:
-        if conv.stream is not None:
-            conv.stream.close()
+        conn.conv.release(lost=False)
     if not work.cancelled():
         work.result()
 

@@ -24,11 +24,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from models.audio import AudioError
-from server.app import App, Stream, api_key_ok, discard, final_dict
+from server.app import App, api_key_ok, discard, final_dict
 from server.audio_in import AudioFormat
-from server.dispatch import Overloaded, StreamError
-from server.resume import ResumedElsewhere, ResumeError
+from server.control import (
+    Audio,
+    Command,
+    Conversation,
+    End,
+    Failed,
+    Output,
+    Ready,
+    Results,
+    Resume,
+    Start,
+    Stop,
+    Vocabulary,
+    control_error,
+    inbox,
+)
 from server.session import Final, Partial, SessionError
 
 log = logging.getLogger("chorus.ws")
@@ -37,6 +50,7 @@ START_FIELDS = {"type", "format", "interim_results", "continuous", "max_alternat
                 "hotwords"}
 RESUME_FIELDS = {"type", "token", "offset", "finals"}
 DEFAULT_BOOST = 1.5
+WORDS = Vocabulary(start="start", audio="binary audio", stop="stop", resume="resume")
 CLOSE = {"invalid_json": 1007, "bad_audio": 1007, "bad_config": 1007, "unknown_type": 1008,
          "audio_before_start": 1008, "expected_start": 1008, "stream_too_long": 1008,
          "idle_timeout": 1008, "audio_after_end": 1008, "frame_too_large": 1009,
@@ -68,12 +82,6 @@ class _QuietConnections(logging.Filter):
 
 conn_log = logging.getLogger("chorus.ws.conn")  # the websockets server's and connections' logger
 conn_log.addFilter(_QuietConnections())
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def authorized(app: App, headers: Any, query: str) -> bool:
@@ -130,15 +138,15 @@ def json_bool(msg: dict[str, Any], name: str, default: bool) -> bool:
     """A boolean field: a real JSON true/false (the string "false" is not false)."""
     value = msg.get(name, default)
     if not isinstance(value, bool):
-        raise ProtocolError("bad_config", f"{name} must be a JSON boolean (true or false), "
+        raise control_error("bad_config", f"{name} must be a JSON boolean (true or false), "
                                           f"got {value!r}")
     return value
 
 
 def parse_hotwords(hot: Any) -> tuple[tuple[str, float], ...]:
     """`hotwords`: a list of phrases or of {"phrase": str, "boost": number} objects."""
-    def bad() -> ProtocolError:
-        return ProtocolError("bad_config", 'hotwords must be a list of strings or of {"phrase": '
+    def bad() -> SessionError:
+        return control_error("bad_config", 'hotwords must be a list of strings or of {"phrase": '
                                            f'str, "boost": number}}; got {hot!r}')
 
     if not isinstance(hot, list):
@@ -160,21 +168,21 @@ JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool
 
 
 def parse_control(text: str) -> dict[str, Any]:
-    """A text frame -> a control message: a JSON object (ProtocolError otherwise)."""
+    """A text frame -> a control message: a JSON object (a SessionError, invalid_json, otherwise)."""
     try:
         ctl = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ProtocolError("invalid_json", f"text message is not JSON: {exc}") from None
+        raise control_error("invalid_json", f"text message is not JSON: {exc}") from None
     except RecursionError:  # the C decoder's guard against stack exhaustion
-        raise ProtocolError("invalid_json", "text message is JSON nested too deeply; expected "
+        raise control_error("invalid_json", "text message is JSON nested too deeply; expected "
                                             'a JSON object like {"type": "start", ...}') from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (int_max_str_digits)
-        raise ProtocolError("invalid_json", f"text message is JSON the server cannot read: {exc}; "
+        raise control_error("invalid_json", f"text message is JSON the server cannot read: {exc}; "
                                             'expected a JSON object like {"type": "start", ...}'
                             ) from None
     if not isinstance(ctl, dict):
         kind = JSON_TYPES.get(type(ctl), type(ctl).__name__)
-        raise ProtocolError("invalid_json", 'text message must be a control message: expected a '
+        raise control_error("invalid_json", 'text message must be a control message: expected a '
                                             'JSON object like {"type": "start", ...}, got a JSON '
                                             f"{kind} {text[:40]!r}")
     return ctl
@@ -183,11 +191,11 @@ def parse_control(text: str) -> dict[str, Any]:
 def parse_start(msg: dict[str, Any], app: App) -> Any:
     unknown = set(msg) - START_FIELDS
     if unknown:
-        raise ProtocolError("bad_config", f"unknown start field(s) {sorted(unknown)}; "
+        raise control_error("bad_config", f"unknown start field(s) {sorted(unknown)}; "
                                           f"known: {sorted(START_FIELDS - {'type'})}")
     fmt = msg.get("format", {})
     if not isinstance(fmt, dict) or set(fmt) - {"encoding", "sample_rate", "channels"}:
-        raise ProtocolError("bad_config", "format must be an object with encoding, sample_rate, "
+        raise control_error("bad_config", "format must be an object with encoding, sample_rate, "
                                           f"channels; got {fmt!r}")
     try:
         return app.session_config(
@@ -198,18 +206,18 @@ def parse_start(msg: dict[str, Any], app: App) -> Any:
             max_alternatives=msg.get("max_alternatives", 1), decoder=msg.get("decoder"),
             hotwords=parse_hotwords(msg.get("hotwords", [])))
     except TypeError as exc:
-        raise ProtocolError("bad_config", str(exc)) from None
+        raise control_error("bad_config", str(exc)) from None
 
 
 def parse_resume(msg: dict[str, Any]) -> tuple[str, int, int]:
     """`resume`: {"token": str, "offset": int >= 0, "finals": int >= 0}, all required."""
     unknown = set(msg) - RESUME_FIELDS
     if unknown:
-        raise ProtocolError("bad_config", f"unknown resume field(s) {sorted(unknown)}; "
+        raise control_error("bad_config", f"unknown resume field(s) {sorted(unknown)}; "
                                           f"known: {sorted(RESUME_FIELDS - {'type'})}")
     token = msg.get("token")
     if not isinstance(token, str) or not token:
-        raise ProtocolError("bad_config", "resume token must be the resume_token string of the "
+        raise control_error("bad_config", "resume token must be the resume_token string of the "
                                           f"ready message, got {token!r}")
     counts = []
     for name, what in (("offset", "the stream byte offset of the next audio byte sent (the "
@@ -217,7 +225,7 @@ def parse_resume(msg: dict[str, Any]) -> tuple[str, int, int]:
                        ("finals", "the number of finals received")):
         value = msg.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ProtocolError("bad_config", f"resume {name} must be a non-negative integer, "
+            raise control_error("bad_config", f"resume {name} must be a non-negative integer, "
                                               f"{what}; got {value!r}")
         counts.append(value)
     return token, counts[0], counts[1]
@@ -257,23 +265,34 @@ async def handle(app: App, ws: Any) -> None:
 
 async def converse(app: App, ws: Any) -> None:
     """The protocol on one connection: start, audio, stop; results back; errors as documented.
-    The stream is closed whatever happens (cancellation included)."""
+    The stream is closed whatever happens (cancellation included), or kept for a resume when
+    the connection was lost."""
     conn = _Connection(app, ws)
     try:
-        code, message = await conn.exchange()
-        await conn.report(code, message)
+        await conn.report(await conn.exchange())
     finally:
         conn.send_task.cancel()
-        discard(conn.preempt_wait)
-        if conn.stream is not None:
-            if conn.lost():  # dropped mid-stream: kept for resume_window_s
-                app.detach(conn.stream)
-            else:
-                conn.stream.close()
+        conn.conv.release(lost=conn.lost())
+
+
+def command_of(msg: str | bytes, app: App) -> Command:
+    """A WebSocket frame -> a control-protocol command (a binary frame is audio)."""
+    if isinstance(msg, bytes):
+        return Audio(msg)
+    ctl = parse_control(msg)
+    kind = ctl.get("type")
+    if kind == "start":
+        return Start(parse_start(ctl, app), resumable=True)
+    if kind == "resume":
+        return Resume(*parse_resume(ctl))
+    if kind == "stop":
+        return Stop()
+    raise control_error("unknown_type", f"unknown message type {kind!r}; expected 'start', "
+                                        "'resume' or 'stop' (audio goes in binary frames)")
 
 
 class _Connection:
-    """One WebSocket's state: the bounded send queue and its sender, and the stream."""
+    """One WebSocket: the bounded send queue and its sender, and the stream's conversation."""
 
     def __init__(self, app: App, ws: Any):
         self.app, self.ws = app, ws
@@ -281,35 +300,36 @@ class _Connection:
         sock = ws.transport.get_extra_info("socket")
         if sock is not None and app.cfg.ws_send_buffer > 0:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
-        self.stream: Stream | None = None
+        self.conv = Conversation(app, WORDS, protocol="ws")
         self.send_task = asyncio.create_task(self.sender())
-        self.preempted = asyncio.Event()  # set when another connection resumes our stream
-        self.preempt_wait = asyncio.ensure_future(self.preempted.wait())
-        self.code: str | None = None  # the error reported, if any
-        self.reason: str | None = None  # resume_failed: why
-        self.stopped = False  # `stop` handled
+        self.failed: Failed | None = None  # the error reported, if any
+        self.stopped = False  # `end` queued
         self.ended = False  # `end` (or an error) written: the stream is over for the client
 
     def lost(self) -> bool:
         """The connection went away before the stream ended for the client, and not by the
         client's choice (no close frame came: TCP reset / EOF, keepalive timeout, or the task
         cancelled): the stream is kept for a resume."""
-        return self.code is None and not self.ended and self.ws.protocol.close_rcvd is None
+        return self.failed is None and not self.ended and self.ws.protocol.close_rcvd is None
 
-    def result(self, e: Any) -> dict[str, Any]:
-        assert self.stream is not None
-        return event_dict(e, self.stream.acked)
-
-    def ready(self, *, resumed: bool = False) -> dict[str, Any]:
-        stream = self.stream
+    def messages(self, out: Output) -> list[dict[str, Any]]:
+        """A control-protocol output -> the JSON messages it is on this protocol."""
+        stream = self.conv.stream
+        if isinstance(out, Ready):
+            msg = {"type": "ready", "stream_id": out.stream.sid,
+                   "sample_rate": self.app.bundle.features.sample_rate, "acked": out.stream.acked}
+            if out.stream.token is not None:
+                msg["resume_token"] = out.stream.token
+            if out.resumed:
+                msg["resumed"] = True
+            return [msg, *(event_dict(e, out.stream.acked) for e in out.owed)]
         assert stream is not None
-        msg = {"type": "ready", "stream_id": stream.sid,
-               "sample_rate": self.app.bundle.features.sample_rate, "acked": stream.acked}
-        if stream.token is not None:
-            msg["resume_token"] = stream.token
-        if resumed:
-            msg["resumed"] = True
-        return msg
+        if isinstance(out, Results):
+            return [event_dict(e, stream.acked) for e in out.events]
+        assert isinstance(out, End)
+        self.stopped = True
+        return [{"type": "end", "audio_processed": round(out.audio_seconds, 3),
+                 "acked": out.acked}]
 
     async def sender(self) -> None:
         while (msg := await self.out.get()) is not None:
@@ -319,121 +339,44 @@ class _Connection:
         try:
             self.out.put_nowait(msg)
         except asyncio.QueueFull:
-            raise ProtocolError("client_too_slow", f"more than {self.app.cfg.send_queue} results "
-                                                   "waiting: the client is not reading") from None
+            raise control_error("client_too_slow", f"more than {self.app.cfg.send_queue} "
+                                                   "results waiting: the client is not reading"
+                                ) from None
 
-    async def next_message(self) -> str | bytes:
-        idle_s = self.app.cfg.limits.idle_timeout_s
-        recv = asyncio.ensure_future(self.ws.recv())
-        drain = asyncio.ensure_future(self.app.drain_event.wait())
+    async def exchange(self) -> Failed | None:
+        """Messages in, results out, until `end` (-> None) or an error (-> what to report;
+        None too when the connection closed)."""
+        from websockets.exceptions import ConnectionClosed
+
         try:
-            done, _ = await asyncio.wait({recv, drain, self.preempt_wait}, timeout=idle_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also when the handler is cancelled: no helper task left behind
-            discard(drain)
-            if not recv.done():
-                discard(recv)
-        # a close that came before the resume still counts; an unread frame is not taken
-        closed = recv in done and (recv.cancelled() or recv.exception() is not None)
-        if self.preempt_wait in done and not closed:
-            raise ResumedElsewhere("another connection resumed this stream with its token")
-        if recv in done:
-            return recv.result()
-        if drain in done:
-            raise ProtocolError("server_shutdown", "the server is shutting down: finals for the "
-                                                   "audio received were sent; reconnect elsewhere")
-        raise ProtocolError("idle_timeout", f"no message for {idle_s:g} seconds "
-                                            "(limits.idle_timeout_s)")
+            async with contextlib.aclosing(inbox(self.app, self.ws.recv,
+                                                 preempt=self.conv.owner)) as frames:
+                async for frame in frames:
+                    for out in await self.conv.handle(command_of(frame, self.app)):
+                        for msg in self.messages(out):
+                            self.put(msg)
+                    if self.stopped:
+                        return None
+        except ConnectionClosed:
+            return None  # the client went away: nobody to report to
+        except Exception as exc:  # noqa: BLE001 - every error is reported by its code
+            return await self.conv.fail(exc)
+        return None
 
-    async def exchange(self) -> tuple[str | None, str]:
-        """Messages in, results out, until `stop` (-> (None, "")) or an error (-> its code and
-        message; None too when the connection closed)."""
-        try:
-            await self._messages()
-        except ResumedElsewhere as exc:  # let go at once: the new connection waits for it
-            assert self.stream is not None
-            self.app.detach(self.stream)
-            self.stream = None
-            return exc.code, str(exc)
-        except ResumeError as exc:
-            self.reason = exc.reason
-            return exc.code, str(exc)
-        except ProtocolError as exc:
-            return exc.code, str(exc)
-        except SessionError as exc:
-            return exc.code, str(exc)
-        except AudioError as exc:
-            return ("bad_config" if self.stream is None else "bad_audio"), str(exc)
-        except Overloaded as exc:
-            return "overloaded", str(exc)
-        except StreamError as exc:
-            return "internal", str(exc)
-        except Exception as exc:  # the connection closed, or a bug: log it, keep the server up
-            from websockets.exceptions import ConnectionClosed
-
-            if not isinstance(exc, ConnectionClosed):
-                log.exception("stream %s failed", self.stream.sid if self.stream else "-")
-                return "internal", f"{type(exc).__name__}: {exc}"
-        return None, ""
-
-    async def _messages(self) -> None:
-        app = self.app
-        while True:
-            msg = await self.next_message()
-            if isinstance(msg, bytes):
-                if self.stream is None:
-                    raise ProtocolError("audio_before_start", "binary audio before the start message")
-                for e in await self.stream.feed(msg):
-                    self.put(self.result(e))
-                continue
-            ctl = parse_control(msg)
-            kind = ctl.get("type")
-            if kind in ("start", "resume") and self.stream is not None:
-                raise ProtocolError("bad_config", f"{kind} sent twice, or after the stream "
-                                                  "started: start (or resume, in its place) "
-                                                  "must come once, first")
-            if kind == "start":
-                self.stream = app.open(parse_start(ctl, app), resumable=True,
-                                       owner=self.preempted)
-                self.put(self.ready())
-            elif kind == "resume":
-                token, offset, finals = parse_resume(ctl)
-                self.stream, owed = await app.resume(token, offset, finals, self.preempted)
-                self.put(self.ready(resumed=True))
-                for e in owed:
-                    self.put(self.result(e))
-            elif kind == "stop":
-                if self.stream is None:
-                    raise ProtocolError("expected_start", "stop before start")
-                for e in await self.stream.finish():
-                    self.put(self.result(e))
-                self.put({"type": "end", "audio_processed": round(self.stream.session.audio_seconds, 3),
-                          "acked": self.stream.acked})
-                self.stopped = True
-                return
-            else:
-                raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected "
-                                                    "'start', 'resume' or 'stop' (audio goes in "
-                                                    "binary frames)")
-
-    async def report(self, code: str | None, message: str) -> None:
+    async def report(self, failed: Failed | None) -> None:
         """Owed finals, then the error (if any), what is queued, then the close that fits."""
-        stream, out = self.stream, self.out
-        self.code = code
-        if code is not None:
-            self.app.metrics.errors.labels(code).inc()
-            if stream is not None and code != "internal":
-                for e in await stream.owed_finals():  # owed finals first
-                    with contextlib.suppress(asyncio.QueueFull):
-                        out.put_nowait(self.result(e))
-            error = {"type": "error", "code": code, "message": message}
-            if self.reason is not None:
-                error["reason"] = self.reason
-            with contextlib.suppress(asyncio.QueueFull):
-                out.put_nowait(error)
+        out, stream = self.out, self.conv.stream
+        self.failed = failed
+        if failed is not None:
+            queued = [*(event_dict(e, stream.acked) for e in failed.owed if stream is not None),
+                      {"type": "error", "code": failed.code, "message": failed.message,
+                       **({"reason": failed.reason} if failed.reason is not None else {})}]
+            for msg in queued:  # owed finals first
+                with contextlib.suppress(asyncio.QueueFull):
+                    out.put_nowait(msg)
         with contextlib.suppress(asyncio.QueueFull):
             out.put_nowait(None)
-        if code == "client_too_slow":
+        if failed is not None and failed.code == "client_too_slow":
             self.send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.send_task, 10)
@@ -442,9 +385,8 @@ class _Connection:
         # first, it is kept so a resume can deliver the finals and `end`
         self.ended = self.stopped and task.done() and not task.cancelled() \
             and task.exception() is None
-        if code is not None:
-            log.info("stream=%s error=%s %s", stream.sid if stream else "-", code, message)
-            await self.ws.close(CLOSE.get(code, 1008), code)
+        if failed is not None:
+            await self.ws.close(CLOSE.get(failed.code, 1008), failed.code)
 
 
 async def serve_ws(app: App, *, ssl: Any = None) -> Any:

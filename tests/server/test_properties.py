@@ -23,7 +23,6 @@ from server.app import App, ServerConfig
 from server.audio_in import ENCODINGS, AudioFormat, StreamDecoder, parse_wav_header
 from server.session import EndpointConfig, Final, Limits, Partial, Session, SessionConfig, SessionError
 from server.ws import (
-    ProtocolError,
     event_dict,
     json_bool,
     parse_control,
@@ -174,7 +173,7 @@ class StubApp:
 def test_any_text_is_a_control_object_or_invalid_json(text) -> None:
     try:
         assert isinstance(parse_control(text), dict)
-    except ProtocolError as exc:
+    except SessionError as exc:
         assert exc.code == "invalid_json" and str(exc)
 
 
@@ -184,7 +183,7 @@ def test_any_start_is_a_specific_error_or_a_config_a_session_accepts(bundle, msg
     ctl = parse_control(json.dumps(msg))
     try:
         cfg = parse_start(ctl, StubApp())
-    except ProtocolError as exc:
+    except SessionError as exc:
         assert exc.code == "bad_config" and str(exc)
         return
     except AudioError as exc:  # the adapter's bad_config
@@ -207,16 +206,16 @@ def test_any_start_is_a_specific_error_or_a_config_a_session_accepts(bundle, msg
 def test_fields_are_parsed_or_refused_with_bad_config(value, hot, resume) -> None:
     try:
         assert json_bool({"f": value}, "f", True) is value
-    except ProtocolError as exc:
+    except SessionError as exc:
         assert exc.code == "bad_config" and not isinstance(value, bool)
     try:
         assert all(isinstance(p, str) and isinstance(b, float) for p, b in parse_hotwords(hot))
-    except ProtocolError as exc:
+    except SessionError as exc:
         assert exc.code == "bad_config"
     try:
         token, offset, finals = parse_resume(resume)
         assert isinstance(token, str) and token and offset >= 0 and finals >= 0
-    except ProtocolError as exc:
+    except SessionError as exc:
         assert exc.code == "bad_config"
 
 

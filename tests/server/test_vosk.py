@@ -15,8 +15,8 @@ from websockets.sync.client import connect
 from loadtest.capacity import free_port
 from models.bundle import load
 from models.decoding import Word
-from server.session import EndpointConfig, Final, Limits, Partial
-from server.vosk import Replies, VoskError, VoskOptions, parse_message
+from server.session import EndpointConfig, Final, Limits, Partial, SessionError
+from server.vosk import Replies, VoskOptions, parse_message
 from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import running_server
 
@@ -221,7 +221,7 @@ def test_options_like_vosk_server() -> None:
     assert VoskOptions().updated({}) == VoskOptions(16000, False, 0, ())
     over = opt.session_overrides()
     assert over["decoder"] == "beam" and over["hotwords"][0][0] == "one two"
-    with pytest.raises(VoskError, match="sample_rate must be a whole number"):
+    with pytest.raises(SessionError, match="sample_rate must be a whole number"):
         VoskOptions().updated({"sample_rate": True})
     assert parse_message(b"\x01") == ("audio", b"\x01")
     assert parse_message('{"eof" : 1}') == ("eof", None)
