@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--min-voices-per-engine", type=int, default=0,
                        help="derive voices (a fixed pitch / formant / intonation transform per "
                             "derived voice) until every engine has this many (default 0: none)")
+    synth.add_argument("--id-prefix", default="",
+                       help="prepended to every utterance id, so that this corpus can be trained "
+                            "together with another (e.g. derived-; default none)")
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=run_synth)
 
@@ -284,7 +287,7 @@ def run_synth(args: argparse.Namespace) -> int:
         raise SystemExit("--hours must be positive")
     cfg = SynthConfig(out=args.out, hours=args.hours, seed=args.seed,
                       jobs=args.jobs or os.cpu_count() or 1,
-                      min_voices_per_engine=args.min_voices_per_engine)
+                      min_voices_per_engine=args.min_voices_per_engine, id_prefix=args.id_prefix)
     if args.engines:
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
         cfg = dataclasses.replace(cfg, engines=engines)

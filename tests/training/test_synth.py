@@ -103,13 +103,17 @@ def test_unknown_engine_is_an_error(tmp_path) -> None:
 def test_derived_voices_reach_the_corpus_with_their_base_speakers_split(tmp_path) -> None:
     """--min-voices-per-engine 8 on pico (2 voices): utterances of derived voices (+vsK) in the
     manifests, counted in the stats, and no base speaker both in train and (derived or not)
-    in test."""
+    in test; --id-prefix prefixes every utterance id."""
     cfg = SynthConfig(out=tmp_path / "c", hours=0.01, seed=1, jobs=2, engines=("pico",),
                       engine_weights={"pico": 1.0}, split_weights=SPLIT_WEIGHTS,
-                      min_voices_per_engine=8)
+                      min_voices_per_engine=8, id_prefix="derived-")
     stats = synthesize_corpus(cfg, progress=False)
     assert stats["voice_inventory_per_engine"] == {"pico": 8}
     assert stats["command"]["min_voices_per_engine"] == 8
+    for s in ("train", "dev", "test"):  # --id-prefix: ids (and WAV names) distinct from seed 1's
+        for c in load_cuts(cfg.out, s):
+            assert c.id.startswith(f"derived-{s}-"), c.id
+            assert Path(c.recording.sources[0].source).name == f"{c.id}.wav"
     speakers = {s: {c.supervisions[0].speaker for c in load_cuts(cfg.out, s)}
                 for s in ("train", "test")}
     assert any("+vs" in v for v in speakers["train"] | speakers["test"]), speakers

@@ -100,6 +100,19 @@ def test_a_run_ending_between_validations_scores_its_final_weights(tiny_corpus, 
     assert bundle.provenance["final_weights"] == (dev[-1][1] <= min(w for _, w in dev[:-1]))
 
 
+def test_two_corpora_with_the_same_cut_ids_are_refused_by_name(tiny_corpus, tmp_path) -> None:
+    """A second corpus of the same seed numbers its utterances the same way: training on both
+    is refused naming the id and both files (--id-prefix makes them distinct), before a step."""
+    manifest = str(tiny_corpus / "cuts_train.jsonl.gz")
+    other = tmp_path / "copy.jsonl.gz"
+    other.write_bytes(Path(manifest).read_bytes())
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "run", 1),
+                             f"data.train=[{manifest},{other}]"])
+    with pytest.raises(ValueError, match=r"cut id '.*train-\d+' is in both .*cuts_train"
+                                         r"\.jsonl\.gz and .*copy\.jsonl\.gz.*--id-prefix"):
+        train(cfg, progress=False)
+
+
 def test_bad_config_is_specific() -> None:
     with pytest.raises(ValueError, match=r"config.optim: unknown field\(s\) \['lr_max'\]"):
         load_config(None, ["optim.lr_max=1"])

@@ -56,6 +56,9 @@ class SynthConfig:
     # > 0: derived voices (training.data.synth.voice_shift) so that every engine has at least
     # this many; 0: the engines' own voices only
     min_voices_per_engine: int = 0
+    # prepended to every utterance id: corpora trained together need distinct ids (a second
+    # corpus of the same seed numbers its utterances the same way)
+    id_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ def plan_utterances(cfg: SynthConfig, pools: dict[str, list[Voice]], texts: Text
         domain = _weighted(rng, cfg.domain_weights, domains)
         text, speak = texts.draw(domain, split, rng)
         prosody = draw_prosody(rng, cfg)
-        yield UttPlan(f"{split}-{i:07d}", split, domain, text, speak, voice, prosody)
+        yield UttPlan(f"{cfg.id_prefix}{split}-{i:07d}", split, domain, text, speak, voice,
+                      prosody)
 
 
 def wav_path(out_dir: str | Path, plan: UttPlan) -> Path:
@@ -258,7 +262,8 @@ def corpus_stats(done: list[tuple[UttPlan, float]], pools: dict[str, list[Voice]
         all_voices[p.voice.engine].add(p.voice.id)
     return {
         "command": {"hours": cfg.hours, "seed": cfg.seed, "jobs": cfg.jobs,
-                    "min_voices_per_engine": cfg.min_voices_per_engine},
+                    "min_voices_per_engine": cfg.min_voices_per_engine,
+                    "id_prefix": cfg.id_prefix},
         "hours": round(audio_s / 3600, 4),
         "utterances": len(done),
         "distinct_voices": sum(len(v) for v in all_voices.values()),
