@@ -3,11 +3,12 @@
 Every streaming protocol here (WebSocket /v1/stream, native gRPC, Riva gRPC, Vosk) is the same
 conversation: a start (or, where the protocol has it, a resume) once and first -> audio -> a
 stop, results back; the shared limits (idle timeout, drain, a resume taking the stream
-elsewhere); and on any error the finals owed for the audio already accepted, then exactly one
-error with a code from one vocabulary. This module is that conversation, once. Adapters
-translate their messages into `Start` / `Resume` / `Audio` / `Stop`, and `Ready` / `Results` /
-`End` / `Failed` back into theirs (a JSON message and a close code, a protobuf and a gRPC
-status, a Vosk reply): nothing else.
+elsewhere); and on an error the finals owed for the audio already accepted (not after
+NO_OWED_FINALS), then exactly one error with a code from one vocabulary. This module is that
+conversation, once. Adapters translate their messages into `Start` / `Resume` / `Audio` /
+`Stop`, and `Ready` / `Results` / `End` / `Failed` back into theirs (a JSON message and a close
+code, a protobuf and a gRPC status, a Vosk reply), and keep what only their transport knows:
+its send queue (`client_too_slow`) and whether a connection was lost (detach for a resume).
 
 - `Control`: the sans-I/O state machine of the commands' order (no clock, no socket, no model):
   which command may come now, the phase it leads to, the error when it may not.
@@ -45,8 +46,10 @@ CODES = ("invalid_json", "bad_audio", "bad_config", "unknown_type", "audio_befor
          "expected_start", "stream_too_long", "idle_timeout", "audio_after_end",
          "frame_too_large", "client_too_slow", "overloaded", "internal", "server_shutdown",
          "resume_failed", "resumed_elsewhere")
-# no owed finals before these: the client is not reading, or the stream went to another one
-NO_OWED_FINALS = ("client_too_slow", "resumed_elsewhere")
+# no owed finals before these: the client is not reading, the stream went to another one, or
+# the server failed (computing them would retry what failed: a batched decoding step that
+# failed may already have advanced the decoder)
+NO_OWED_FINALS = ("client_too_slow", "resumed_elsewhere", "internal")
 
 
 def control_error(code: str, message: str) -> SessionError:
@@ -199,6 +202,7 @@ class Conversation:
         self.protocol = protocol  # for the log
         self.owner = asyncio.Event()
         self.stream: Stream | None = None
+        self.error: str | None = None  # the code being reported, once `fail` has begun
         self._pending: Callable[[bytes], SessionConfig] | None = None
 
     @property
@@ -228,8 +232,10 @@ class Conversation:
         if isinstance(cmd, Audio):
             out: list[Output] = []
             if self._pending is not None:  # the stream opens with its first audio
-                config, self._pending = self._pending(cmd.data), None
-                out.append(Ready(self._open(config, False)))
+                if not cmd.data:  # nothing to tell the format from yet
+                    return []
+                out.append(Ready(self._open(self._pending(cmd.data), False)))
+                self._pending = None
             assert self.stream is not None
             events = await self.stream.feed(cmd.data)
             return out + ([Results(events)] if events else [])
@@ -246,19 +252,19 @@ class Conversation:
         """The error to report for `exc`, with the finals owed for the audio already accepted
         (computed now); counted in chorus_errors and logged (server bugs with traceback)."""
         code, message, reason = classify(exc, started=self.stream is not None)
+        self.error = code  # at once: a connection lost while the owed finals compute is not a
+        self.control.enter("ended")  # drop to resume from (the stream has failed)
+        self.app.metrics.errors.labels(code).inc()
+        sid = self.stream.sid if self.stream else "-"
         if is_server_bug(exc):
-            log.error("%s stream %s failed", self.protocol,
-                      self.stream.sid if self.stream else "-", exc_info=exc)
+            log.error("%s stream %s failed", self.protocol, sid, exc_info=exc)
+        log.info("%s stream=%s error=%s %s", self.protocol, sid, code, message)
         if code == "resumed_elsewhere" and self.stream is not None:
             self.app.detach(self.stream)  # let go at once: the new connection waits for it
             self.stream = None
         owed: list[Final] = []
         if self.stream is not None and code not in NO_OWED_FINALS:
             owed = await self.stream.owed_finals()
-        self.control.enter("ended")
-        self.app.metrics.errors.labels(code).inc()
-        log.info("%s stream=%s error=%s %s", self.protocol,
-                 self.stream.sid if self.stream else "-", code, message)
         return Failed(code, message, reason, owed)
 
     def release(self, *, lost: bool) -> None:
@@ -279,9 +285,9 @@ async def inbox(app: App, receive: Callable[[], Awaitable[T]], *,
     other exceptions, e.g. a closed WebSocket, propagate). Raises `idle_timeout` after
     limits.idle_timeout_s without a message, `server_shutdown` when the server starts
     draining, and ResumedElsewhere when `preempt` is set (another connection resumed this
-    stream). A message or a close that came first still counts; an unread message is not
-    taken (a resuming client resends it). Use under contextlib.aclosing, so that no helper
-    task is left behind."""
+    stream). A close (or half-close) that came with the preemption still counts; a message
+    that came with it is not taken (a resuming client resends it). Use under
+    contextlib.aclosing, so that no helper task is left behind."""
     idle_s = app.cfg.limits.idle_timeout_s
     drain = asyncio.ensure_future(app.drain_event.wait())
     pre = asyncio.ensure_future((preempt or asyncio.Event()).wait())

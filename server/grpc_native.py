@@ -9,6 +9,7 @@ closing it, and a new call whose first request is `resume` continues it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -148,9 +149,10 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
 
         ended = False  # the stream ended by the protocol (half-close, error): not resumable
         try:
-            async for req in requests_of(self.app, requests, conv.owner):
-                if (resp := response(await conv.handle(self.command(req)))) is not None:
-                    yield resp
+            async with contextlib.aclosing(requests_of(self.app, requests, conv.owner)) as reqs:
+                async for req in reqs:
+                    if (resp := response(await conv.handle(self.command(req)))) is not None:
+                        yield resp
             if conv.stream is not None and conv.stream.token is not None:
                 await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
             # a call with no request at all ends quietly (there is no stream to stop)

@@ -16,6 +16,7 @@ So Riva's own client library and scripts work unchanged. Mapping:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -149,19 +150,20 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                     audio_processed=conv.stream.session.audio_seconds) for e in events])
 
         try:
-            async for req in requests_of(self.app, requests):
-                if req.HasField("streaming_config"):
-                    sc = req.streaming_config
-                    cmd: Any = Start(lambda first, sc=sc: session_config(
-                        self.app, sc.config, first, interim=sc.interim_results))
-                    outs = await conv.handle(cmd)
-                    streaming_cfg = sc
-                    say_ignored(context, sc.config)
-                else:
-                    outs = await conv.handle(Audio(req.audio_content))
-                events = [e for o in outs if isinstance(o, Results) for e in o.events]
-                if events:
-                    yield response(events)
+            async with contextlib.aclosing(requests_of(self.app, requests)) as reqs:
+                async for req in reqs:
+                    if req.HasField("streaming_config"):
+                        sc = req.streaming_config
+                        cmd: Any = Start(lambda first, sc=sc: session_config(
+                            self.app, sc.config, first, interim=sc.interim_results))
+                        outs = await conv.handle(cmd)
+                        streaming_cfg = sc
+                        say_ignored(context, sc.config)
+                    else:
+                        outs = await conv.handle(Audio(req.audio_content))
+                    events = [e for o in outs if isinstance(o, Results) for e in o.events]
+                    if events:
+                        yield response(events)
             if conv.phase != "idle":  # a call with no request at all ends quietly, as Riva's
                 events = [e for o in await conv.handle(Stop()) if isinstance(o, Results)
                           for e in o.events]

@@ -3,9 +3,10 @@
 Protocol (docs/protocol.md): the client sends a JSON `start` message, binary audio frames, and
 a JSON `stop`; the server answers `ready`, `partial`s, `final`s and `end`, or an `error`
 {"type": "error", "code", "message"} followed by a close code that fits (1007 bad data, 1008
-policy, 1009 too big, 1011 internal, 1013 try again later). Whatever the error, finals owed for
-audio already accepted are sent before the error. HTTP: /healthz, /readyz, /metrics, / (the
-browser page). This module only translates; the work is in server.app / server.session.
+policy, 1009 too big, 1011 internal, 1013 try again later). Finals owed for audio already
+accepted are sent before the error (server/control.py says when not). HTTP: /healthz,
+/readyz, /metrics, / (the browser page). This module only translates; the work is in
+server.control, server.app and server.session.
 
 Resume: `ready` carries a `resume_token`, every result the `acked` audio bytes. A connection
 lost without a close frame (TCP reset / EOF, keepalive timeout) before the stream ended
@@ -271,7 +272,7 @@ async def converse(app: App, ws: Any) -> None:
     try:
         await conn.report(await conn.exchange())
     finally:
-        conn.send_task.cancel()
+        discard(conn.send_task)
         conn.conv.release(lost=conn.lost())
 
 
@@ -302,7 +303,6 @@ class _Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, app.cfg.ws_send_buffer)
         self.conv = Conversation(app, WORDS, protocol="ws")
         self.send_task = asyncio.create_task(self.sender())
-        self.failed: Failed | None = None  # the error reported, if any
         self.stopped = False  # `end` queued
         self.ended = False  # `end` (or an error) written: the stream is over for the client
 
@@ -310,7 +310,7 @@ class _Connection:
         """The connection went away before the stream ended for the client, and not by the
         client's choice (no close frame came: TCP reset / EOF, keepalive timeout, or the task
         cancelled): the stream is kept for a resume."""
-        return self.failed is None and not self.ended and self.ws.protocol.close_rcvd is None
+        return self.conv.error is None and not self.ended and self.ws.protocol.close_rcvd is None
 
     def messages(self, out: Output) -> list[dict[str, Any]]:
         """A control-protocol output -> the JSON messages it is on this protocol."""
@@ -366,7 +366,6 @@ class _Connection:
     async def report(self, failed: Failed | None) -> None:
         """Owed finals, then the error (if any), what is queued, then the close that fits."""
         out, stream = self.out, self.conv.stream
-        self.failed = failed
         if failed is not None:
             queued = [*(event_dict(e, stream.acked) for e in failed.owed if stream is not None),
                       {"type": "error", "code": failed.code, "message": failed.message,
@@ -377,7 +376,7 @@ class _Connection:
         with contextlib.suppress(asyncio.QueueFull):
             out.put_nowait(None)
         if failed is not None and failed.code == "client_too_slow":
-            self.send_task.cancel()  # it is stuck on a client that does not read: drop the backlog
+            discard(self.send_task)  # stuck on a client that does not read: drop the backlog
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.send_task, 10)
         task = self.send_task

@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from models.audio import load_audio, to_pcm16
 from models.bundle import load
 from server.resume import ResumeError, ResumeLedger, Tokens
-from server.session import EndpointConfig, Final
+from server.session import EndpointConfig, Final, Limits
 from tests.models.test_cli import tiny_bundle
 from tests.server.conftest import running_server
 
@@ -325,6 +325,53 @@ def test_ws_resume_takes_the_stream_from_a_connection_not_yet_seen_to_drop(bundl
         assert [f["seq"] for f in finals] == list(range(len(want)))
         assert msgs[-1]["type"] == "end" and msgs[-1]["acked"] == want_end["acked"]
         assert not seen or max(m["acked"] for m in seen) <= ready["acked"]
+
+
+class GatedSteps:
+    """A real backend whose steps, once `armed`, wait for `release` (and say they `entered`)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.state_names = inner, inner.state_names
+        self.armed = False
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def init_state(self, batch: int):
+        return self.inner.init_state(batch)
+
+    def step(self, inputs):
+        if self.armed:
+            self.entered.set()
+            self.release.wait(30)
+        return self.inner.step(inputs)
+
+
+def test_ws_stream_that_failed_is_closed_when_its_connection_drops_during_the_report(
+        bundle, speech) -> None:
+    """A stream is over once it failed (here: a frame over max_frame_bytes): when its
+    connection drops while the finals owed before the error are still being computed (the
+    model step of the stream's tail held until the drop), the stream is closed and its slot
+    freed, not kept for a resume, and the error is counted once."""
+    gate: dict[str, GatedSteps] = {}
+    with running_server(bundle, wrap_backend=lambda b: gate.setdefault("b", GatedSteps(b)),
+                        limits=Limits(max_frame_bytes=8000)) as app:
+        ws = connect(ws_url(app))
+        ws.send(json.dumps(START))
+        sid = json.loads(ws.recv())["stream_id"]
+        for i in range(0, 6 * FRAME, FRAME):  # 600 ms accepted (one chunk computed now)
+            ws.send(speech[i : i + FRAME])
+        time.sleep(1.0)
+        gate["b"].armed = True
+        ws.send(speech[6 * FRAME : 9 * FRAME])  # 9 600 bytes: frame_too_large after owed finals
+        assert gate["b"].entered.wait(10)  # the owed finals' step is running
+        cut(ws)
+        time.sleep(0.5)
+        gate["b"].release.set()
+        t0 = time.monotonic()
+        while app.dispatcher.is_open(sid) and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        assert not app.dispatcher.is_open(sid) and app.detached_streams == 0
+        assert app.metrics.resumes.labels("detached")._value.get() == 0
+        assert app.metrics.errors.labels("frame_too_large")._value.get() == 1
 
 
 def test_ws_abandoned_stream_holds_its_slot_for_the_window_then_expires(bundle, speech) -> None:
