@@ -252,13 +252,12 @@ class Conversation:
         """The error to report for `exc`, with the finals owed for the audio already accepted
         (computed now); counted in chorus_errors and logged (server bugs with traceback)."""
         code, message, reason = classify(exc, started=self.stream is not None)
-        self.error = code  # at once: a connection lost while the owed finals compute is not a
-        self.control.enter("ended")  # drop to resume from (the stream has failed)
-        self.app.metrics.errors.labels(code).inc()
-        sid = self.stream.sid if self.stream else "-"
         if is_server_bug(exc):
-            log.error("%s stream %s failed", self.protocol, sid, exc_info=exc)
-        log.info("%s stream=%s error=%s %s", self.protocol, sid, code, message)
+            log.error("%s stream %s failed", self.protocol,
+                      self.stream.sid if self.stream else "-", exc_info=exc)
+        # at once: a connection lost while the owed finals compute is not a drop to resume
+        # from (the stream has failed)
+        self.abandon(code, message)
         if code == "resumed_elsewhere" and self.stream is not None:
             self.app.detach(self.stream)  # let go at once: the new connection waits for it
             self.stream = None
@@ -266,6 +265,17 @@ class Conversation:
         if self.stream is not None and code not in NO_OWED_FINALS:
             owed = await self.stream.owed_finals()
         return Failed(code, message, reason, owed)
+
+    def abandon(self, code: str, message: str) -> None:
+        """The conversation ends with this error: the stream is over (closed on release, not
+        kept for a resume), the error counted and logged. Alone: the transport itself ended it
+        (e.g. websockets closed 1009 on a frame over twice the limit) and nothing can be sent."""
+        assert code in CODES, code
+        self.error = code
+        self.control.enter("ended")
+        self.app.metrics.errors.labels(code).inc()
+        log.info("%s stream=%s error=%s %s", self.protocol,
+                 self.stream.sid if self.stream else "-", code, message)
 
     def release(self, *, lost: bool) -> None:
         """The conversation is over: close the stream and free its slot, or, when the

@@ -358,7 +358,11 @@ class _Connection:
                     if self.stopped:
                         return None
         except ConnectionClosed:
-            return None  # the client went away: nobody to report to
+            sent = self.ws.protocol.close_sent
+            if sent is not None and sent.code == 1009:  # websockets refused the frame itself
+                self.conv.abandon("frame_too_large", f"a frame over twice max_frame_bytes: "
+                                                     f"closed {sent.code} by the server")
+            return None  # the connection is gone: nobody to report to
         except Exception as exc:  # noqa: BLE001 - every error is reported by its code
             return await self.conv.fail(exc)
         return None

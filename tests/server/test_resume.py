@@ -374,6 +374,28 @@ def test_ws_stream_that_failed_is_closed_when_its_connection_drops_during_the_re
         assert app.metrics.errors.labels("frame_too_large")._value.get() == 1
 
 
+def test_ws_frame_over_twice_the_limit_closes_the_stream_instead_of_keeping_it(
+        bundle, speech) -> None:
+    """A frame over twice max_frame_bytes is refused by websockets itself (close 1009) before
+    the protocol sees it: the server ended that connection on purpose, so the stream is closed
+    and its slot freed at once (not kept for a resume as a dropped connection's is), and the
+    error is counted as frame_too_large."""
+    with running_server(bundle, limits=Limits(max_frame_bytes=4000)) as app:
+        ws = connect(ws_url(app))
+        ws.send(json.dumps(START))
+        sid = json.loads(ws.recv())["stream_id"]
+        ws.send(speech[:FRAME])
+        with contextlib.suppress(Exception):
+            ws.send(speech[FRAME : 4 * FRAME])  # 9 600 bytes > 2 x 4 000
+            ws.recv(timeout=5)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
+        t0 = time.monotonic()
+        while app.dispatcher.is_open(sid) and time.monotonic() - t0 < 5:
+            time.sleep(0.01)
+        assert not app.dispatcher.is_open(sid) and app.detached_streams == 0
+        assert app.metrics.errors.labels("frame_too_large")._value.get() == 1
+
+
 def test_ws_abandoned_stream_holds_its_slot_for_the_window_then_expires(bundle, speech) -> None:
     """max_streams=1: a dropped stream keeps its slot (a new stream is refused) for
     resume_window_s, then it is closed cleanly, the slot is free, and a late resume is told
