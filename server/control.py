@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -290,7 +290,7 @@ class Conversation:
 
 
 async def inbox(app: App, receive: Callable[[], Awaitable[T]], *,
-                preempt: asyncio.Event | None = None) -> AsyncIterator[T]:
+                preempt: asyncio.Event | None = None) -> AsyncGenerator[T, None]:
     """The messages `receive()` gives, until it raises StopAsyncIteration (a gRPC half-close;
     other exceptions, e.g. a closed WebSocket, propagate). Raises `idle_timeout` after
     limits.idle_timeout_s without a message, `server_shutdown` when the server starts

@@ -6,7 +6,6 @@ recognition is server/whole.py."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,14 +29,13 @@ STATUS = {"resume_failed": grpc.StatusCode.FAILED_PRECONDITION,
           "internal": grpc.StatusCode.INTERNAL}
 
 
-async def requests_of(app: App, requests: AsyncIterator[Any],
-                      preempt: asyncio.Event | None = None) -> AsyncIterator[Any]:
+def requests_of(app: App, requests: AsyncIterator[Any],
+                preempt: asyncio.Event | None = None) -> AsyncGenerator[Any, None]:
     """A streaming call's requests until the client half-closes, with the limits of every
-    protocol (control.inbox: idle timeout, drain, a resume elsewhere)."""
+    protocol (control.inbox: idle timeout, drain, a resume elsewhere); use it under
+    contextlib.aclosing."""
     it = aiter(requests)
-    async with contextlib.aclosing(inbox(app, lambda: anext(it), preempt=preempt)) as msgs:
-        async for req in msgs:
-            yield req
+    return inbox(app, lambda: anext(it), preempt=preempt)
 
 
 class CallFailed(Exception):
