@@ -245,8 +245,8 @@ class Conversation:
         if stream is None:  # a Start whose stream never got audio: nothing to say
             return [End(0.0, 0)]
         events = await stream.finish()
-        return ([Results(events)] if events else []) + [End(stream.session.audio_seconds,
-                                                            stream.acked)]
+        done: list[Output] = [Results(events)] if events else []
+        return [*done, End(stream.session.audio_seconds, stream.acked)]
 
     async def fail(self, exc: BaseException) -> Failed:
         """The error to report for `exc`, with the finals owed for the audio already accepted
