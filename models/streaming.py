@@ -18,9 +18,16 @@ from models.features import Fbank, StreamingFbank
 
 
 class Chunker:
-    """Samples -> model step inputs (chunk + lookahead, F); `finish()` pads the tail."""
+    """Samples -> model step inputs (chunk + lookahead, F); `finish()` pads the tail.
 
-    def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None, fbank: Fbank | None = None):
+    `deferred` (log-mel features only: PCEN carries state from frame to frame): `accept`
+    gives the chunks' raw frames (chunk + lookahead, W) instead, which `Fbank.features` turns
+    into the same features; the server does that for every stream of a batch at once in its
+    dispatcher thread (off the event loop, one FFT and mel product for all of them).
+    `finish` gives features either way."""
+
+    def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None, fbank: Fbank | None = None,
+                 deferred: bool = False):
         model = bundle.model
         self.chunk = chunk_frames or bundle.decoding.chunk_frames
         if self.chunk <= 0 or self.chunk % model.subsampling:
@@ -31,17 +38,21 @@ class Chunker:
         self.pad_frame = model.encoder.pad_frame.detach().cpu()  # (F,)
         self.fbank = StreamingFbank(fbank=fbank or Fbank(bundle.features))
         self.num_bins = bundle.features.num_mel_bins
+        self.deferred = deferred and bundle.features.compression == "log"
         self.reset()
 
     def reset(self) -> None:
         self.fbank.reset()
-        self.pending = torch.zeros(0, self.num_bins)  # (P, F) features not yet stepped past
+        # (P, F) features, or deferred (P, W) frames, not yet stepped past
+        width = self.fbank.cfg.window_samples if self.deferred else self.num_bins
+        self.pending = torch.zeros(0, width)
         self.finished = False
 
     def accept(self, samples: np.ndarray) -> list[torch.Tensor]:
         if self.finished:
             raise RuntimeError("stream already finalized; call reset() to start another")
-        self.pending = torch.cat([self.pending, self.fbank.accept(samples)])
+        new = self.fbank.accept_frames(samples) if self.deferred else self.fbank.accept(samples)
+        self.pending = torch.cat([self.pending, new])
         out = []
         while self.pending.shape[0] >= self.chunk + self.lookahead:
             out.append(self.pending[: self.chunk + self.lookahead])
@@ -53,6 +64,8 @@ class Chunker:
         if self.finished:
             return []
         self.finished = True
+        if self.deferred:
+            self.pending = self.fbank.fbank.features(self.pending)
         rest = self.pending.shape[0]
         t_pad = -(-rest // self.subsampling) * self.subsampling
         x = torch.cat([self.pending, self.pad_frame.expand(t_pad - rest + self.lookahead, -1)])

@@ -25,12 +25,15 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from models.backends.base import BackendConfig
 from server.audio_in import BYTES_PER_SAMPLE
 from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
 from server.metrics import Metrics
 from server.resume import ResumeError, ResumeLedger, Tokens, new_token
 from server.session import EndpointConfig, Event, Final, Limits, Session, SessionConfig
+from server.workers import Slots, http_get_unix
 
 log = logging.getLogger("chorus.stream")
 TAKEOVER_S = 5.0  # a resume waits this long for the stream's old connection to let go
@@ -69,6 +72,8 @@ class ServerConfig:
     # resume after reconnect (WebSocket, native gRPC): a stream whose connection drops is kept,
     # slot included, this long for its client to come back with the resume token; 0: off
     resume_window_s: float = 30.0
+    # serving processes sharing the ports (server/workers.py; SO_REUSEPORT): 0 = one per core
+    workers: int = 1
     limits: Limits = field(default_factory=Limits)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 
@@ -232,6 +237,10 @@ class Stream:
         if self.closed:
             return
         self.closed = True
+        if self.app.slots is not None:
+            if self.detached:
+                self.app.slots.detached(-1)
+            self.app.slots.give()
         self.detached = False
         if self._expiry is not None:
             self._expiry.cancel()
@@ -247,7 +256,10 @@ class Stream:
 
 
 class App:
-    def __init__(self, cfg: ServerConfig, bundle: Any | None = None):
+    def __init__(self, cfg: ServerConfig, bundle: Any | None = None, *, worker: Any = None,
+                 shared: Any = None):
+        """`worker` (server.workers.Worker) and `shared` (its Slots array): this App is one of
+        several processes serving the same ports."""
         from models.backends import make_backend
         from models.bundle import load
         from models.features import Fbank
@@ -258,6 +270,10 @@ class App:
             raise ValueError(f"resume_window_s must be >= 0 seconds (0: no resume), got "
                              f"{cfg.resume_window_s!r}")
         self.cfg = cfg
+        self.worker = worker
+        self.slots: Slots | None = None
+        if worker is not None:
+            self.slots = Slots(shared, worker, cfg.max_streams)
         self.bundle = bundle or load(cfg.bundle)
         if cfg.endpoint.vad:  # fail at start-up, not on the first stream
             from models.vad import StreamingVad, check_rate
@@ -275,16 +291,23 @@ class App:
                 greedy_batch(decoders, [torch.from_numpy(o) for o in outputs])
         else:  # CTC: one argmax for the batch's greedy streams
             from models.decoding.ctc_greedy import advance_batch as post
+        self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
             policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams,
             max_wait_ms=cfg.max_wait_ms),  # type: ignore[arg-type]
-            post=post)
-        self.fbank = Fbank(self.bundle.features)  # shared by every session
+            post=post, featurize=self._featurize)
         self.metrics = Metrics(self.dispatcher)
         self.tokens: Tokens[Stream] = Tokens()  # resumable streams, attached or detached
         self.draining = False
         self.drain_event = asyncio.Event()  # set on drain: open streams finish and close
         self.started = False
+
+    def _featurize(self, frames: np.ndarray) -> np.ndarray:
+        """The dispatcher's hook: raw frames (N, W) of many streams -> log-mel (N, F)."""
+        import torch
+
+        with torch.no_grad():
+            return self.fbank.features(torch.from_numpy(frames)).numpy()
 
     @property
     def ready(self) -> bool:
@@ -310,6 +333,36 @@ class App:
     def detached_streams(self) -> int:
         return sum(1 for s in self.tokens.live.values() if s.detached)
 
+    @property
+    def attached_streams(self) -> int:
+        """Streams open with a connection, over every worker (detached ones hold a slot for
+        their resume, which needs no new one): what a new connection's admission checks."""
+        if self.slots is not None:
+            return self.slots.attached
+        return self.dispatcher.active_streams - self.detached_streams
+
+    async def metrics_text(self) -> bytes:
+        """/metrics: this process's, or with workers every worker's, summed (per-process
+        figures labelled by worker); a sibling that does not answer is left out (logged)."""
+        if self.worker is None:
+            return self.metrics.render()
+        from server.metrics import merge_exposition
+
+        async def one(i: int) -> bytes:
+            if i == self.worker.index:
+                return self.metrics.render()
+            return await http_get_unix(self.worker.ws_socket(i), "/metrics")
+
+        got = await asyncio.gather(*(one(i) for i in range(self.worker.count)),
+                                   return_exceptions=True)
+        texts = {}
+        for i, body in enumerate(got):
+            if isinstance(body, BaseException):
+                log.warning("metrics of worker %d not read: %s", i, body)
+            else:
+                texts[i] = body.decode()
+        return merge_exposition(texts)
+
     def open(self, config: SessionConfig, *, resumable: bool = False,
              owner: asyncio.Event | None = None) -> Stream:
         """A new stream; Overloaded when at capacity or draining, AudioError on a bad config.
@@ -317,11 +370,24 @@ class App:
         the owning adapter watches, set when another connection resumes the stream."""
         if self.draining:
             raise Overloaded("server is shutting down; retry on another instance")
-        session = Session(self.bundle, config, fbank=self.fbank)  # validates first
-        sid = self.dispatcher.open_stream()
+        session = Session(self.bundle, config, fbank=self.fbank,  # validates first
+                          deferred_features=True)
+        if self.slots is not None and not self.slots.take():
+            self.dispatcher.metrics.refused += 1
+            raise Overloaded(f"server at capacity: {self.slots.open} streams open over "
+                             f"{self.worker.count} workers (max_streams={self.cfg.max_streams}); "
+                             "retry later")
+        try:
+            sid = self.dispatcher.open_stream()
+        except Overloaded:
+            if self.slots is not None:
+                self.slots.give()
+            raise
         fmt = config.format
         align = 1 if fmt.encoding == "wav" else BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
-        token = new_token() if resumable and self.cfg.resume_window_s > 0 else None
+        token = None
+        if resumable and self.cfg.resume_window_s > 0:  # a worker's tokens name the worker
+            token = (self.worker.prefix if self.worker is not None else "") + new_token()
         stream = Stream(self, session, sid, ResumeLedger(token, align=align))
         if token is not None:
             stream.owner = owner
@@ -342,6 +408,8 @@ class App:
             stream.close("server_shutdown" if self.draining else "ended")
             return
         stream.detached, stream.owner = True, None
+        if self.slots is not None:
+            self.slots.detached(+1)
         stream._settle = asyncio.ensure_future(stream._settle_detached())
         stream._expiry = asyncio.get_running_loop().call_later(
             self.cfg.resume_window_s, self._expire, stream)
@@ -388,6 +456,8 @@ class App:
         if stream._expiry is not None:
             stream._expiry.cancel()
         stream.detached, stream.owner = False, owner
+        if self.slots is not None:
+            self.slots.detached(-1)
         stream.released.clear()
         try:
             if stream._settle is not None:

@@ -92,10 +92,22 @@ class DispatchMetrics:
                 "queue_wait_ms_p99": round(1000 * float(np.percentile(waits, 99)), 2)}
 
 
+@dataclass(frozen=True)
+class Frames:
+    """A chunk's raw frames (T + lookahead, W) whose features the dispatcher computes, in its
+    worker thread and for every such chunk of a batch at once (the `featurize` hook)."""
+
+    frames: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.frames.shape)
+
+
 @dataclass
 class _Request:
     sid: int
-    features: np.ndarray  # (T + lookahead, F)
+    features: np.ndarray | Frames  # (T + lookahead, F), or raw frames (T + lookahead, W)
     future: asyncio.Future[np.ndarray]
     submitted: float
     decoder: Any = None  # decoded in the worker thread by `post`, batched with the others
@@ -103,12 +115,16 @@ class _Request:
 
 class Dispatcher:
     def __init__(self, backend: Any, config: DispatchConfig | None = None,
-                 post: Callable[[list[Any], np.ndarray], None] | None = None):
+                 post: Callable[[list[Any], np.ndarray], None] | None = None,
+                 featurize: Callable[[np.ndarray], np.ndarray] | None = None):
         """`post(decoders, outputs (R, T', X))`: runs after each model step in the worker
         thread for the R chunks of the batch that came with a decoder (greedy decoding batched
-        across streams: CTC's argmax, RNN-T's predictor and joiner)."""
+        across streams: CTC's argmax, RNN-T's predictor and joiner). `featurize(frames (N, W))
+        -> features (N, F)`: row by row, for the batch's `Frames` chunks stacked, before the
+        step in the worker thread (feature extraction batched across streams)."""
         self.backend = backend
         self.post = post
+        self.featurize = featurize
         self.cfg = config or DispatchConfig()
         self.metrics = DispatchMetrics()
         self._states: dict[int, dict[str, np.ndarray]] = {}  # sid -> {"state_x": (1, ...)}
@@ -162,7 +178,7 @@ class Dispatcher:
     def close_stream(self, sid: int) -> None:
         self._states.pop(sid, None)
 
-    async def step(self, sid: int, features: np.ndarray, decoder: Any = None) -> np.ndarray:
+    async def step(self, sid: int, features: np.ndarray | Frames, decoder: Any = None) -> np.ndarray:
         """features (T + lookahead, F) for stream `sid` -> its outputs (T / subsampling, X).
         With `decoder` (and a `post` hook), the outputs come back already decoded into it."""
         if self._queue is None:
@@ -177,8 +193,13 @@ class Dispatcher:
         fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._busy.add(sid)
         try:
-            self._queue.put_nowait(_Request(sid, np.asarray(features, np.float32), fut,
-                                            time.perf_counter(), decoder))
+            if isinstance(features, Frames):
+                if self.featurize is None:
+                    raise StreamError("raw frames sent to a dispatcher without a featurize hook")
+                item: np.ndarray | Frames = features
+            else:
+                item = np.asarray(features, np.float32)
+            self._queue.put_nowait(_Request(sid, item, fut, time.perf_counter(), decoder))
             return await fut
         finally:
             self._busy.discard(sid)
@@ -236,8 +257,23 @@ class Dispatcher:
             self.metrics.queue_wait_s.append(start - r.submitted)
             self.metrics.queue_wait_sum_s += start - r.submitted
 
+    def _features(self, group: list[_Request]) -> np.ndarray:
+        """(B, T, F) features of the group: the `Frames` chunks' computed in one call."""
+        raw = [i for i, r in enumerate(group) if isinstance(r.features, Frames)]
+        feats: list[Any] = [r.features for r in group]
+        if raw:
+            assert self.featurize is not None
+            frames = [feats[i].frames for i in raw]
+            computed = self.featurize(np.concatenate(frames))  # (sum T, F)
+            for i, part in zip(raw, np.split(computed, np.cumsum([len(f) for f in frames])[:-1]),
+                               strict=True):
+                feats[i] = part
+        return np.stack(feats).astype(np.float32, copy=False)
+
     def _step(self, inputs: dict[str, np.ndarray], group: list[_Request]) -> dict[str, np.ndarray]:
-        """In the worker thread: the model step, then the batched decoding hook."""
+        """In the worker thread: features of raw frames, the model step, then the batched
+        decoding hook."""
+        inputs = {"features": self._features(group), **inputs}
         out = self.backend.step(inputs)
         if self.post is not None:
             rows = [i for i, r in enumerate(group) if r.decoder is not None]
@@ -249,8 +285,8 @@ class Dispatcher:
         return out
 
     def _gather(self, group: list[_Request]) -> dict[str, np.ndarray]:
-        """Stack the group's features (B, T, F) and its streams' states along dim 0."""
-        inputs = {"features": np.stack([r.features for r in group])}  # (B, T, F)
+        """The group's streams' states along dim 0 (features: `_features`, in the worker)."""
+        inputs = {}
         for name in self._states[group[0].sid]:
             inputs[name] = np.concatenate([self._states[r.sid][name] for r in group])
         return inputs

@@ -38,6 +38,15 @@ def requests_of(app: App, requests: AsyncIterator[Any],
     return inbox(app, lambda: anext(it), preempt=preempt)
 
 
+class RelayedStatus(Exception):
+    """How a call relayed to its stream's worker ended there (server.workers): passed on as is
+    (status, details, trailing metadata) by abort_for."""
+
+    def __init__(self, status: Any, details: str, trailing: tuple[tuple[str, str], ...]):
+        super().__init__(details)
+        self.status, self.details, self.trailing = status, details, trailing
+
+
 class CallFailed(Exception):
     """A streaming call's error, already classified and counted by its Conversation (its owed
     finals were sent): abort_for maps it without classifying or logging again."""
@@ -102,6 +111,10 @@ async def abort_for(context: Any, exc: BaseException) -> None:
     """End the call with the status of the error's code (STATUS; a clear message, the resume
     reason and the retry hint in trailing metadata). Anything outside the protocol's
     vocabulary is a server bug: INTERNAL, logged with its traceback."""
+    if isinstance(exc, RelayedStatus):
+        if exc.trailing:
+            context.set_trailing_metadata(exc.trailing)
+        await context.abort(exc.status, exc.details)
     if isinstance(exc, CallFailed):
         code, message, reason = exc.failed.code, exc.failed.message, exc.failed.reason
     else:

@@ -29,7 +29,13 @@ from server.control import (
     Vocabulary,
 )
 from server.grpc_codegen import generated
-from server.grpc_common import CallFailed, abort_for, bounded_responses, requests_of
+from server.grpc_common import (
+    CallFailed,
+    RelayedStatus,
+    abort_for,
+    bounded_responses,
+    requests_of,
+)
 from server.session import Final, Partial, SessionConfig
 from server.whole import recognize_whole
 
@@ -83,6 +89,41 @@ def response_of(finals: list[Final]) -> Any:
                                 text=" ".join(f.text for f in finals if f.text))
 
 
+async def relay(target: str, first: Any, rest: AsyncIterator[Any],
+                metadata: tuple[tuple[str, str], ...]) -> AsyncGenerator[Any, None]:
+    """A resume whose stream another worker holds (server.workers): the call goes on there,
+    through that worker's private socket `target`: `first` (the resume) and the rest of the
+    requests go there, its responses come back, and its status ends this call
+    (RelayedStatus). A cut call is cancelled there too (the owner detaches the stream again).
+    The requests are written by a task of this call's own, ended before this returns (the
+    caller then closes `rest`)."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.AsrStub(channel).StreamingRecognize(metadata=metadata)
+
+        async def up() -> None:
+            await call.write(first)
+            async for r in rest:
+                await call.write(r)
+            await call.done_writing()
+
+        writer = asyncio.ensure_future(up())
+        try:
+            while (resp := await call.read()) is not grpc.aio.EOF:
+                yield resp
+            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                raise writer.exception()  # type: ignore[misc]
+        except grpc.aio.AioRpcError as exc:
+            trailing = tuple((k, v) for k, v in exc.trailing_metadata() or ()
+                             if isinstance(v, str))
+            raise RelayedStatus(exc.code(), exc.details() or "", trailing) from None
+        finally:
+            call.cancel()
+            writer.cancel()
+            await asyncio.wait({writer})
+
+
 class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
     def __init__(self, app: App):
         self.app = app
@@ -114,7 +155,12 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             yield await done
 
     async def StreamingRecognize(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        async for resp in bounded_responses(self.app, context, self._streaming(requests)):
+        metadata = tuple((k, v) for k, v in context.invocation_metadata() or ()
+                         if not k.startswith(":") and k != "user-agent")
+        if self.app.worker is not None:  # which worker took the call (server.workers)
+            await context.send_initial_metadata((("chorus-worker", str(self.app.worker.index)),))
+        async for resp in bounded_responses(self.app, context,
+                                            self._streaming(requests, metadata)):
             yield resp
 
     def command(self, req: Any) -> Command:
@@ -128,7 +174,8 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             return Resume(req.resume.token, req.resume.offset, req.resume.finals)
         return Audio(req.audio)
 
-    async def _streaming(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    async def _streaming(self, requests: AsyncIterator[Any],
+                         metadata: tuple[tuple[str, str], ...] = ()) -> AsyncGenerator[Any, None]:
         """The responses of one streaming call; on an error, the owed finals, then it raises.
         Cancelled (the call was cut) before the stream ended: the stream is detached."""
         conv = Conversation(self.app, WORDS, protocol="grpc")
@@ -151,7 +198,16 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
         try:
             async with contextlib.aclosing(requests_of(self.app, requests, conv.owner)) as reqs:
                 async for req in reqs:
-                    if (resp := response(await conv.handle(self.command(req)))) is not None:
+                    cmd = self.command(req)
+                    if isinstance(cmd, Resume) and conv.phase == "idle" and \
+                            self.app.worker is not None and \
+                            (owner := self.app.worker.owner(cmd.token)) is not None:
+                        ended = True  # nothing of this worker's to release
+                        async for resp in relay(self.app.worker.grpc_target(owner), req, reqs,
+                                                metadata):
+                            yield resp
+                        return
+                    if (resp := response(await conv.handle(cmd))) is not None:
                         yield resp
             if conv.stream is not None and conv.stream.token is not None:
                 await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
@@ -162,6 +218,8 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
                 yield resp
         except GeneratorExit:  # closed by bounded_responses (client_too_slow)
             ended = True
+            raise
+        except RelayedStatus:  # how the relayed call ended, passed on by abort_for
             raise
         except Exception as exc:  # noqa: BLE001 - every error is reported by its code
             ended = True

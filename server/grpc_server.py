@@ -38,6 +38,8 @@ async def serve_grpc(app: App) -> Any:
         server.add_secure_port(address, creds)
     else:
         server.add_insecure_port(address)
+    if app.worker is not None:  # relayed resumes from sibling workers (server.workers)
+        server.add_insecure_port(app.worker.grpc_target())
     await server.start()
     await _accepting(app.cfg.host, app.cfg.grpc_port)
     for name in ["", *names[:2]]:

@@ -120,3 +120,44 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+# figures of one process (memory, fds, threads, tasks): labelled by worker, never summed
+PER_PROCESS = ("process_", "python_", "chorus_threads", "chorus_asyncio_tasks")
+
+
+def merge_exposition(texts: dict[int, str]) -> bytes:
+    """Several workers' /metrics (worker index -> Prometheus text) -> one exposition: counters,
+    gauges and histograms summed sample by sample (the server's totals), `_created` the
+    earliest, per-process families kept apart with a `worker` label."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for worker, text in sorted(texts.items()):
+        for fam in text_string_to_metric_families(text):
+            families.setdefault(fam.name, Metric(fam.name, fam.documentation, fam.type))
+            acc = values.setdefault(fam.name, {})
+            own = fam.name.startswith(PER_PROCESS)
+            for s in fam.samples:
+                labels = {**s.labels, "worker": str(worker)} if own else s.labels
+                key = (s.name, tuple(sorted(labels.items())))
+                if key not in acc:
+                    acc[key] = s.value
+                elif s.name.endswith("_created"):
+                    acc[key] = min(acc[key], s.value)
+                else:
+                    acc[key] += s.value
+    for name, fam in families.items():
+        for (sample, pairs), value in values[name].items():
+            fam.add_sample(sample, dict(pairs), value)
+
+    class _Merged:
+        def collect(self) -> list[Metric]:
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)

@@ -252,7 +252,8 @@ class HttpServer:
     async def start(self, ssl: Any = None) -> HttpServer:
         self.server = await asyncio.start_server(self._client, self.app.cfg.host,
                                                  self.app.cfg.http_port, ssl=ssl,
-                                                 limit=MAX_HEADER_BYTES)
+                                                 limit=MAX_HEADER_BYTES,
+                                                 reuse_port=self.app.worker is not None)
         return self
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

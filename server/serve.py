@@ -109,15 +109,20 @@ def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
+async def serve(cfg: ServerConfig, *, ready_file: Path | None = None, worker: Any = None,
+                shared: Any = None, quiet: bool = False) -> int:
+    """Serve until SIGTERM / SIGINT, then drain; the exit code. `worker` / `shared`: this
+    process is one of several (server.workers: SO_REUSEPORT ports, private Unix sockets,
+    shared admission); `quiet`: the supervisor announces instead."""
     from server.grpc_server import serve_grpc
     from server.openai_http import serve_http
     from server.vosk import serve_vosk
-    from server.ws import serve_ws
+    from server.ws import serve_ws, serve_ws_private
 
-    app = App(cfg)
+    app = App(cfg, worker=worker, shared=shared)
     await app.start()
     ws_server = await serve_ws(app, ssl=tls_context(cfg))
+    private = await serve_ws_private(app) if worker is not None else None
     grpc_server = await serve_grpc(app)
     vosk_server = await serve_vosk(app, ssl=tls_context(cfg)) if cfg.vosk_port else None
     http_server = await serve_http(app, ssl=tls_context(cfg)) if cfg.http_port else None
@@ -128,7 +133,8 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a signal right away drains
         loop.add_signal_handler(sig, stop.set)
-    print(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream and gRPC "
+    say = (lambda *a, **k: None) if quiet else print
+    say(f"chorus: listening on {scheme}://{cfg.host}:{cfg.ws_port}/v1/stream and gRPC "
           f"{cfg.host}:{cfg.grpc_port}"
           + (f" and Vosk {scheme}://{cfg.host}:{cfg.vosk_port}" if vosk_server else "")
           + (f" and OpenAI-compatible http{'s' if cfg.tls_cert else ''}://{cfg.host}:"
@@ -137,12 +143,15 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None) -> int:
         ready_file.write_text("ready\n")
     await stop.wait()
     log.info("signal received: draining %d stream(s)", app.dispatcher.active_streams)
-    print("chorus: draining", flush=True)
+    say("chorus: draining", flush=True)
     await drain(app, ws_server, grpc_server, vosk_server)
+    if private is not None:  # siblings' relays and metrics scrapes end with this worker
+        private.close()
+        await private.wait_closed()
     if http_server is not None:  # requests in flight finish (new ones got 503 while draining)
         await http_server.close()
     await app.stop()
-    print("chorus: stopped", flush=True)
+    say("chorus: stopped", flush=True)
     return 0
 
 
@@ -175,4 +184,9 @@ def main(config: Path | None, flags: dict[str, Any]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cfg = load_server_config(config, dict(os.environ), flags)
+    from server.workers import resolve_count, supervise
+
+    count = resolve_count(cfg.workers)
+    if count > 1:
+        return supervise(cfg, count)
     return asyncio.run(serve(cfg))

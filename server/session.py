@@ -42,6 +42,7 @@ from models.features import Fbank
 from models.streaming import Chunker
 from models.vad import StreamingVad, check_rate
 from server.audio_in import AudioFormat, StreamDecoder
+from server.dispatch import Frames
 
 
 class SessionError(ValueError):
@@ -119,11 +120,13 @@ Event = Partial | Final
 
 class Session:
     def __init__(self, bundle: Any, config: SessionConfig, *, fbank: Fbank | None = None,
-                 now: float = 0.0):
+                 now: float = 0.0, deferred_features: bool = False):
+        """`deferred_features`: model inputs are the chunks' raw frames (dispatch.Frames;
+        log-mel bundles) for the dispatcher to turn into features batched across streams."""
         self.cfg = config.validate()
         self.bundle = bundle
         self.audio = StreamDecoder(config.format, target_rate=bundle.features.sample_rate)
-        self.chunker = Chunker(bundle, fbank=fbank)
+        self.chunker = Chunker(bundle, fbank=fbank, deferred=deferred_features)
         decoder = config.decoder or ("beam" if config.max_alternatives > 1 else
                                      bundle.decoding.decoder)
         try:
@@ -156,8 +159,9 @@ class Session:
     def audio_seconds(self) -> float:
         return self.audio.source_seconds
 
-    def feed(self, data: bytes, now: float) -> list[np.ndarray]:
-        """One frame of audio bytes -> model inputs (chunk + lookahead, F) to step, in order."""
+    def feed(self, data: bytes, now: float) -> list[np.ndarray | Frames]:
+        """One frame of audio bytes -> model inputs (chunk + lookahead, F), or their raw
+        frames (deferred features), to step, in order."""
         if self.finished:
             raise SessionError("audio_after_end", "audio after the end of the stream")
         lim = self.cfg.limits
@@ -171,9 +175,15 @@ class Session:
         self.last_activity = now
         if self.vad is not None:
             self.vad.accept(samples)
-        return [c.numpy() for c in self.chunker.accept(samples)]
+        return self._inputs(self.chunker.accept(samples))
 
-    def finish(self, now: float) -> list[np.ndarray]:
+    def _inputs(self, chunks: list[torch.Tensor]) -> list[np.ndarray | Frames]:
+        """Chunker chunks -> model inputs (raw frames wrapped when features are deferred)."""
+        if self.chunker.deferred:
+            return [Frames(c.numpy()) for c in chunks]
+        return [c.numpy() for c in chunks]
+
+    def finish(self, now: float) -> list[np.ndarray | Frames]:
         """End of audio: the remaining (padded) model inputs."""
         if self.finished:
             return []
@@ -182,8 +192,8 @@ class Session:
         tail = self.audio.flush()
         if self.vad is not None and tail.size:
             self.vad.accept(tail)
-        chunks = self.chunker.accept(tail) if tail.size else []
-        return [c.numpy() for c in chunks + self.chunker.finish()]
+        inputs = self._inputs(self.chunker.accept(tail)) if tail.size else []
+        return inputs + [c.numpy() for c in self.chunker.finish()]  # features, padded
 
     def idle_expired(self, now: float) -> bool:
         return not self.finished and now - self.last_activity > self.cfg.limits.idle_timeout_s

@@ -95,7 +95,11 @@ def authorized(app: App, headers: Any, query: str) -> bool:
     return api_key_ok(token, keys)
 
 
-def make_process_request(app: App) -> Any:
+def make_process_request(app: App, *, private: bool = False) -> Any:
+    """The HTTP side of a WebSocket port (health, readiness, metrics, the page) and the checks
+    before a handshake (path, API key, capacity). `private`: a worker's Unix socket, where
+    sibling workers read this worker's own metrics and relay resumes (no key, no capacity
+    check: a relayed resume was admitted by the worker the client reached)."""
     from websockets.datastructures import Headers
     from websockets.http11 import Response
 
@@ -104,7 +108,7 @@ def make_process_request(app: App) -> Any:
         reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}
         return Response(status, reason.get(status, ""), headers, body)
 
-    def process_request(connection: Any, request: Any) -> Any:
+    async def process_request(connection: Any, request: Any) -> Any:
         url = urlparse(request.path)
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade and url.path != "/v1/stream":  # e.g. ws://host:port with the path left off
@@ -116,18 +120,20 @@ def make_process_request(app: App) -> Any:
             ok = app.ready
             return respond(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
         if url.path == "/metrics":
-            return respond(200, app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+            body = app.metrics.render() if private else await app.metrics_text()
+            return respond(200, body, "text/plain; version=0.0.4; charset=utf-8")
         if url.path in ("/", "/index.html"):
             body = PAGE.read_bytes() if PAGE.is_file() else b"<h1>Chorus</h1>"
             return respond(200, body, "text/html; charset=utf-8")
         if url.path != "/v1/stream":
             return respond(404, b"not found\n", "text/plain")
+        if private:
+            return None
         if not authorized(app, request.headers, url.query):
             return respond(401, b"missing or invalid API key (Authorization: Bearer KEY or "
                                 b"?token=KEY)\n", "text/plain")
         # detached streams hold slots but may be resumed (no new slot): a resume must get in
-        taken = app.dispatcher.active_streams - app.detached_streams
-        if app.draining or taken >= app.dispatcher.cfg.max_streams:
+        if app.draining or app.attached_streams >= app.cfg.max_streams:
             app.dispatcher.metrics.refused += 1
             return respond(503, b"at capacity; retry later\n", "text/plain", {"Retry-After": "1"})
         return None  # go on with the WebSocket handshake
@@ -352,7 +358,13 @@ class _Connection:
             async with contextlib.aclosing(inbox(self.app, self.ws.recv,
                                                  preempt=self.conv.owner)) as frames:
                 async for frame in frames:
-                    for out in await self.conv.handle(command_of(frame, self.app)):
+                    cmd = command_of(frame, self.app)
+                    if isinstance(cmd, Resume) and self.conv.phase == "idle" and \
+                            self.app.worker is not None and \
+                            (owner := self.app.worker.owner(cmd.token)) is not None:
+                        await relay(self.ws, self.app.worker.ws_socket(owner), frame)
+                        return None  # the owner's conversation ended (its close passed on)
+                    for out in await self.conv.handle(cmd):
                         for msg in self.messages(out):
                             self.put(msg)
                     if self.stopped:
@@ -392,13 +404,83 @@ class _Connection:
             await self.ws.close(CLOSE.get(failed.code, 1008), failed.code)
 
 
+# a relayed connection that ended without a close frame (the owning worker went away)
+RELAY_LOST = (1011, "internal")
+
+
+async def relay(ws: Any, path: str, first: str | bytes) -> None:
+    """A resume whose stream another worker holds (server.workers): the rest of this
+    connection is that worker's, through its private socket `path`: `first` (the resume) and
+    every later frame go there, every reply comes back, and its close (code and reason) is
+    this connection's. A client that goes away without a close frame is passed on the same
+    way (the owner detaches the stream again for the next resume)."""
+    from websockets.asyncio.client import unix_connect
+    from websockets.exceptions import ConnectionClosed
+
+    async with unix_connect(path, uri="ws://localhost/v1/stream", max_size=None,
+                            ping_interval=None) as inner:
+        async def up() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await inner.send(first)
+                async for frame in ws:
+                    await inner.send(frame)
+
+        async def down() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for msg in inner:
+                    await ws.send(msg)
+
+        tasks = {asyncio.ensure_future(up()), down_task := asyncio.ensure_future(down())}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                discard(t)
+            if ws.protocol.close_rcvd is None and not down_task.done():
+                inner.transport.abort()  # lost (or this task cancelled): the owner detaches
+        if down_task.done():  # the owner closed: its close is the client's
+            code, reason = inner.close_code, inner.close_reason or ""
+            if code in (None, 1005, 1006):
+                code, reason = RELAY_LOST
+            await ws.close(code, reason)
+        else:  # the client closed: so does the relay
+            await inner.close()
+
+
+async def serve_ws_private(app: App) -> Any:
+    """A worker's private WebSocket + HTTP port (a Unix socket in the supervisor's run
+    directory): its own /metrics for the worker that answers a scrape, and resumes of its
+    streams relayed by the worker the client reached."""
+    from websockets.asyncio.server import unix_serve
+
+    assert app.worker is not None
+    return await unix_serve(lambda ws: handle(app, ws), app.worker.ws_socket(),
+                            process_request=make_process_request(app, private=True),
+                            max_size=None, max_queue=64, logger=conn_log)
+
+
+def make_process_response(app: App) -> Any:
+    """With workers (server.workers), every handshake answer names the worker that took the
+    connection (`X-Chorus-Worker`): for operators and the tests of the relay."""
+    if app.worker is None:
+        return None
+    index = str(app.worker.index)
+
+    def process_response(connection: Any, request: Any, response: Any) -> Any:
+        response.headers["X-Chorus-Worker"] = index
+        return response
+
+    return process_response
+
+
 async def serve_ws(app: App, *, ssl: Any = None) -> Any:
     """Start listening; returns the websockets Server (close() + wait_closed() to stop)."""
     from websockets.asyncio.server import serve
 
     return await serve(lambda ws: handle(app, ws), app.cfg.host, app.cfg.ws_port, ssl=ssl,
                        process_request=make_process_request(app),
+                       process_response=make_process_response(app),
                        # frames up to 2x the limit get a JSON error from the session; bigger
                        # ones are refused by websockets itself (close 1009)
                        max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64,
-                       logger=conn_log)
+                       logger=conn_log, reuse_port=app.worker is not None)

@@ -129,6 +129,14 @@ class Fbank:
         power = spec.real.square() + spec.imag.square()
         return power @ self.mel  # (T, M)
 
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, W) frames at int16 scale -> (T, M) log-mel features: row by row, so the frames
+        of many streams may be stacked into one call (stateless: log compression only)."""
+        if self.cfg.compression != "log":
+            raise ValueError("Fbank.features is frame by frame: log compression only (PCEN "
+                             "carries state across frames)")
+        return self.log(self.mel_energies(frames))
+
     def log(self, energies: torch.Tensor) -> torch.Tensor:
         return torch.log(torch.clamp(energies, min=self.cfg.energy_floor))
 

@@ -30,8 +30,10 @@ class StreamingFbank:
     def pending_samples(self) -> int:
         return int(self._pending.shape[0])
 
-    def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Float samples (S,) in [-1, 1] -> newly complete frames (T_new, num_mel_bins)."""
+    def accept_frames(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Float samples (S,) in [-1, 1] -> the newly complete frames (T_new, W), at int16
+        scale and not yet transformed: `Fbank.mel_energies` + compression make them features
+        (the server batches that part for many streams: server/dispatch.py)."""
         x = torch.as_tensor(samples)
         if x.dim() != 1:
             raise ValueError(f"StreamingFbank.accept expects (S,) samples, got {tuple(x.shape)}")
@@ -40,11 +42,18 @@ class StreamingFbank:
         n = self.cfg.num_frames(int(buf.shape[0]))
         if n == 0:
             self._pending = buf
-            return buf.new_zeros((0, self.cfg.num_mel_bins))
+            return buf.new_zeros((0, self.cfg.window_samples))
         frames = self.fbank.frame(buf)  # (n, W)
         self._pending = buf[n * self.cfg.hop_samples :].clone()
+        self.frames_emitted += n
+        return frames
+
+    def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Float samples (S,) in [-1, 1] -> newly complete frames (T_new, num_mel_bins)."""
+        frames = self.accept_frames(samples)
+        if frames.shape[0] == 0:
+            return frames.new_zeros((0, self.cfg.num_mel_bins))
         feats, self._pcen_state = self.fbank.compress(
             self.fbank.mel_energies(frames), self._pcen_state
         )
-        self.frames_emitted += n
         return feats

@@ -14,7 +14,7 @@ from models.backends import make_backend
 from models.bundle import load
 from models.decoding import bundle_decoder
 from models.streaming import Chunker, StreamingTranscriber
-from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
+from server.dispatch import DispatchConfig, Dispatcher, Frames, Overloaded, StreamError
 from tests.models.test_cli import tiny_bundle
 
 SENTENCES = ["turn on the lights", "what is the weather like in paris tomorrow",
@@ -55,13 +55,21 @@ def alone(bundle, audio) -> tuple[list[np.ndarray], str]:
     return outs, t.finalize().text
 
 
+def assert_same(refs: list, results: list) -> None:
+    """Each stream's chunk outputs and text equal its single-stream reference."""
+    for (ref_outs, ref_text), (outs, text) in zip(refs, results, strict=True):
+        assert len(outs) == len(ref_outs)
+        assert max(float(np.abs(a - b).max()) for a, b in zip(outs, ref_outs, strict=True)) < 1e-4
+        assert text == ref_text
+
+
 class RecordingStream:
     """The single-stream path's parts (Chunker, greedy decoder) with the model step through
     the dispatcher, keeping every chunk's outputs to compare with the reference above."""
 
-    def __init__(self, bundle, dispatcher: Dispatcher):
+    def __init__(self, bundle, dispatcher: Dispatcher, *, deferred: bool = False):
         self.dispatcher = dispatcher
-        self.chunker = Chunker(bundle)
+        self.chunker = Chunker(bundle, deferred=deferred)
         self.decoder = bundle_decoder(bundle, None)  # the bundle's, as the reference
         self.sid = dispatcher.open_stream()
         self.outs: list[np.ndarray] = []
@@ -73,7 +81,14 @@ class RecordingStream:
             self.decoder.update(torch.from_numpy(out))
 
     async def accept_waveform(self, samples: np.ndarray) -> None:
-        await self._run(self.chunker.accept(samples))
+        chunks = self.chunker.accept(samples)
+        if self.chunker.deferred:  # raw frames: the dispatcher computes their features
+            for frames in chunks:
+                out = await self.dispatcher.step(self.sid, Frames(frames.numpy()))
+                self.outs.append(out)
+                self.decoder.update(torch.from_numpy(out))
+            return
+        await self._run(chunks)
 
     async def finalize(self):
         await self._run(self.chunker.finish())
@@ -108,15 +123,66 @@ def test_stream_outputs_identical_alone_or_batched(bundle, audios, backend, poli
             return results, disp.metrics.summary()
 
     results, metrics = asyncio.run(main())
-    for (ref_outs, ref_text), (outs, text) in zip(refs, results, strict=True):
-        assert len(outs) == len(ref_outs)
-        assert max(float(np.abs(a - b).max()) for a, b in zip(outs, ref_outs, strict=True)) < 1e-4
-        assert text == ref_text
+    assert_same(refs, results)
     if policy == "none":
         assert set(metrics["batch_sizes"]) == {1}
     else:
         assert metrics["mean_batch"] > 1.5, metrics
     assert metrics["failed_chunks"] == 0 and metrics["chunks"] == sum(len(r[0]) for r in refs)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_features_computed_in_the_dispatch_batch_equal_each_streams_own(bundle, audios,
+                                                                      backend) -> None:
+    """Deferred features (the server's path): chunks go to the dispatcher as raw frames and
+    their log-mel features are computed there for the whole batch at once; every stream's
+    outputs and text equal the single-stream reference (features computed per stream)."""
+    from models.features import Fbank
+
+    refs = [alone(bundle, a) for a in audios]
+    fbank = Fbank(bundle.features)
+    rows: list[int] = []
+
+    def featurize(frames: np.ndarray) -> np.ndarray:
+        rows.append(len(frames))
+        return fbank.features(torch.from_numpy(frames)).numpy()
+
+    async def main() -> tuple[list, dict]:
+        be = make_backend(backend, bundle)
+        async with Dispatcher(be, DispatchConfig(policy="eager"), featurize=featurize) as disp:
+            streams = [RecordingStream(bundle, disp, deferred=True) for _ in audios]
+            assert all(s.chunker.deferred for s in streams)
+            results = await asyncio.gather(*(feed(s, a, i) for i, (s, a) in
+                                             enumerate(zip(streams, audios, strict=True))))
+            return results, disp.metrics.summary()
+
+    results, metrics = asyncio.run(main())
+    assert_same(refs, results)
+    chunk_rows = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
+    assert max(rows) > chunk_rows  # several streams' frames in one featurize call
+    assert metrics["failed_chunks"] == 0
+
+
+def test_deferred_chunker_frames_make_the_same_features(bundle, audios) -> None:
+    """Chunker(deferred=True) gives raw frames whose Fbank.features equal the features of
+    the plain Chunker, chunk by chunk, for random chunkings; finish() gives features."""
+    from models.features import Fbank
+
+    fbank = Fbank(bundle.features)
+    for seed, audio in enumerate(audios):
+        rng = np.random.default_rng(seed)
+        plain, deferred = Chunker(bundle), Chunker(bundle, deferred=True)
+        pos, got, want = 0, [], []
+        while pos < audio.size:
+            n = int(rng.integers(1, 5000))
+            want += plain.accept(audio[pos : pos + n])
+            got += [fbank.features(f) for f in deferred.accept(audio[pos : pos + n])]
+            pos += n
+        want += plain.finish()
+        got += deferred.finish()
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and float((a - b).abs().max()) < 1e-5
 
 
 class PoisonOnNaN:

@@ -123,10 +123,17 @@ def ws_url(app) -> str:
 
 def ws_solo(url: str, pcm: bytes) -> tuple[list[dict], dict]:
     """One uninterrupted stream: its finals and its `end`."""
+    return ws_run(connect(url), START, pcm)
+
+
+def ws_run(ws, first: dict, pcm: bytes) -> tuple[list[dict], dict]:
+    """On an open connection: `first` (start or resume), the audio, stop -> the finals and
+    the `end` (any error fails)."""
     finals = []
-    with connect(url) as ws:
-        ws.send(json.dumps(START))
-        assert json.loads(ws.recv())["type"] == "ready"
+    with ws:
+        ws.send(json.dumps(first))
+        ready = json.loads(ws.recv())
+        assert ready["type"] == "ready", ready
         for i in range(0, len(pcm), FRAME):
             ws.send(pcm[i : i + FRAME])
         ws.send(json.dumps({"type": "stop"}))
