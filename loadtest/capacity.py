@@ -58,15 +58,22 @@ class CapacityConfig:
     spread_s: float = 1.0  # start and stop offsets: uniform over this many seconds
     warm_s: float = 2.0  # first start -> the window (at least spread_s)
     seed: int = 0
+    workers: tuple[int, ...] = (1,)  # serving processes (chorus serve --workers), each a server
+
+    def servers(self) -> list[tuple[str, str, int]]:
+        """(label, policy, workers) of every server measured: the label is the policy, with
+        the worker count when it is not 1 (e.g. "eager x2")."""
+        return [(p if w == 1 else f"{p} x{w}", p, w) for w in self.workers for p in self.policies]
 
 
 class ServerProcess(harness.ServerProcess):
     """`chorus serve` for one policy, with room for every ramp step (4096 streams)."""
 
-    def __init__(self, cfg: CapacityConfig, policy: str):
+    def __init__(self, cfg: CapacityConfig, policy: str, workers: int = 1):
         super().__init__(bundle=cfg.bundle, backend=cfg.backend, threads=cfg.threads,
                          decoder=cfg.decoder, policy=policy, prefix="chorus-capacity-",
-                         extra=["--max-streams", "4096", "--max-batch", "256"])
+                         extra=["--max-streams", "4096", "--max-batch", "256",
+                                "--workers", str(workers)])
 
 
 @dataclass
@@ -213,17 +220,17 @@ def point_row(policy: str, n: int, runs: list[dict[str, Any]], target_ms: float)
 def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:
     pool = speech_pool(manifest, limit=20)
     rows = []
-    for policy in cfg.policies:
-        server = ServerProcess(cfg, policy)
+    for label, policy, workers in cfg.servers():
+        server = ServerProcess(cfg, policy, workers)
         try:
             for n in cfg.streams:
                 runs = [asyncio.run(run_point(server, cfg, n, pool,
                                               random.Random(f"{cfg.seed}-{n}-{k}")))
                         for k in range(max(1, cfg.repeats))]
-                row = point_row(policy, n, runs, cfg.target_ms)
+                row = point_row(label, n, runs, cfg.target_ms)
                 rows.append(row)
                 if progress:
-                    print(f"[capacity] {cfg.protocol} {policy:6s} N={n:4d} x{row['repeats']} p50 "
+                    print(f"[capacity] {cfg.protocol} {label:9s} N={n:4d} x{row['repeats']} p50 "
                           f"{row['p50_ms']:7.1f} p99 {row['p99_ms']:7.1f} ms (runs "
                           f"{row['p99_ms_min']:.1f}-{row['p99_ms_max']:.1f})  errors "
                           f"{row['errors']}  server cpu {row['server_cpu_cores']}  "
@@ -235,7 +242,7 @@ def run_capacity(cfg: CapacityConfig, manifest: Path | None = None, progress: bo
         finally:
             server.stop()
     capacity = {p: max([r["streams"] for r in rows if r["policy"] == p and r["ok"]], default=0)
-                for p in cfg.policies}
+                for p, _, _ in cfg.servers()}
     return {"config": dataclasses.asdict(cfg), "rows": rows, "capacity": capacity,
             "date": time.strftime("%Y-%m-%d")}
 
@@ -266,11 +273,11 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['unmatched']} | {r['server_cpu_cores']} | {r['client_cpu_cores']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
     caps = result["capacity"]
-    lines += ["", "| " + " | ".join(f"capacity ({p})" for p in caps) + " | ratio |",
-              "|" + "---|" * (len(caps) + 1)]
-    vals = list(caps.values())
-    ratio = f"{vals[0] / vals[-1]:.1f}x" if len(vals) > 1 and vals[-1] else "-"
-    lines.append("| " + " | ".join(str(v) for v in vals) + f" | {ratio} |")
+    base = caps.get("none")  # batch size 1, one process: what each server is compared with
+    lines += ["", "| server | capacity | ratio to none (batch size 1, one process) |",
+              "|---|---|---|"]
+    for label, cap in caps.items():
+        lines.append(f"| {label} | {cap} | {f'{cap / base:.1f}x' if base else '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -282,7 +289,7 @@ def write(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 
     paths = write_report(out_dir, stem, result, markdown(result))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for policy in result["config"]["policies"]:
+    for policy in dict.fromkeys(r["policy"] for r in result["rows"]):  # each server, in order
         rows = [r for r in result["rows"] if r["policy"] == policy]
         for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
             y = [r[key] for r in rows]

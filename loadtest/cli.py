@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-s", type=float, default=2.0,
                    help="first start -> the measured window (at least --spread-s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start / stop offsets")
+    p.add_argument("--workers", type=_ints, default=(1,),
+                   help="server processes (chorus serve --workers) to measure, e.g. 1,2: each "
+                        "count with each policy")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--bundle", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                          seconds=args.seconds, target_ms=args.target_ms, backend=args.backend,
                          bundle=args.bundle, threads=args.threads, decoder=args.decoder,
                          repeats=args.repeats, spread_s=args.spread_s, warm_s=args.warm_s,
-                         seed=args.seed)
+                         seed=args.seed, workers=args.workers)
     result = run_capacity(cfg, args.manifest)
     paths = write(result, args.out, args.stem or f"capacity-{args.protocol}")
     print(markdown(result))

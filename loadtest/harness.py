@@ -139,11 +139,22 @@ class ServerProcess:
         return self.proc.poll() is None
 
     def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
+        """CPU time of the server: its process and its children (`--workers` processes),
+        from /proc; NaN where there is no /proc."""
+        def stat(pid: str) -> list[str] | None:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                return None
+
+        own = stat(str(self.proc.pid))
+        if own is None:
             return float("nan")
+        total = int(own[11]) + int(own[12])
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and (f := stat(entry)) is not None and f[1] == str(self.proc.pid):
+                total += int(f[11]) + int(f[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def sigterm(self) -> None:
         if self.proc.poll() is None:

@@ -1,4 +1,5 @@
-"""The capacity harness end to end: a real server process, real-time streams, both protocols."""
+"""The capacity harness end to end: a real server process, real-time streams, both protocols;
+over gRPC also the same server as two worker processes (`--workers 1,2`)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ import pytest
 from tests.models.test_cli import tiny_bundle
 
 
-@pytest.mark.parametrize("protocol, repeats", [("ws", 2), ("grpc", 1)])
-def test_capacity_harness(tmp_path, protocol, repeats) -> None:
+@pytest.mark.parametrize("protocol, repeats, workers", [("ws", 2, "1"), ("grpc", 1, "1,2")])
+def test_capacity_harness(tmp_path, protocol, repeats, workers) -> None:
     bundle = tiny_bundle(tmp_path / "b")
     proc = subprocess.run(
         [sys.executable, "-m", "clients.cli", "loadtest", "capacity", "--protocol", protocol,
          "--bundle", str(bundle), "--streams", "1,3", "--seconds", "1.5", "--warm-s", "0.5",
          "--spread-s", "0.4", "--repeats", str(repeats), "--policy", "eager,none",
-         "--out", str(tmp_path), "--backend", "onnxruntime"],
+         "--out", str(tmp_path), "--backend", "onnxruntime", "--workers", workers],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = json.loads((tmp_path / f"capacity-{protocol}.json").read_text())
-    assert [(x["policy"], x["streams"]) for x in r["rows"]] == [("eager", 1), ("eager", 3),
-                                                                ("none", 1), ("none", 3)]
+    servers = ["eager", "none"] + (["eager x2", "none x2"] if workers == "1,2" else [])
+    assert [(x["policy"], x["streams"]) for x in r["rows"]] == [
+        (s, n) for s in servers for n in (1, 3)]
     for x in r["rows"]:
         assert x["errors"] == 0 and x["partials"] > 0 and x["p99_ms"] > 0, x
         # the client's audio count is the server's: every partial names a frame it sent
@@ -31,7 +33,8 @@ def test_capacity_harness(tmp_path, protocol, repeats) -> None:
         assert len(x["runs"]) == x["repeats"] == repeats
         assert x["p99_ms_min"] <= x["p99_ms"] <= x["p99_ms_max"], x
         assert 0 < x["server_p50_ms"] <= x["p50_ms"], x  # the server's share of the latency
-    assert set(r["capacity"]) == {"eager", "none"}
+        assert x["server_cpu_cores"] > 0, x  # workers: the CPU of the worker processes counted
+    assert list(r["capacity"]) == servers
     assert (tmp_path / f"capacity-{protocol}.png").stat().st_size > 1000
     table = (tmp_path / f"capacity-{protocol}.md").read_text()
     assert "end partials" in table and "server p99 ms" in table
