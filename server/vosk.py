@@ -245,5 +245,5 @@ async def serve_vosk(app: App, *, ssl: Any = None) -> Any:
 
     return await serve(lambda ws: handle(app, ws), app.cfg.host, app.cfg.vosk_port, ssl=ssl,
                        process_request=make_process_request(app),
-                       max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64,
+                       max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64, compression=None,
                        logger=conn_log, reuse_port=app.worker is not None)

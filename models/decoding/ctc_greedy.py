@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.decoding.hypothesis import Emission, Hypothesis, Words
 from models.tokenizer import CharTokenizer
 
 
@@ -20,9 +20,11 @@ class CtcGreedyDecoder:
     def __init__(self, tokenizer: CharTokenizer, *, frame_seconds: float):
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
+        self.words = Words(tokenizer, frame_seconds)  # the result, built as tokens come
         self.reset()
 
     def reset(self) -> None:
+        self.words.reset()
         self.frames = 0
         self.prev = self.tok.blank_id
         self.tokens: list[Emission] = []
@@ -41,7 +43,7 @@ class CtcGreedyDecoder:
         self.frames += len(best)
 
     def result(self) -> Hypothesis:
-        return hypothesis(self.tokens, self.tok, self.frame_seconds)
+        return self.words(self.tokens)
 
     def finalize(self) -> Hypothesis:
         return self.result()

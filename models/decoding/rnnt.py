@@ -19,7 +19,7 @@ import math
 import torch
 
 from models.decoding.hotwords import Context, Hotwords
-from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
+from models.decoding.hypothesis import Emission, Hypothesis, Words, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
 from models.decoding.scoring import NEG_INF, PrefixBias, logadd
 from models.nn.transducer import PredState, TransducerHead, batch_dim
@@ -41,10 +41,12 @@ class RnntGreedyDecoder:
         self.tok = tokenizer
         self.frame_seconds = frame_seconds
         self.max_symbols = max_symbols
+        self.words = Words(tokenizer, frame_seconds)  # the result, built as symbols come
         self.reset()
 
     @torch.no_grad()
     def reset(self) -> None:
+        self.words.reset()
         self.frames = 0
         self.emissions: list[Emission] = []
         self.state = self.head.init_pred_state(1)
@@ -56,7 +58,7 @@ class RnntGreedyDecoder:
         greedy_batch([self], [enc])
 
     def result(self) -> Hypothesis:
-        return hypothesis(self.emissions, self.tok, self.frame_seconds)
+        return self.words(self.emissions)
 
     def finalize(self) -> Hypothesis:
         return self.result()
