@@ -149,6 +149,7 @@ class Session:
         self.utt_start = 0  # output frame where the current utterance began
         self.last_text = ""
         self.last_change = 0  # output frame of the last change of the partial text
+        self._shifted: list[tuple[Word, Word]] = []  # _shift's (word, in stream time) pairs
         self.last_activity = now
         self.finals_made = 0
         self.finished = False
@@ -271,12 +272,25 @@ class Session:
                      round(end, 3), alts, round(self.audio_seconds, 3), self.finals_made - 1)
 
     def _restart(self) -> None:
+        self._shifted = []
         self.decoder.reset()
         self.utt_start = self.frames_out
         self.last_text, self.last_change = "", self.frames_out
 
     def _shift(self, words: list[Word], start: float | None = None) -> list[Word]:
-        return shift_words(words, self.utt_start * self.frame_s if start is None else start)
+        """The utterance's words in stream time. A partial's words repeat the earlier
+        partials' (greedy decoders keep their settled words, the same objects): those come
+        from `_shifted`, (word, shifted) pairs of the last call, kept by reference."""
+        offset = self.utt_start * self.frame_s if start is None else start
+        if start is not None:
+            return shift_words(words, offset)
+        kept = self._shifted
+        n = 0
+        while n < min(len(kept), len(words)) and kept[n][0] is words[n]:
+            n += 1
+        new = shift_words(words[n:], offset)
+        self._shifted = kept[:n] + list(zip(words[n:], new, strict=True))
+        return [w for _, w in self._shifted]
 
     @staticmethod
     def _stability(text: str) -> float:

@@ -213,3 +213,33 @@ def test_a_bundles_neural_lm_rescores_finals_alike_in_sessions_and_offline(tmp_p
     finals = [e for e in drive(b, Session(b, cfg), split(wav, 3333)) if isinstance(e, Final)]
     assert [f.text for f in finals] == [want.text]
     assert finals[0].words == want.words
+
+
+def test_partial_words_in_stream_time_equal_a_fresh_shift(tmp_path) -> None:
+    """Partials reuse the stream-time words of the partials before them (Session._shift keeps
+    them by reference): every partial's words equal the decoder's words shifted afresh by the
+    utterance's start, across several utterances (max_utterance_s cuts them)."""
+    from models.decoding import shift_words
+
+    shipped = load()
+    wav = tmp_path / "a.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "turn on the lights in the "
+                    "kitchen please and then call my mother about the dinner tomorrow"], check=True)
+    pcm = (load_audio(wav, sample_rate=16_000) * 32767).astype("<i2").tobytes()
+    session = Session(shipped, SessionConfig(endpoint=EndpointConfig(max_utterance_s=1.5)))
+    checked: list[int] = []
+
+    async def main() -> None:
+        async with Dispatcher(make_backend("torch", shipped)) as disp:
+            sid = disp.open_stream()
+            for i, f in enumerate(split(pcm, 3200)):
+                for x in session.feed(f, now=float(i)):
+                    for e in session.on_output(await disp.step(sid, x)):
+                        if isinstance(e, Partial):
+                            want = shift_words(session.decoder.result().words,
+                                               session.utt_start * session.frame_s)
+                            assert e.words == want
+                            checked.append(len(want))
+
+    asyncio.run(main())
+    assert session.finals_made >= 2 and len(checked) >= 5 and max(checked) >= 2
