@@ -21,10 +21,12 @@ class Chunker:
     """Samples -> model step inputs (chunk + lookahead, F); `finish()` pads the tail.
 
     `deferred` (log-mel features only: PCEN carries state from frame to frame): `accept`
-    gives the chunks' raw frames (chunk + lookahead, W) instead, which `Fbank.features` turns
-    into the same features; the server does that for every stream of a batch at once in its
-    dispatcher thread (off the event loop, one FFT and mel product for all of them).
-    `finish` gives features either way."""
+    gives, for each chunk, the span of samples (int16 scale) its chunk + lookahead frames
+    cover, (chunk + lookahead - 1) * hop + window samples, instead of features:
+    `Fbank.features(Fbank.frame(span))` is the same chunk. The server computes those for every
+    stream of a batch at once in its dispatcher thread (off the event loop: one FFT and mel
+    product for all of them), so its event loop only appends samples. `finish` gives features
+    either way."""
 
     def __init__(self, bundle: Bundle, *, chunk_frames: int | None = None, fbank: Fbank | None = None,
                  deferred: bool = False):
@@ -39,24 +41,41 @@ class Chunker:
         self.fbank = StreamingFbank(fbank=fbank or Fbank(bundle.features))
         self.num_bins = bundle.features.num_mel_bins
         self.deferred = deferred and bundle.features.compression == "log"
+        cfg = self.fbank.cfg
+        self.span = (self.chunk + self.lookahead - 1) * cfg.hop_samples + cfg.window_samples
         self.reset()
 
     def reset(self) -> None:
         self.fbank.reset()
-        # (P, F) features, or deferred (P, W) frames, not yet stepped past
-        width = self.fbank.cfg.window_samples if self.deferred else self.num_bins
-        self.pending = torch.zeros(0, width)
+        self.pending = torch.zeros(0, self.num_bins)  # (P, F) features not yet stepped past
+        # deferred: the samples of the frames not yet stepped past (int16 scale)
+        self.samples = np.zeros(0, dtype=self.fbank.np_dtype)
         self.finished = False
 
     def accept(self, samples: np.ndarray) -> list[torch.Tensor]:
+        """Samples (S,) in [-1, 1] -> the chunks now complete: features (chunk + lookahead,
+        F), or (deferred) their sample spans (span,)."""
         if self.finished:
             raise RuntimeError("stream already finalized; call reset() to start another")
-        new = self.fbank.accept_frames(samples) if self.deferred else self.fbank.accept(samples)
-        self.pending = torch.cat([self.pending, new])
+        if self.deferred:
+            return self._spans(samples)
+        self.pending = torch.cat([self.pending, self.fbank.accept(samples)])
         out = []
         while self.pending.shape[0] >= self.chunk + self.lookahead:
             out.append(self.pending[: self.chunk + self.lookahead])
             self.pending = self.pending[self.chunk :]
+        return out
+
+    def _spans(self, samples: np.ndarray) -> list[torch.Tensor]:
+        dtype = self.fbank.np_dtype
+        scaled = np.asarray(samples).astype(dtype) * dtype.type(self.fbank.cfg.input_scale)
+        buf = np.concatenate([self.samples, scaled])  # a new array: the spans may view it
+        step = self.chunk * self.fbank.cfg.hop_samples
+        out, start = [], 0
+        while buf.shape[0] - start >= self.span:
+            out.append(torch.from_numpy(buf[start : start + self.span]))
+            start += step
+        self.samples = buf[start:]
         return out
 
     def finish(self) -> list[torch.Tensor]:
@@ -65,7 +84,9 @@ class Chunker:
             return []
         self.finished = True
         if self.deferred:
-            self.pending = self.fbank.fbank.features(self.pending)
+            fb = self.fbank.fbank
+            self.pending = fb.features(fb.frame(torch.from_numpy(self.samples)))
+            self.samples = self.samples[:0]
         rest = self.pending.shape[0]
         t_pad = -(-rest // self.subsampling) * self.subsampling
         x = torch.cat([self.pending, self.pad_frame.expand(t_pad - rest + self.lookahead, -1)])

@@ -302,12 +302,16 @@ class App:
         self.drain_event = asyncio.Event()  # set on drain: open streams finish and close
         self.started = False
 
-    def _featurize(self, frames: np.ndarray) -> np.ndarray:
-        """The dispatcher's hook: raw frames (N, W) of many streams -> log-mel (N, F)."""
+    def _featurize(self, chunks: list[Any]) -> list[np.ndarray]:
+        """The dispatcher's hook: many streams' chunks (dispatch.Frames: samples) -> their
+        log-mel features (rows, F), framed and transformed in one call for all of them."""
         import torch
 
+        fb = self.fbank
         with torch.no_grad():
-            return self.fbank.features(torch.from_numpy(frames)).numpy()
+            frames = [fb.frame(torch.from_numpy(c.samples)) for c in chunks]  # (rows, W) each
+            feats = fb.features(torch.cat(frames)).numpy()
+        return np.split(feats, np.cumsum([len(f) for f in frames])[:-1])
 
     @property
     def ready(self) -> bool:

@@ -94,20 +94,22 @@ class DispatchMetrics:
 
 @dataclass(frozen=True)
 class Frames:
-    """A chunk's raw frames (T + lookahead, W) whose features the dispatcher computes, in its
-    worker thread and for every such chunk of a batch at once (the `featurize` hook)."""
+    """A chunk as the samples its `rows` (T + lookahead) frames cover, whose features the
+    dispatcher computes in its worker thread, for every such chunk of a batch at once (the
+    `featurize` hook)."""
 
-    frames: np.ndarray
+    samples: np.ndarray  # (S,)
+    rows: int
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.frames.shape)
+        return (self.rows,)
 
 
 @dataclass
 class _Request:
     sid: int
-    features: np.ndarray | Frames  # (T + lookahead, F), or raw frames (T + lookahead, W)
+    features: np.ndarray | Frames  # (T + lookahead, F), or the samples of those frames
     future: asyncio.Future[np.ndarray]
     submitted: float
     decoder: Any = None  # decoded in the worker thread by `post`, batched with the others
@@ -116,12 +118,12 @@ class _Request:
 class Dispatcher:
     def __init__(self, backend: Any, config: DispatchConfig | None = None,
                  post: Callable[[list[Any], np.ndarray], None] | None = None,
-                 featurize: Callable[[np.ndarray], np.ndarray] | None = None):
+                 featurize: Callable[[list[Frames]], list[np.ndarray]] | None = None):
         """`post(decoders, outputs (R, T', X))`: runs after each model step in the worker
         thread for the R chunks of the batch that came with a decoder (greedy decoding batched
-        across streams: CTC's argmax, RNN-T's predictor and joiner). `featurize(frames (N, W))
-        -> features (N, F)`: row by row, for the batch's `Frames` chunks stacked, before the
-        step in the worker thread (feature extraction batched across streams)."""
+        across streams: CTC's argmax, RNN-T's predictor and joiner). `featurize(chunks)` ->
+        each chunk's features (rows, F): for the batch's `Frames` chunks, in one call before
+        the step in the worker thread (feature extraction batched across streams)."""
         self.backend = backend
         self.post = post
         self.featurize = featurize
@@ -263,11 +265,8 @@ class Dispatcher:
         feats: list[Any] = [r.features for r in group]
         if raw:
             assert self.featurize is not None
-            frames = [feats[i].frames for i in raw]
-            computed = self.featurize(np.concatenate(frames))  # (sum T, F)
-            for i, part in zip(raw, np.split(computed, np.cumsum([len(f) for f in frames])[:-1]),
-                               strict=True):
-                feats[i] = part
+            for i, f in zip(raw, self.featurize([feats[i] for i in raw]), strict=True):
+                feats[i] = f
         return np.stack(feats).astype(np.float32, copy=False)
 
     def _step(self, inputs: dict[str, np.ndarray], group: list[_Request]) -> dict[str, np.ndarray]:

@@ -121,7 +121,7 @@ Event = Partial | Final
 class Session:
     def __init__(self, bundle: Any, config: SessionConfig, *, fbank: Fbank | None = None,
                  now: float = 0.0, deferred_features: bool = False):
-        """`deferred_features`: model inputs are the chunks' raw frames (dispatch.Frames;
+        """`deferred_features`: model inputs are the chunks' samples (dispatch.Frames;
         log-mel bundles) for the dispatcher to turn into features batched across streams."""
         self.cfg = config.validate()
         self.bundle = bundle
@@ -161,8 +161,8 @@ class Session:
         return self.audio.source_seconds
 
     def feed(self, data: bytes, now: float) -> list[np.ndarray | Frames]:
-        """One frame of audio bytes -> model inputs (chunk + lookahead, F), or their raw
-        frames (deferred features), to step, in order."""
+        """One frame of audio bytes -> model inputs (chunk + lookahead, F), or the samples
+        of those frames (deferred features), to step, in order."""
         if self.finished:
             raise SessionError("audio_after_end", "audio after the end of the stream")
         lim = self.cfg.limits
@@ -179,9 +179,10 @@ class Session:
         return self._inputs(self.chunker.accept(samples))
 
     def _inputs(self, chunks: list[torch.Tensor]) -> list[np.ndarray | Frames]:
-        """Chunker chunks -> model inputs (raw frames wrapped when features are deferred)."""
+        """Chunker chunks -> model inputs (deferred features: the chunks' samples)."""
         if self.chunker.deferred:
-            return [Frames(c.numpy()) for c in chunks]
+            rows = self.chunker.chunk + self.chunker.lookahead
+            return [Frames(c.numpy(), rows) for c in chunks]
         return [c.numpy() for c in chunks]
 
     def finish(self, now: float) -> list[np.ndarray | Frames]:

@@ -82,9 +82,10 @@ class RecordingStream:
 
     async def accept_waveform(self, samples: np.ndarray) -> None:
         chunks = self.chunker.accept(samples)
-        if self.chunker.deferred:  # raw frames: the dispatcher computes their features
-            for frames in chunks:
-                out = await self.dispatcher.step(self.sid, Frames(frames.numpy()))
+        if self.chunker.deferred:  # the chunks' samples: the dispatcher computes features
+            rows = self.chunker.chunk + self.chunker.lookahead
+            for span in chunks:
+                out = await self.dispatcher.step(self.sid, Frames(span.numpy(), rows))
                 self.outs.append(out)
                 self.decoder.update(torch.from_numpy(out))
             return
@@ -134,18 +135,19 @@ def test_stream_outputs_identical_alone_or_batched(bundle, audios, backend, poli
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_features_computed_in_the_dispatch_batch_equal_each_streams_own(bundle, audios,
                                                                       backend) -> None:
-    """Deferred features (the server's path): chunks go to the dispatcher as raw frames and
-    their log-mel features are computed there for the whole batch at once; every stream's
-    outputs and text equal the single-stream reference (features computed per stream)."""
-    from models.features import Fbank
+    """Deferred features (the server's path): chunks go to the dispatcher as the samples of
+    their frames, and their log-mel features are computed there for the whole batch at once
+    (App._featurize, the server's hook); every stream's outputs and text equal the
+    single-stream reference (features computed per stream)."""
+    from server.app import App, ServerConfig
 
     refs = [alone(bundle, a) for a in audios]
-    fbank = Fbank(bundle.features)
-    rows: list[int] = []
+    app = App(ServerConfig(), bundle=bundle)
+    sizes: list[int] = []
 
-    def featurize(frames: np.ndarray) -> np.ndarray:
-        rows.append(len(frames))
-        return fbank.features(torch.from_numpy(frames)).numpy()
+    def featurize(chunks: list) -> list:
+        sizes.append(len(chunks))
+        return app._featurize(chunks)
 
     async def main() -> tuple[list, dict]:
         be = make_backend(backend, bundle)
@@ -158,14 +160,14 @@ def test_features_computed_in_the_dispatch_batch_equal_each_streams_own(bundle, 
 
     results, metrics = asyncio.run(main())
     assert_same(refs, results)
-    chunk_rows = bundle.decoding.chunk_frames + bundle.model.lookahead_frames
-    assert max(rows) > chunk_rows  # several streams' frames in one featurize call
+    assert max(sizes) > 1  # several streams' chunks in one featurize call
     assert metrics["failed_chunks"] == 0
 
 
 def test_deferred_chunker_frames_make_the_same_features(bundle, audios) -> None:
-    """Chunker(deferred=True) gives raw frames whose Fbank.features equal the features of
-    the plain Chunker, chunk by chunk, for random chunkings; finish() gives features."""
+    """Chunker(deferred=True) gives each chunk's samples, whose Fbank.features(Fbank.frame())
+    equal the features of the plain Chunker, chunk by chunk, for random chunkings (1 sample
+    to 5000 at a time); finish() gives features."""
     from models.features import Fbank
 
     fbank = Fbank(bundle.features)
@@ -176,7 +178,7 @@ def test_deferred_chunker_frames_make_the_same_features(bundle, audios) -> None:
         while pos < audio.size:
             n = int(rng.integers(1, 5000))
             want += plain.accept(audio[pos : pos + n])
-            got += [fbank.features(f) for f in deferred.accept(audio[pos : pos + n])]
+            got += [fbank.features(fbank.frame(s)) for s in deferred.accept(audio[pos : pos + n])]
             pos += n
         want += plain.finish()
         got += deferred.finish()
