@@ -53,5 +53,28 @@ def test_table_sets_the_left_out_engine_beside_the_reference(two_engines, tmp_pa
         assert {"flite", "espeak-ng", "all"} <= set(r["greedy"]) and r["steps"] > 0
         assert 0 <= r["beam_lm"]["flite"]["cer"]
     assert "| flite |" in out.with_suffix(".md").read_text()
+    out.with_suffix(".md").unlink()
+    assert main([*common, "--render"]) == 0  # the table again from its JSON, no training
+    assert "| flite |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="no training utterances"):
         main([*common, "--only", "pico"])
+
+
+def test_table_compares_a_left_out_engine_with_its_mean_over_the_runs_that_heard_it() -> None:
+    """An engine's `heard` figure is the mean over every other run (the reference and the
+    other engines' left-out runs), with their range; the gap is left out minus that mean."""
+    from training.experiments.leave_one_engine_out import markdown
+
+    def run(name: str, wers: dict[str, float]) -> dict:
+        rates = {k: {"wer": w, "cer": w / 2} for k, w in {**wers, "all": 0.5}.items()}
+        return {"run": name, "train_utterances": 10, "steps": 5, "date": "d",
+                "greedy": rates, "beam_lm": rates}
+
+    table = markdown({"runs": [run("none", {"a": 0.40, "b": 0.50}),
+                               run("a", {"a": 0.70, "b": 0.60}),
+                               run("b", {"a": 0.50, "b": 0.90})]})
+    row_a = next(line for line in table.splitlines() if line.startswith("| a |"))
+    # a heard in `none` (40) and `b` (50): mean 45, range 40-50, gap 70 - 45
+    assert "| 70.0 / 35.0 | 45.0 / 22.5 | 40.0-50.0 | +25.0 | 2 |" in row_a
+    row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
+    assert "| 90.0 / 45.0 | 55.0 / 27.5 | 50.0-60.0 | +35.0 | 2 |" in row_b

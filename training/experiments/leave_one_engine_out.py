@@ -89,46 +89,62 @@ def run_one(engine: str, args: argparse.Namespace) -> dict[str, Any]:
             "bundle": str(work / "bundle"), "overrides": list(args.override)}
 
 
+def heard(runs: dict[str, dict[str, Any]], engine: str, kind: str) -> list[dict[str, float]]:
+    """`engine`'s test error rates in every run that trained on it (all but its own)."""
+    return [r[kind][engine] for name, r in sorted(runs.items())
+            if name != engine and engine in r[kind]]
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """Each engine's WER / CER when left out beside its mean over the runs that heard it
+    (every other run: `none` and the other engines' left-out runs), with their range: at a
+    short budget the spread between runs is as large as the effect, and one reference run
+    alone would hide it."""
     runs = {r["run"]: r for r in result["runs"]}
     ref = runs.get("none")
     lines = ["| engine left out | train utts | steps | its test WER / CER, greedy: left out | "
-             "in training (`none`) | beam + LM: left out | in training | other engines' WER, "
-             "beam + LM: this run / `none` | date |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "heard (mean of the other runs) | beam + LM: left out | heard (mean) | heard, "
+             "beam + LM WER: range over runs | gap, beam + LM WER | runs | date |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def cell(r: dict[str, Any] | None, kind: str, key: str) -> str:
-        if r is None or key not in r[kind]:
-            return "-"
-        return f"{100 * r[kind][key]['wer']:.1f} / {100 * r[kind][key]['cer']:.1f}"
+    def cell(rates: dict[str, float] | None) -> str:
+        return "-" if rates is None else f"{100 * rates['wer']:.1f} / {100 * rates['cer']:.1f}"
 
-    def others(r: dict[str, Any] | None, engine: str) -> str:
-        """Mean WER over the test engines other than `engine` (beam + LM)."""
-        if r is None:
-            return "-"
-        w = [v["wer"] for k, v in r["beam_lm"].items() if k not in ("all", engine)]
-        return f"{100 * sum(w) / len(w):.1f}" if w else "-"
+    def mean(rs: list[dict[str, float]]) -> dict[str, float] | None:
+        if not rs:
+            return None
+        return {k: sum(r[k] for r in rs) / len(rs) for k in ("wer", "cer")}
 
     for name, r in sorted(runs.items()):
         if name == "none":
             continue
+        g, b = heard(runs, name, "greedy"), heard(runs, name, "beam_lm")
+        own = r["beam_lm"].get(name)
+        mb = mean(b)
+        span = f"{100 * min(x['wer'] for x in b):.1f}-{100 * max(x['wer'] for x in b):.1f}" \
+            if b else "-"
+        gap = f"{100 * (own['wer'] - mb['wer']):+.1f}" if own and mb else "-"
         lines.append(f"| {name} | {r['train_utterances']} | {r['steps']} | "
-                     f"{cell(r, 'greedy', name)} | {cell(ref, 'greedy', name)} | "
-                     f"{cell(r, 'beam_lm', name)} | {cell(ref, 'beam_lm', name)} | "
-                     f"{others(r, name)} / {others(ref, name)} | {r['date']} |")
+                     f"{cell(r['greedy'].get(name))} | {cell(mean(g))} | {cell(own)} | "
+                     f"{cell(mb)} | {span} | {gap} | {len(b)} | {r['date']} |")
     if ref is not None:
         lines += ["", f"Reference `none` (all engines; {ref['steps']} steps): held-out WER / CER "
-                  f"greedy {cell(ref, 'greedy', 'all')}, beam + LM {cell(ref, 'beam_lm', 'all')}."]
+                  f"greedy {cell(ref['greedy']['all'])}, beam + LM {cell(ref['beam_lm']['all'])}."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.experiments.leave_one_engine_out",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", required=True,
+    p.add_argument("--only", default="",
                    help="comma-separated engines to leave out, `none` for the reference")
+    p.add_argument("--render", action="store_true",
+                   help="only write the table at --out again from its JSON (no training)")
     add_run_args(p, minutes=30.0, name="leave-one-engine-out")
     args = p.parse_args(argv)
+    if args.render:
+        print(markdown(merge_runs(args, [], markdown)))
+        return 0
     names = [n for n in args.only.split(",") if n]
     if not names:
         raise SystemExit("--only: name at least one engine (or none)")
