@@ -36,7 +36,7 @@ from server.app import App
 from server.audio_in import AudioFormat
 from server.control import Audio, Conversation, Results, Start, Stop, Vocabulary, inbox
 from server.session import Event, Final, Partial, SessionError
-from server.ws import CLOSE, DEFAULT_BOOST, authorized, conn_log, until_gone
+from server.ws import CLOSE, DEFAULT_BOOST, authorized, conn_log, make_process_response, until_gone
 
 MAX_ALTERNATIVES = 10  # the native limit; vosk clients asking for more get 10
 
@@ -229,8 +229,7 @@ def make_process_request(app: App) -> Any:
         if not authorized(app, request.headers, urlparse(request.path).query):
             return respond(401, "Unauthorized", b"missing or invalid API key (Authorization: "
                                                 b"Bearer KEY or ?token=KEY)\n")
-        taken = app.dispatcher.active_streams - app.detached_streams
-        if app.draining or taken >= app.dispatcher.cfg.max_streams:
+        if app.draining or app.attached_streams >= app.cfg.max_streams:  # over all workers
             app.dispatcher.metrics.refused += 1
             return respond(503, "Service Unavailable", b"at capacity; retry later\n",
                            {"Retry-After": "1"})
@@ -245,5 +244,6 @@ async def serve_vosk(app: App, *, ssl: Any = None) -> Any:
 
     return await serve(lambda ws: handle(app, ws), app.cfg.host, app.cfg.vosk_port, ssl=ssl,
                        process_request=make_process_request(app),
+                       process_response=make_process_response(app),
                        max_size=2 * app.cfg.limits.max_frame_bytes, max_queue=64, compression=None,
                        logger=conn_log, reuse_port=app.worker is not None)
