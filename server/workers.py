@@ -187,16 +187,23 @@ def supervise(cfg: Any, count: int) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for p in procs:
-            p.start()
-        code = _run(procs, rundir, cfg, lambda: stopping)
-        if code is not None:  # a worker failed: the others stop too
-            forward(signal.SIGTERM, None)
-        for p in procs:
-            p.join(cfg.drain_timeout_s + 10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        code: int | None = 1
+        try:
+            for p in procs:
+                p.start()
+            code = _run(procs, rundir, cfg, lambda: stopping)
+        finally:
+            if code is not None:  # a worker failed (or would not start): the others stop too
+                stopping = True
+                for p in procs:
+                    if p.is_alive() and p.pid is not None:
+                        os.kill(p.pid, signal.SIGTERM)
+            for p in procs:
+                if p.pid is not None:
+                    p.join(cfg.drain_timeout_s + 10)
+                    if p.is_alive():
+                        p.kill()
+                        p.join()
         if code is None:
             codes = [p.exitcode or 0 for p in procs]
             code = max(codes, key=abs)

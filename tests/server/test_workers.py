@@ -327,3 +327,16 @@ def test_workers_need_fixed_ports(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "workers > 1 need fixed ports: ws_port is 0" in out.stderr, out.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    """Each worker loads the bundle; a bad one stops `chorus serve --workers 2` with one
+    `chorus serve:` line naming the problem (no traceback, no worker left behind)."""
+    out = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "--workers", "2",
+                          "--bundle", str(tmp_path / "nothing-here"), "--ws-port",
+                          str(free_port()), "--grpc-port", str(free_port())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("chorus serve: "), out.stderr
+    assert "nothing-here" in lines[0]
