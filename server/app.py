@@ -293,8 +293,8 @@ class App:
             from models.decoding.ctc_greedy import advance_batch as post
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
-            policy=cfg.policy, max_batch=cfg.max_batch, max_streams=cfg.max_streams,
-            max_wait_ms=cfg.max_wait_ms),  # type: ignore[arg-type]
+            policy=cfg.policy,  # type: ignore[arg-type]  # checked by DispatchConfig
+            max_batch=cfg.max_batch, max_streams=cfg.max_streams, max_wait_ms=cfg.max_wait_ms),
             post=post, featurize=self._featurize)
         self.metrics = Metrics(self.dispatcher)
         self.tokens: Tokens[Stream] = Tokens()  # resumable streams, attached or detached

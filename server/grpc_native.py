@@ -36,7 +36,7 @@ from server.grpc_common import (
     bounded_responses,
     requests_of,
 )
-from server.session import Final, Partial, SessionConfig
+from server.session import Event, Final, Partial, SessionConfig
 from server.whole import recognize_whole
 
 pb, pb_grpc = generated()
@@ -182,10 +182,11 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
 
         def response(outs: list[Output]) -> Any | None:
             """One response for a command's outputs (None: nothing to send)."""
-            stream, events, extra = conv.stream, [], {}
+            stream, extra = conv.stream, {}
+            events: list[Event] = []
             for out in outs:
                 if isinstance(out, Ready):
-                    stream, events = out.stream, events + out.owed
+                    stream, events = out.stream, [*events, *out.owed]
                     extra = {"resume_token": out.stream.token or "",
                              **({"resumed": True} if out.resumed else {})}
                 elif isinstance(out, Results):

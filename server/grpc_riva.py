@@ -154,8 +154,11 @@ class RivaAsr(_pb()[1].RivaSpeechRecognitionServicer):  # type: ignore[misc]
                 async for req in reqs:
                     if req.HasField("streaming_config"):
                         sc = req.streaming_config
-                        cmd: Any = Start(lambda first, sc=sc: session_config(
-                            self.app, sc.config, first, interim=sc.interim_results))
+                        def deferred(first: Any, sc: Any = sc) -> Any:
+                            return session_config(self.app, sc.config, first,
+                                                  interim=sc.interim_results)
+
+                        cmd: Any = Start(deferred)
                         outs = await conv.handle(cmd)
                         streaming_cfg = sc
                         say_ignored(context, sc.config)
