@@ -1,9 +1,10 @@
 """`chorus loadtest capacity`: how many real-time streams the real server carries.
 
 For each policy it starts `chorus serve`, then, for each load point N, runs N concurrent
-streams of real speech over WebSocket or gRPC (native API), each paced in real time in 100 ms
-frames with exact audio accounting (loadtest/timing.py: samples, not frames; a file's short
-last frame counts what it holds). Streams start and stop independently: each starts at an
+streams of real speech over WebSocket or gRPC (native API; each stream on its own connection,
+as separate clients are: with `--workers` the kernel spreads connections, not calls), each
+paced in real time in 100 ms frames with exact audio accounting (loadtest/timing.py: samples,
+not frames; a file's short last frame counts what it holds). Streams start and stop independently: each starts at an
 offset drawn uniformly over `spread_s` (seeded; a second or more covers any chunk period, so
 chunk boundaries do not line up across streams) and stops at its own offset after the
 measured window. The window is `seconds` long and begins `warm_s` (at least `spread_s`) after
@@ -150,7 +151,10 @@ async def grpc_stream(addr: str, pcm: bytes, start: float, stop: float) -> Strea
 
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     try:
-        async with grpc.aio.insecure_channel(addr) as ch:
+        # each stream its own connection, as separate clients have (channels to one target
+        # otherwise share one: every call would reach the same server worker)
+        async with grpc.aio.insecure_channel(
+                addr, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
             stub = pb_grpc.AsrStub(ch)
             async for resp in stub.StreamingRecognize(requests(), wait_for_ready=True):
                 for r in resp.results:
