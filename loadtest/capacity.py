@@ -4,11 +4,11 @@ For each policy it starts `chorus serve`, then, for each load point N, runs N co
 streams of real speech over WebSocket or gRPC (native API; each stream on its own connection,
 as separate clients are: with `--workers` the kernel spreads connections, not calls), each
 paced in real time in 100 ms frames with exact audio accounting (loadtest/timing.py: samples,
-not frames; a file's short last frame counts what it holds). Streams start and stop independently: each starts at an
-offset drawn uniformly over `spread_s` (seeded; a second or more covers any chunk period, so
-chunk boundaries do not line up across streams) and stops at its own offset after the
-measured window. The window is `seconds` long and begins `warm_s` (at least `spread_s`) after
-the first start, so all N streams run through it.
+not frames; a file's short last frame counts what it holds). Streams start and stop
+independently: each starts at an offset drawn uniformly over `spread_s` (seeded; a second or
+more covers any chunk period, so chunk boundaries do not line up across streams) and stops at
+its own offset after the measured window. The window is `seconds` long and begins `warm_s` (at
+least `spread_s`) after the first start, so all N streams run through it.
 
 Partial latency = arrival of a partial - send time of the frame that completed the audio it
 reports (`audio_processed`), for partials whose frame was sent in the window; the partials of
