@@ -54,10 +54,13 @@ def test_manifests_validate_offline_against_the_kubernetes_schemas() -> None:
 
 def http_status(path: str, *, ready: bool) -> int:
     """What the server's HTTP routes (server/ws.py) answer for `path`."""
+    import asyncio
+
     from server.ws import make_process_request
 
     app = SimpleNamespace(ready=ready)
-    return int(make_process_request(app)(None, SimpleNamespace(path=path, headers={})).status_code)
+    answer = make_process_request(app)(None, SimpleNamespace(path=path, headers={}))
+    return int(asyncio.run(answer).status_code)  # a coroutine: /metrics may ask other workers
 
 
 def test_manifests_agree_with_the_server() -> None:
