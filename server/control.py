@@ -277,6 +277,14 @@ class Conversation:
         log.info("%s stream=%s error=%s %s", self.protocol,
                  self.stream.sid if self.stream else "-", code, message)
 
+    def held_elsewhere(self, cmd: Command) -> int | None:
+        """With workers (server.workers): the other worker whose stream a first `Resume`
+        names, where the adapter relays the rest of the connection; None: handle it here."""
+        worker = self.app.worker
+        if not isinstance(cmd, Resume) or self.phase != "idle" or worker is None:
+            return None
+        return worker.owner(cmd.token)
+
     def release(self, *, lost: bool) -> None:
         """The conversation is over: close the stream and free its slot, or, when the
         connection was `lost` before the stream ended, detach it for a resume (App.detach:

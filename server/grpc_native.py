@@ -200,9 +200,7 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             async with contextlib.aclosing(requests_of(self.app, requests, conv.owner)) as reqs:
                 async for req in reqs:
                     cmd = self.command(req)
-                    if isinstance(cmd, Resume) and conv.phase == "idle" and \
-                            self.app.worker is not None and \
-                            (owner := self.app.worker.owner(cmd.token)) is not None:
+                    if (owner := conv.held_elsewhere(cmd)) is not None:
                         ended = True  # nothing of this worker's to release
                         async for resp in relay(self.app.worker.grpc_target(owner), req, reqs,
                                                 metadata):

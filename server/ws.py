@@ -359,9 +359,7 @@ class _Connection:
                                                  preempt=self.conv.owner)) as frames:
                 async for frame in frames:
                     cmd = command_of(frame, self.app)
-                    if isinstance(cmd, Resume) and self.conv.phase == "idle" and \
-                            self.app.worker is not None and \
-                            (owner := self.app.worker.owner(cmd.token)) is not None:
+                    if (owner := self.conv.held_elsewhere(cmd)) is not None:
                         await relay(self.ws, self.app.worker.ws_socket(owner), frame)
                         return None  # the owner's conversation ended (its close passed on)
                     for out in await self.conv.handle(cmd):
