@@ -125,6 +125,10 @@ class HeadConfig:
     rnnt_loss: str = "full"  # rnnt: full | pruned (training.losses.pruned_rnnt)
     prune_range: int = 5  # rnnt pruned: label positions kept per frame
     simple_loss_scale: float = 0.5  # rnnt pruned: weight of the simple (linear joiner) loss
+    # rnnt: cold fusion with this frozen character LM (a `chorus lm train --units char`
+    # directory); it replaces the LM of an init_from bundle (a domain swap)
+    cold_fusion_lm: str = ""
+    cold_fusion_dim: int = 256  # rnnt cold fusion: width of the LM projection and the gate
 
 
 @dataclass

@@ -167,6 +167,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             module.model.encoder.set_normalizer(*feature_stats(_cuts(cfg.data.train),
                                                                stats_feats))
         mean = module.model.encoder.feat_mean.clone()
+        load_cold_fusion_lm(cfg, module)
     elif _packed(cfg.data.train):  # a pack carries its features' statistics
         from training.data.packed import PackedCorpus
 
@@ -179,6 +180,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     else:
         mean, std = feature_stats(_cuts(cfg.data.train), stats_feats)
         module.model.encoder.set_normalizer(mean, std)
+    if not cfg.init_from:
+        load_cold_fusion_lm(cfg, module)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
     loggers: list[Logger] = [CSVLogger(out, name="logs")]
@@ -272,7 +275,11 @@ def make_module(cfg: TrainConfig, tok: CharTokenizer,
         from models.nn.transducer import TransducerConfig
 
         transducer = TransducerConfig(predictor=cfg.head.predictor,  # type: ignore[arg-type]
-                                      pred_dim=cfg.head.pred_dim, joiner_dim=cfg.head.joiner_dim)
+                                      pred_dim=cfg.head.pred_dim, joiner_dim=cfg.head.joiner_dim,
+                                      cold_fusion=cold_fusion_config(cfg, tok))
+    elif cfg.head.cold_fusion_lm:
+        raise ValueError("config head.cold_fusion_lm: cold fusion is for head.type=rnnt, not "
+                         f"{cfg.head.type!r}")
     model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type,  # type: ignore[arg-type]
                             transducer=transducer)
     if cfg.head.type == "rnnt":
@@ -284,6 +291,39 @@ def make_module(cfg: TrainConfig, tok: CharTokenizer,
                           frontend=frontend, spec_augment=cfg.augment)
     return CtcModule(model_cfg, cfg.optim, tok, robust=cfg.robust, frontend=frontend,
                      spec_augment=cfg.augment)
+
+
+def _cold_fusion_lm(cfg: TrainConfig) -> Any:
+    from models.lm.neural import NeuralLmError, load
+
+    try:
+        return load(cfg.head.cold_fusion_lm)
+    except NeuralLmError as exc:
+        raise ValueError(f"config head.cold_fusion_lm: {exc}") from None
+
+
+def cold_fusion_config(cfg: TrainConfig, tok: CharTokenizer) -> Any:
+    """The ColdFusionConfig of head.cold_fusion_lm for the tokenizer (None when unset)."""
+    if not cfg.head.cold_fusion_lm:
+        return None
+    from dataclasses import asdict
+
+    from models.lm.neural import NeuralLmError
+    from models.nn.cold_fusion import ColdFusionConfig, token_map
+
+    lm = _cold_fusion_lm(cfg)
+    try:
+        mapping = token_map(tok.symbols, lm)
+    except NeuralLmError as exc:
+        raise ValueError(f"config head.cold_fusion_lm: {exc}") from None
+    return ColdFusionConfig(lm=asdict(lm.cfg), token_map=mapping, dim=cfg.head.cold_fusion_dim)
+
+
+def load_cold_fusion_lm(cfg: TrainConfig, module: Any) -> None:
+    """Copy head.cold_fusion_lm's weights into the model's frozen LM (after any warm start, so
+    the named LM wins over the init_from bundle's: how a domain's LM is swapped in)."""
+    if cfg.head.cold_fusion_lm:
+        module.model.head.fusion.load_lm(_cold_fusion_lm(cfg))
 
 
 def make_tokenizer(cfg: TrainConfig) -> CharTokenizer:

@@ -32,6 +32,7 @@ from models.lm.arpa import BOS, EOS, UNK, WordLM
 
 CONFIG, WEIGHTS = "lm.json", "lm.safetensors"
 TYPES = ("lstm", "tcnlm")
+UNITS = ("word", "char")
 
 
 class NeuralLmError(ValueError):
@@ -49,12 +50,19 @@ class NeuralLmConfig:
     factor: int = 0  # tcnlm: F, the rank of each gate's factorised weights
     bow_vocab: list[str] = field(default_factory=list)  # tcnlm: the topic model's words
     ntm_hidden: int = 256  # tcnlm: the topic encoder's hidden width
+    # "word", or "char": a character LM (tokens are single characters, " " between words),
+    # whose vocabulary is the fixed character alphabet; what cold fusion reads
+    units: str = "word"
 
     def validate(self) -> None:
         if self.type not in TYPES:
             raise NeuralLmError(f"{CONFIG}: type must be one of {TYPES}, got {self.type!r}")
+        if self.units not in UNITS:
+            raise NeuralLmError(f"{CONFIG}: units must be one of {UNITS}, got {self.units!r}")
         if self.vocab[:3] != [UNK, BOS, EOS]:
             raise NeuralLmError(f"{CONFIG}: vocab must start with {[UNK, BOS, EOS]}")
+        if self.units == "char" and self.type != "lstm":
+            raise NeuralLmError(f"{CONFIG}: a character LM (units char) is an lstm")
         if self.type == "tcnlm" and (self.topics < 2 or self.factor < 1 or not self.bow_vocab):
             raise NeuralLmError(f"{CONFIG}: tcnlm needs topics >= 2, factor >= 1 and a "
                                 f"bow_vocab; got {self.topics}, {self.factor}, "
@@ -145,8 +153,12 @@ class NeuralLm(nn.Module):
             self.bow_index = {w: i for i, w in enumerate(cfg.bow_vocab)}
         self.out = nn.Linear(cfg.hidden, v)
 
+    def tokens_of(self, words: list[str]) -> list[str]:
+        """A sentence's tokens: its words, or (units "char") its characters, " " between words."""
+        return list(" ".join(words)) if self.cfg.units == "char" else words
+
     def ids(self, words: list[str]) -> list[int]:
-        return [self.index.get(w, 0) for w in words]
+        return [self.index.get(w, 0) for w in self.tokens_of(words)]
 
     def bow(self, contexts: list[list[str]]) -> torch.Tensor:
         """Bags of words (B, Vb) of each row's preceding context (topic-model words only)."""
@@ -176,12 +188,12 @@ class NeuralLm(nn.Module):
         return torch.log_softmax(self.out(self.drop(y)), dim=-1), state
 
     def tensors(self, sentences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs (<s> + words) and targets (words + </s>), each (B, T): inputs padded with
-        </s>, targets with -100 (what nll_loss ignores)."""
-        inp = [[1, *self.ids(s)] for s in sentences]
-        n = max(map(len, inp))
-        x = torch.tensor([r + [2] * (n - len(r)) for r in inp])
-        y = torch.tensor([[*self.ids(s), 2] + [-100] * (n - len(s) - 1) for s in sentences])
+        """Inputs (<s> + tokens) and targets (tokens + </s>), each (B, T): inputs padded with
+        </s>, targets with -100 (what nll_loss ignores); `sentences` are word lists."""
+        ids = [self.ids(s) for s in sentences]
+        n = max(len(r) for r in ids) + 1
+        x = torch.tensor([[1, *r] + [2] * (n - len(r) - 1) for r in ids])
+        y = torch.tensor([[*r, 2] + [-100] * (n - len(r) - 1) for r in ids])
         return x, y
 
     @torch.no_grad()
@@ -198,7 +210,7 @@ class NeuralLm(nn.Module):
             lp, _ = self(inp, t)
             picked = lp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]  # (B, T)
             for b, s in enumerate(batch):
-                out.append(float(picked[b, : len(s) + 1].sum()))
+                out.append(float(picked[b, : len(self.tokens_of(s)) + 1].sum()))
         return out
 
     def save(self, directory: str | Path) -> Path:
@@ -244,6 +256,10 @@ class NeuralWordLM(WordLM):
     """
 
     def __init__(self, model: NeuralLm, order: int = 16, cache_size: int = 100_000):
+        if model.cfg.units != "word":
+            raise NeuralLmError(f"{getattr(model, 'path', 'LM')}: a character LM (units "
+                                f"{model.cfg.units!r}) cannot be fused word by word; it is "
+                                "for cold fusion (chorus train head.cold_fusion_lm=DIR)")
         self.model = model.eval()
         self.order = order
         self.vocab = frozenset(model.cfg.vocab[3:])

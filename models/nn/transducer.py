@@ -5,6 +5,8 @@
 - predictor: embedding (the blank id doubles as start-of-sequence) + one LSTM layer, or
   "stateless" (the embedding of the last `context` tokens, as in Ghodsi et al. 2020, so its
   state is just the last tokens) -> `pred_proj` -> (B, U+1, J).
+- cold fusion (optional, models.nn.cold_fusion): a frozen character LM's output gated into
+  the predictor's before `pred_proj`; its state rides in the predictor state.
 - joiner: tanh(enc + pred) -> Linear -> logits over blank + tokens.
 Training joins every (t, u) pair at once, (B, T', U+1, V); decoding joins one frame with one
 predictor output per hypothesis (`join`), and `predict` advances the predictor one token.
@@ -18,13 +20,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from models.nn.cold_fusion import STATE as COLD_STATE
+from models.nn.cold_fusion import ColdFusion, ColdFusionConfig
+
 PredState = dict[str, torch.Tensor]
 
 
 def batch_dim(name: str) -> int:
-    """Which axis of a predictor state tensor is the batch: LSTM h, c are (layers, B, P);
-    the stateless predictor's tokens are (B, context)."""
-    return 1 if name in ("h", "c") else 0
+    """Which axis of a predictor state tensor is the batch: LSTM h, c (and a cold-fused LM's
+    lm_h, lm_c) are (layers, B, P); the stateless predictor's tokens are (B, context)."""
+    return 1 if name in ("h", "c", *COLD_STATE) else 0
 
 
 @dataclass(frozen=True)
@@ -33,15 +38,24 @@ class TransducerConfig:
     pred_dim: int = 256
     joiner_dim: int = 256
     context: int = 2  # stateless predictor: tokens of left context
+    cold_fusion: ColdFusionConfig | None = None  # a frozen character LM gated into the predictor
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.cold_fusion is None:
+            del out["cold_fusion"]  # bundles without it keep their bundle.json as before
+        else:
+            out["cold_fusion"]["token_map"] = list(self.cold_fusion.token_map)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TransducerConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown TransducerConfig fields: {sorted(unknown)}")
+        d = dict(d)
+        if d.get("cold_fusion") is not None:
+            d["cold_fusion"] = ColdFusionConfig.from_dict(d["cold_fusion"])
         cfg = cls(**d)
         if cfg.predictor not in ("lstm", "stateless") or min(cfg.pred_dim, cfg.joiner_dim,
                                                               cfg.context) < 1:
@@ -65,7 +79,11 @@ class TransducerHead(nn.Module):
             self.rnn = None
             # a depthwise conv over the last `context` embeddings (no recurrence)
             self.mix = nn.Conv1d(cfg.pred_dim, cfg.pred_dim, cfg.context, groups=cfg.pred_dim)
-        self.pred_proj = nn.Linear(cfg.pred_dim, cfg.joiner_dim)
+        self.fusion: ColdFusion | None = None
+        if cfg.cold_fusion is not None:
+            self.fusion = ColdFusion(cfg.cold_fusion, cfg.pred_dim, vocab_size)
+        pred_out = self.fusion.out_dim if self.fusion is not None else cfg.pred_dim
+        self.pred_proj = nn.Linear(pred_out, cfg.joiner_dim)
         self.out = nn.Linear(cfg.joiner_dim, vocab_size)
 
     # ---- encoder side ---------------------------------------------------------------------
@@ -77,19 +95,28 @@ class TransducerHead(nn.Module):
         dev = self.embed.weight.device
         if self.rnn is not None:
             h = torch.zeros(1, batch, self.cfg.pred_dim, device=dev)
-            return {"h": h, "c": torch.zeros_like(h)}
-        return {"tokens": torch.full((batch, self.cfg.context), self.blank, dtype=torch.long,
-                                     device=dev)}
+            state = {"h": h, "c": torch.zeros_like(h)}
+        else:
+            state = {"tokens": torch.full((batch, self.cfg.context), self.blank,
+                                          dtype=torch.long, device=dev)}
+        if self.fusion is not None:
+            state.update(self.fusion.init_state(batch, dev))
+        return state
 
     def predict(self, tokens: torch.Tensor, state: PredState) -> tuple[torch.Tensor, PredState]:
         """tokens (B,) last emitted (blank = start) -> predictor output (B, J), new state."""
         if self.rnn is not None:
             y, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), (state["h"], state["c"]))
-            return self.pred_proj(y[:, 0]), {"h": h, "c": c}
-        hist = torch.cat([state["tokens"][:, 1:], tokens.unsqueeze(1)], dim=1)  # (B, context)
-        assert self.mix is not None
-        y = self.mix(self.embed(hist).transpose(1, 2))[:, :, -1]  # (B, P)
-        return self.pred_proj(torch.relu(y)), {"tokens": hist}
+            s, new = y[:, 0], {"h": h, "c": c}
+        else:
+            hist = torch.cat([state["tokens"][:, 1:], tokens.unsqueeze(1)], dim=1)  # (B, context)
+            assert self.mix is not None
+            s = torch.relu(self.mix(self.embed(hist).transpose(1, 2))[:, :, -1])  # (B, P)
+            new = {"tokens": hist}
+        if self.fusion is not None:
+            fused, lm_state = self.fusion(s.unsqueeze(1), tokens.unsqueeze(1), state)
+            s, new = fused[:, 0], {**new, **lm_state}  # (B, P + F)
+        return self.pred_proj(s), new
 
     def predict_sequence(self, targets: torch.Tensor) -> torch.Tensor:
         """Training: targets (B, U) -> predictor outputs (B, U+1, J) for 0..U tokens seen."""
@@ -104,6 +131,8 @@ class TransducerHead(nn.Module):
                              device=targets.device)
             emb = self.embed(torch.cat([pad, seq], dim=1)).transpose(1, 2)  # (B, P, U+ctx)
             y = torch.relu(self.mix(emb)).transpose(1, 2)  # (B, U+1, P)
+        if self.fusion is not None:
+            y, _ = self.fusion(y, seq, None)  # (B, U+1, P + F)
         return self.pred_proj(y)
 
     # ---- joiner ---------------------------------------------------------------------------

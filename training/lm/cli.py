@@ -64,12 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     pp.set_defaults(func=run_ppl)
 
     tr = lm_sub.add_parser(
-        "train", help="train a word-level neural LM: LSTM or TCNLM (topic-compositional)",
+        "train", help="train a neural LM: word LSTM or TCNLM (topic-compositional), or a "
+                 "character LSTM (--units char, for cold fusion)",
         description="Text: the corpus's train-split text pool (each sentence its own document) "
                     "and --dialogues (each train-split dialogue one document, so TCNLM's topic "
                     "model sees the earlier turns). Writes DIR/lm.json + lm.safetensors + "
                     "summary.json (perplexity on --dev) + topics.json (tcnlm).")
     tr.add_argument("--type", choices=("lstm", "tcnlm"), required=True)
+    tr.add_argument("--units", choices=("word", "char"), default="word",
+                    help="char: a character LSTM (the LM of a cold-fused transducer)")
     tr.add_argument("--out", type=Path, required=True, help="output directory")
     tr.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
     tr.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: budget)")
@@ -209,7 +212,9 @@ def run_train(args: argparse.Namespace) -> int:
     if not train_set:
         raise SystemExit("chorus lm train: no text (give --text / --dialogues or drop "
                          "--no-corpus-text)")
-    cfg = NeuralTrainConfig(type=args.type, embed=args.embed, hidden=args.hidden,
+    if args.units == "char" and args.type != "lstm":
+        raise SystemExit("chorus lm train: --units char trains an lstm (give --type lstm)")
+    cfg = NeuralTrainConfig(type=args.type, units=args.units, embed=args.embed, hidden=args.hidden,
                             topics=args.topics, factor=args.factor, bow_size=args.bow_size,
                             minutes=args.minutes, max_steps=args.max_steps, seed=args.seed,
                             kl_anneal_steps=args.kl_anneal_steps)

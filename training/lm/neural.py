@@ -1,4 +1,5 @@
-"""Training the neural LMs of models/lm/neural.py (`chorus lm train --type lstm|tcnlm`).
+"""Training the neural LMs of models/lm/neural.py (`chorus lm train --type lstm|tcnlm`;
+`--units char` for a character LSTM, the LM cold fusion reads).
 
 Text comes as documents (lists of sentences): every sentence of the corpus's train-split text
 pool is a document of its own; a dialogue of `chorus data dialogues` (train split) is one
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from models.lm.neural import BOS, EOS, UNK, NeuralLm, NeuralLmConfig
+from models.tokenizer import DEFAULT_SYMBOLS
 
 MAX_CONTEXT = 200  # words of preceding context the topic model sees
 
@@ -34,6 +36,7 @@ MAX_CONTEXT = 200  # words of preceding context the topic model sees
 @dataclass(frozen=True)
 class NeuralTrainConfig:
     type: str = "lstm"
+    units: str = "word"  # word | char (the fixed character alphabet: cold fusion's LM)
     embed: int = 256
     hidden: int = 256
     dropout: float = 0.1
@@ -80,13 +83,16 @@ def dialogue_documents(path: Path, split: str = "train") -> list[list[list[str]]
 def build_config(cfg: NeuralTrainConfig, train: list[Example]) -> NeuralLmConfig:
     counts = Counter(w for _, s in train for w in s)
     ranked = [w for w, c in counts.most_common() if c >= cfg.min_count]
-    vocab = [UNK, BOS, EOS] + ranked[: cfg.max_vocab]
+    if cfg.units == "char":  # fixed, so any two character LMs of one size can be swapped
+        vocab = [UNK, BOS, EOS, *DEFAULT_SYMBOLS[1:]]
+    else:
+        vocab = [UNK, BOS, EOS] + ranked[: cfg.max_vocab]
     skip = min(cfg.skip_frequent, len(ranked) // 5)  # a tiny text keeps most of its words
     bow = ranked[skip : skip + cfg.bow_size] if cfg.type == "tcnlm" else []
     return NeuralLmConfig(type=cfg.type, vocab=vocab, embed=cfg.embed, hidden=cfg.hidden,
                           dropout=cfg.dropout, topics=cfg.topics if cfg.type == "tcnlm" else 0,
                           factor=cfg.factor if cfg.type == "tcnlm" else 0, bow_vocab=bow,
-                          ntm_hidden=cfg.ntm_hidden)
+                          ntm_hidden=cfg.ntm_hidden, units=cfg.units)
 
 
 def _batches(train: list[Example], size: int, rng: random.Random) -> list[list[Example]]:
@@ -105,7 +111,7 @@ def loss_of(model: NeuralLm, batch: list[Example], sample: bool = True,
     lp, _ = model(x, t)  # (B, T, V)
     nll = torch.nn.functional.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1),
                                        ignore_index=-100, reduction="sum")
-    return nll + ntm_loss.sum(), sum(len(s) + 1 for _, s in batch)
+    return nll + ntm_loss.sum(), sum(len(model.tokens_of(s)) + 1 for _, s in batch)
 
 
 def perplexity_of(logprobs: list[float], sentences: list[list[str]],
@@ -121,8 +127,8 @@ def perplexity_of(logprobs: list[float], sentences: list[list[str]],
 def perplexity(model: NeuralLm, data: list[Example]) -> dict[str, float]:
     """Perplexity over the sentences (+ </s>) given their contexts, and the OOV rate."""
     sentences = [s for _, s in data]
-    return perplexity_of(model.sentence_logprobs(sentences, [c for c, _ in data]), sentences,
-                         model.index)
+    return perplexity_of(model.sentence_logprobs(sentences, [c for c, _ in data]),
+                         [model.tokens_of(s) for s in sentences], model.index)
 
 
 def train(cfg: NeuralTrainConfig, train_set: list[Example], dev: list[Example] | None,
