@@ -114,12 +114,18 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
         def train_dataloader(self) -> Any:
             if _packed(cfg.data.train):
                 return packed_loader(cfg.data.train, True)
-            from lhotse.dataset import DynamicBucketingSampler
+            from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-            sampler = DynamicBucketingSampler(_cuts(cfg.data.train),
-                                              max_duration=cfg.data.max_duration_s,
-                                              num_buckets=cfg.data.num_buckets, shuffle=True,
-                                              drop_last=False, seed=cfg.seed)
+            cuts = _cuts(cfg.data.train)
+            # lhotse refuses more buckets than cuts: a tiny fine-tuning set gets fewer, and one
+            # cut is batched without buckets
+            buckets = min(cfg.data.num_buckets, sum(1 for _ in cuts.ids))
+            sampler: Any = (
+                DynamicBucketingSampler(cuts, max_duration=cfg.data.max_duration_s,
+                                        num_buckets=buckets, shuffle=True, drop_last=False,
+                                        seed=cfg.seed) if buckets > 1 else
+                SimpleCutSampler(cuts, max_duration=cfg.data.max_duration_s, shuffle=True,
+                                 seed=cfg.seed))
             ds = AsrDataset(tokenizer=tok, features=feats, augment=cfg.augment, feat_mean=mean,
                             seed=cfg.seed, robust=cfg.robust, energies=cfg.frontend != "log")
             return loader(ds, sampler, cfg.data.num_workers)

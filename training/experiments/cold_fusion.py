@@ -223,7 +223,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_pct(r['target_beam_source_lm'])} | {_pct(r['target_beam_target_lm'])} |")
     lms = [r for r in result["runs"] if r.get("kind") == "lm"]
     if lms:
-        lines += ["", "| character LM | params | steps | perplexity per word: source test | "
+        lines += ["", "| character LM | params | steps | perplexity per character: source test | "
                   "target test |", "|---|---|---|---|---|"]
         for r in lms:
             ppl = r["char_perplexity"]
