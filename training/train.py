@@ -16,6 +16,7 @@ redistributes the last batches so every rank runs the same number of steps (no D
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -386,13 +387,16 @@ def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[st
     if scope not in INIT_SCOPES:
         raise ValueError(f"config init_scope must be one of {INIT_SCOPES}, got {scope!r}")
     bundle = load(bundle_dir)
+    # the feature normaliser's mode (global / online CMN) may change: the weights are the same
+    mine = dataclasses.replace(module.model.cfg.encoder, cmn=bundle.model.cfg.encoder.cmn,
+                               cmn_prior_frames=bundle.model.cfg.encoder.cmn_prior_frames)
     if scope == "encoder":
-        if bundle.model.cfg.encoder != module.model.cfg.encoder:
+        if bundle.model.cfg.encoder != mine:
             raise ValueError(f"init_from {bundle_dir}: its encoder {bundle.model.cfg.encoder} "
                              f"differs from the config's {module.model.cfg.encoder}")
         module.model.encoder.load_state_dict(bundle.model.encoder.state_dict())
     else:
-        if bundle.model.cfg != module.model.cfg:
+        if bundle.model.cfg != dataclasses.replace(module.model.cfg, encoder=mine):
             raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from "
                              f"the config's {module.model.cfg}")
         module.model.load_state_dict(bundle.model.state_dict())

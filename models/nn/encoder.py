@@ -1,6 +1,6 @@
 """Forward-only streaming encoder (Deep Speech 2 style, unidirectional).
 
-features (B, T, F) -> global CMVN -> causal conv subsampling x s (4, 2 or 8) -> the body:
+features (B, T, F) -> CMVN (global, or online: a running per-stream mean) -> causal conv subsampling x s (4, 2 or 8) -> the body:
 unidirectional GRU/LSTM layers (arch "rnn") or causal Conformer layers (arch "conformer",
 models.nn.conformer) -> row convolution over tau future frames -> LayerNorm -> (B, T/s, D).
 
@@ -24,6 +24,7 @@ from models.nn.subsampling import SUBSAMPLING, ConvSubsampling
 
 State = dict[str, torch.Tensor]
 ARCHS = ("rnn", "conformer")
+CMN = ("global", "online")
 CONFORMER_STATE = ("att_k", "att_v", "att_valid", "conv")  # models.nn.conformer's state keys
 
 
@@ -42,6 +43,12 @@ class EncoderConfig:
     ff_mult: int = 4  # conformer: feed-forward width / d_model
     conv_kernel: int = 15  # conformer: causal depthwise convolution, frames (the past K - 1)
     left_context: int = 64  # conformer: output frames of cached left context per attention
+    # feature normalisation: "global" (the training set's mean and std) or "online": the mean
+    # of the stream's own frames so far (frame t by frames 0..t, causal), with the global mean
+    # counted as `cmn_prior_frames` frames of prior, then the global std (Kaldi's online CMN
+    # with global stats as its prior, cumulative rather than windowed)
+    cmn: Literal["global", "online"] = "global"
+    cmn_prior_frames: int = 100
 
     @property
     def lookahead_frames(self) -> int:
@@ -70,6 +77,9 @@ class StreamingEncoder(nn.Module):
         self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
         self.subsampling = ConvSubsampling(cfg.num_mel_bins, cfg.conv_channels, cfg.d_model,
                                            cfg.subsampling)
+        if cfg.cmn not in CMN or cfg.cmn_prior_frames < 1:
+            raise ValueError(f"encoder cmn must be one of {CMN} with cmn_prior_frames >= 1, got "
+                             f"{cfg.cmn!r}, {cfg.cmn_prior_frames}")
         if cfg.arch not in ARCHS:
             raise ValueError(f"encoder arch must be one of {ARCHS}, got {cfg.arch!r}")
         if cfg.arch == "conformer":
@@ -94,6 +104,9 @@ class StreamingEncoder(nn.Module):
             state["rnn_h"] = h
             if self.cfg.rnn == "lstm":
                 state["rnn_c"] = torch.zeros_like(h)
+        if self.cfg.cmn == "online":  # raw-feature sum and count of the stream's frames so far
+            state["cmn_sum"] = torch.zeros(batch, self.cfg.num_mel_bins)  # (B, F)
+            state["cmn_count"] = torch.zeros(batch, 1)  # (B, 1)
         dev = self.feat_mean.device
         return {k: v.to(dev) for k, v in state.items()}
 
@@ -103,7 +116,8 @@ class StreamingEncoder(nn.Module):
 
     @property
     def pad_frame(self) -> torch.Tensor:
-        """The raw feature frame that normalises to zero: what ends of streams are padded with."""
+        """The raw feature frame ends of streams are padded with (the global mean: zero after
+        global CMVN; online CMN centres it on the stream's running mean like any frame)."""
         return self.feat_mean
 
     # ---- shared core -------------------------------------------------------------------------
@@ -128,8 +142,24 @@ class StreamingEncoder(nn.Module):
         """Body outputs (B, T' + tau, D) -> encoder outputs (B, T', D)."""
         return self.norm(self.dropout(self.rowconv(h)))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.feat_mean) / self.feat_std
+    def normalize(self, x: torch.Tensor, state: State | None = None,
+                  commit: int | None = None) -> tuple[torch.Tensor, State]:
+        """Raw x (B, T, F) -> normalised (B, T, F) and the normaliser's state after the first
+        `commit` frames (all when None; empty for global CMVN). Online: frame t is centred on
+        (prior * global mean + sum of frames <= t) / (prior + t + 1 frames), so a frame's value
+        never depends on later frames and chunking cannot change it."""
+        if self.cfg.cmn == "global":
+            return (x - self.feat_mean) / self.feat_std, {}
+        b, t, _ = x.shape
+        if state is None:
+            state = {"cmn_sum": x.new_zeros(b, x.shape[2]), "cmn_count": x.new_zeros(b, 1)}
+        sums = state["cmn_sum"][:, None] + torch.cumsum(x, dim=1)  # (B, T, F)
+        counts = state["cmn_count"][:, None] + torch.arange(
+            1, t + 1, device=x.device, dtype=x.dtype)[None, :, None]  # (B, T, 1)
+        prior = float(self.cfg.cmn_prior_frames)
+        mean = (prior * self.feat_mean + sums) / (prior + counts)
+        k = (t if commit is None else commit) - 1
+        return (x - mean) / self.feat_std, {"cmn_sum": sums[:, k], "cmn_count": counts[:, k]}
 
     # ---- streaming ---------------------------------------------------------------------------
     def step(self, features: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -140,12 +170,12 @@ class StreamingEncoder(nn.Module):
         if t <= 0 or t % sub:
             raise ValueError(f"step needs T + {la} frames with T a positive multiple of "
                              f"{sub}; got {features.shape[1]} frames")
-        x = self.normalize(features)
+        x, cmn_state = self.normalize(features, state, commit=t)
         h_chunk, new_state = self._advance(x[:, :t], state)
         if la:
             h_look, _ = self._advance(x[:, t:], new_state)
             h_chunk = torch.cat([h_chunk, h_look], dim=1)
-        return self._finish(h_chunk), new_state
+        return self._finish(h_chunk), {**new_state, **cmn_state}
 
     # ---- whole utterance ---------------------------------------------------------------------
     def forward(
@@ -153,19 +183,19 @@ class StreamingEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F), lengths (B,) -> outputs (B, ceil(T/s), D), output lengths (B,).
 
-        Frames past each length, the tail up to a multiple of s and the lookahead are
-        normalised zeros, exactly what a stream is padded with when it ends.
+        Frames past each length, the tail up to a multiple of s and the lookahead are the raw
+        pad frame, exactly what a stream is padded with when it ends, normalised alike.
         """
         b, t, _ = features.shape
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=features.device)
-        x = self.normalize(features)
-        mask = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        x = x * mask[..., None]
+        mask = torch.arange(t, device=features.device)[None, :] < lengths[:, None]  # (B, T)
         sub = self.cfg.subsampling
         t_out = -(-t // sub)
         pad = t_out * sub - t + self.cfg.lookahead_frames
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad))  # (B, 4 (T' + tau), F)
+        raw = torch.where(mask[..., None], features, self.pad_frame)
+        raw = torch.cat([raw, self.pad_frame.expand(b, pad, -1)], dim=1)  # (B, s (T' + tau), F)
+        x, _ = self.normalize(raw)
         h, _ = self._advance(x, self.init_state(b))
         out = self._finish(h)  # (B, T', D)
         return out, -(-lengths // sub)

@@ -138,3 +138,35 @@ def test_stale_onnx_export_is_redone(tmp_path) -> None:
     x = {**ref.init_state(1), "features": torch.randn(
         1, 16 + retrained.model.lookahead_frames, 80).numpy()}
     np.testing.assert_allclose(be.step(x)["outputs"], ref.step(x)["outputs"], atol=1e-4)
+
+
+def test_onnxruntime_carries_the_online_cmn_state_like_torch(tmp_path) -> None:
+    """An encoder with online CMN (its running sum and count are streaming state): onnxruntime
+    equals torch over several chunks of different sizes, the state carried through each."""
+    from models.acoustic import AcousticModel, ModelConfig
+    from models.bundle import DecodingDefaults, save
+    from models.features import FbankConfig
+    from models.nn.encoder import EncoderConfig
+    from models.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(EncoderConfig(d_model=32, num_layers=1, conv_channels=4, cmn="online",
+                                    cmn_prior_frames=10), CharTokenizer().vocab_size)
+    model = AcousticModel(cfg)
+    with torch.no_grad():
+        model.encoder.set_normalizer(torch.randn(80), torch.rand(80) + 0.5)
+    bundle = load(save(tmp_path / "b", model, features=FbankConfig(), tokenizer=CharTokenizer(),
+                       decoding=DecodingDefaults(chunk_frames=16)))
+    ort_be, torch_be = make_backend("onnxruntime", bundle), make_backend("torch", bundle)
+    rng = np.random.default_rng(2)
+    s_ort, s_torch = ort_be.init_state(2), torch_be.init_state(2)
+    assert {"state_cmn_sum", "state_cmn_count"} <= set(s_ort)
+    for t in (16, 4, 32, 16):
+        feats = (3 * rng.standard_normal((2, t + bundle.model.lookahead_frames, 80)) + 4
+                 ).astype(np.float32)
+        got, ref = ort_be.step({**s_ort, "features": feats}), torch_be.step({**s_torch,
+                                                                             "features": feats})
+        assert all(np.abs(got[k] - ref[k]).max() < 1e-4 for k in ref)
+        s_ort = {k: got["new_" + k] for k in s_ort}
+        s_torch = {k: ref["new_" + k] for k in s_torch}
+    assert float(s_torch["state_cmn_count"][0, 0]) == 16 + 4 + 32 + 16

@@ -7,11 +7,13 @@ from models.nn.encoder import EncoderConfig
 TOL = 1e-5
 
 
-def make_model(rnn: str = "gru", lookahead: int = 2, seed: int = 0, subsampling: int = 4) -> AcousticModel:
+def make_model(rnn: str = "gru", lookahead: int = 2, seed: int = 0, subsampling: int = 4,
+               cmn: str = "global") -> AcousticModel:
     torch.manual_seed(seed)
     cfg = ModelConfig(EncoderConfig(num_mel_bins=80, conv_channels=8, d_model=32, num_layers=2,
                                     rnn=rnn, lookahead=lookahead,  # type: ignore[arg-type]
-                                    subsampling=subsampling), vocab_size=29)
+                                    subsampling=subsampling, cmn=cmn,  # type: ignore[arg-type]
+                                    cmn_prior_frames=20), vocab_size=29)
     model = AcousticModel(cfg).eval()
     with torch.no_grad():  # a non-trivial normaliser and row convolution
         model.encoder.set_normalizer(torch.randn(80), torch.rand(80) + 0.5)
@@ -40,8 +42,10 @@ def stream(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tenso
 @pytest.mark.parametrize("lookahead", [0, 1, 3])
 @pytest.mark.parametrize("chunk", [4, 16, 32])
 @pytest.mark.parametrize("subsampling", [4, 2, 8])
-def test_step_equals_forward(rnn: str, lookahead: int, chunk: int, subsampling: int) -> None:
-    model = make_model(rnn, lookahead, subsampling=subsampling)
+@pytest.mark.parametrize("cmn", ["global", "online"])
+def test_step_equals_forward(rnn: str, lookahead: int, chunk: int, subsampling: int,
+                             cmn: str) -> None:
+    model = make_model(rnn, lookahead, subsampling=subsampling, cmn=cmn)
     feats = torch.randn(1, 123, 80) * 3 + 5
     if chunk % subsampling:  # a chunk must hold whole output frames
         with pytest.raises(ValueError, match=f"positive multiple of {subsampling}"):
@@ -56,8 +60,29 @@ def test_step_equals_forward(rnn: str, lookahead: int, chunk: int, subsampling: 
     assert (streamed - offline).abs().max().item() <= TOL
 
 
-def test_batched_forward_equals_single() -> None:
-    assert_batch_rows_independent(make_model())
+@pytest.mark.parametrize("cmn", ["global", "online"])
+def test_batched_forward_equals_single(cmn: str) -> None:
+    assert_batch_rows_independent(make_model(cmn=cmn))
+
+
+@torch.no_grad()
+def test_online_cmn_removes_a_constant_offset_as_the_prior_fades() -> None:
+    """Adding a constant spectral offset c to every frame of an utterance moves normalised frame
+    t by exactly c * prior / (prior + t + 1) / std: the running mean absorbs it, and a stream
+    centred on itself forgets a channel's colouring (global CMVN keeps all of it)."""
+    model = make_model(cmn="online")
+    enc = model.encoder
+    x = torch.randn(1, 200, 80) * 3 + 5
+    c = torch.randn(80) * 4
+    a, _ = enc.normalize(x)
+    b, _ = enc.normalize(x + c)
+    t = torch.arange(200, dtype=torch.float32)[:, None]
+    want = c / enc.feat_std * 20 / (20 + t + 1)  # (T, F), prior 20 frames
+    torch.testing.assert_close(b[0] - a[0], want, atol=1e-4, rtol=1e-4)
+    glob = make_model(cmn="global").encoder
+    g, _ = glob.normalize(x + c)
+    g0, _ = glob.normalize(x)
+    torch.testing.assert_close(g[0] - g0[0], (c / glob.feat_std).expand(200, -1))
 
 
 def assert_batch_rows_independent(model: AcousticModel) -> None:
@@ -77,6 +102,9 @@ def test_states_are_batched_on_dim0() -> None:
     state = model.init_state(3)
     assert set(state) == {"conv1", "conv2", "rnn_h", "rnn_c"}
     assert all(v.shape[0] == 3 for v in state.values())
+    online = make_model("gru", cmn="online").init_state(3)
+    assert set(online) == {"conv1", "conv2", "rnn_h", "cmn_sum", "cmn_count"}
+    assert all(v.shape[0] == 3 for v in online.values())
 
 
 def test_step_rejects_bad_chunk() -> None:

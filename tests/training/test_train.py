@@ -83,6 +83,15 @@ def test_loss_falls_and_bundle_streams(tiny_corpus, tmp_path) -> None:
         train(load_config(None, [*overrides(tiny_corpus, tmp_path / "run3", 2), "model.d_model=64",
                                  f"init_from={bundle_path}"]), progress=False)
 
+    # the same weights continued with online CMN (the normaliser's mode may change on a warm
+    # start): the bundle records it and streams exactly as it transcribes offline
+    cfg4 = load_config(None, [*overrides(tiny_corpus, tmp_path / "run4", 5), "model.cmn=online",
+                              f"init_from={bundle_path}"])
+    bundle4 = load(train(cfg4, progress=False))
+    assert bundle4.model.cfg.encoder.cmn == "online"
+    assert "cmn_sum" in bundle4.model.init_state(1)
+    stream_equals_offline(bundle4, audio)
+
 
 def test_a_run_ending_between_validations_scores_its_final_weights(tiny_corpus, tmp_path) -> None:
     """12 steps, validation every 5: the final weights (step 12) are validated too, and the
