@@ -27,23 +27,37 @@ def test_features_cli_reports_unreadable_audio(tmp_path) -> None:
 
 
 def tiny_bundle(path, head: str = "ctc"):
-    """A random-weight bundle (ctc, gram_ctc or rnnt): enough to exercise the plumbing."""
+    """A random-weight bundle (ctc, gram_ctc or rnnt; rnnt_cold: an RNN-T cold-fused with a
+    random character LM; ctc_cmn: CTC with online CMN): enough to exercise the plumbing."""
+    from dataclasses import asdict
+
     import torch
 
     from models.acoustic import AcousticModel, ModelConfig
     from models.bundle import save
     from models.features import FbankConfig
+    from models.lm.neural import BOS, EOS, UNK, NeuralLm, NeuralLmConfig
+    from models.nn.cold_fusion import ColdFusionConfig, token_map
     from models.nn.encoder import EncoderConfig
     from models.nn.transducer import TransducerConfig
-    from models.tokenizer import CharTokenizer
+    from models.tokenizer import DEFAULT_SYMBOLS, CharTokenizer
     from training.grams import gram_tokenizer
 
     torch.manual_seed(0)
     tok = gram_tokenizer(["th", "he", "ing"]) if head == "gram_ctc" else CharTokenizer()
-    model = AcousticModel(ModelConfig(EncoderConfig(d_model=32, num_layers=1, conv_channels=4),
-                                      tok.vocab_size, head=head,  # type: ignore[arg-type]
-                                      transducer=TransducerConfig(pred_dim=24, joiner_dim=16)
-                                      if head == "rnnt" else None))
+    cold = None
+    if head == "rnnt_cold":
+        lm = NeuralLm(NeuralLmConfig(type="lstm", units="char", embed=8, hidden=12,
+                                     vocab=[UNK, BOS, EOS, *DEFAULT_SYMBOLS[1:]]))
+        cold = ColdFusionConfig(lm=asdict(lm.cfg), token_map=token_map(tok.symbols, lm), dim=8)
+    rnnt = head in ("rnnt", "rnnt_cold")
+    enc = EncoderConfig(d_model=32, num_layers=1, conv_channels=4,
+                        cmn="online" if head == "ctc_cmn" else "global")
+    model = AcousticModel(ModelConfig(enc, tok.vocab_size,
+                                      head="rnnt" if rnnt else head.removesuffix("_cmn"),  # type: ignore[arg-type]
+                                      transducer=TransducerConfig(pred_dim=24, joiner_dim=16,
+                                                                  cold_fusion=cold)
+                                      if rnnt else None))
     return save(path, model, features=FbankConfig(), tokenizer=tok)
 
 

@@ -1,5 +1,6 @@
-"""Every head (CTC, Gram-CTC, RNN-T) streams through the real server, on both CPU backends,
-with the final equal to the offline transcript of the same audio."""
+"""Every head (CTC, Gram-CTC, RNN-T, cold-fused RNN-T) and the online-CMN encoder stream
+through the real server, on both CPU backends, with the final equal to the offline transcript
+of the same audio."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.server.test_ws import offline_text, speech, stream_audio  # noqa: F40
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-@pytest.mark.parametrize("head", ["gram_ctc", "rnnt"])
+@pytest.mark.parametrize("head", ["gram_ctc", "rnnt", "rnnt_cold", "ctc_cmn"])
 def test_head_streams_through_the_server(tmp_path, speech, head: str, backend: str) -> None:  # noqa: F811
     bundle = load(tiny_bundle(tmp_path / head, head=head))
     want = offline_text(bundle, speech)
@@ -24,12 +25,14 @@ def test_head_streams_through_the_server(tmp_path, speech, head: str, backend: s
     assert msgs[-1]["type"] == "end"
 
 
-def test_rnnt_streams_decoded_together_equal_each_alone(tmp_path, speech) -> None:  # noqa: F811
+@pytest.mark.parametrize("head", ["rnnt", "rnnt_cold"])
+def test_rnnt_streams_decoded_together_equal_each_alone(tmp_path, speech, head: str) -> None:  # noqa: F811
     """Concurrent RNN-T streams share dispatcher batches, whose greedy decoding is batched too
-    (predictor and joiner across streams): each final equals its offline transcript."""
+    (predictor and joiner across streams; a cold-fused LM's state too): each final equals its
+    offline transcript."""
     import threading
 
-    bundle = load(tiny_bundle(tmp_path / "rnnt", head="rnnt"))
+    bundle = load(tiny_bundle(tmp_path / head, head=head))
     clips = [speech, speech[: speech.size // 2], speech[speech.size // 3 :]]
     want = [offline_text(bundle, c) for c in clips]
     got: list = [None] * len(clips)
