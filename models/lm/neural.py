@@ -63,8 +63,8 @@ class NeuralLmConfig:
             raise NeuralLmError(f"{CONFIG}: vocab must start with {[UNK, BOS, EOS]}")
         if self.units == "char" and self.type != "lstm":
             raise NeuralLmError(f"{CONFIG}: a character LM (units char) is an lstm")
-        if self.type == "tcnlm" and (self.topics < 2 or self.factor < 1 or not self.bow_vocab):
-            raise NeuralLmError(f"{CONFIG}: tcnlm needs topics >= 2, factor >= 1 and a "
+        if self.type == "tcnlm" and (self.topics < 1 or self.factor < 1 or not self.bow_vocab):
+            raise NeuralLmError(f"{CONFIG}: tcnlm needs topics >= 1, factor >= 1 and a "
                                 f"bow_vocab; got {self.topics}, {self.factor}, "
                                 f"{len(self.bow_vocab)} words")
 

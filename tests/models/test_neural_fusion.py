@@ -78,3 +78,30 @@ def test_chorus_lm_attach_puts_a_neural_lm_in_a_bundle_for_fusion(tmp_path) -> N
     dec = make_decoder("beam", b.tokenizer, frame_seconds=0.04, beam_size=4, lm=b.lm)
     dec.update(torch.log_softmax(torch.randn(30, b.tokenizer.vocab_size), dim=-1))
     assert isinstance(dec.finalize().text, str)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "tcnlm"])
+def test_neural_fusion_at_weight_zero_equals_the_beam_without_an_lm(kind) -> None:
+    """Shallow fusion of a neural LM with weight, word bonus and OOV penalty 0: the CTC prefix
+    beam's n-best and the RNN-T beam's result are exactly those of the same beam without an LM."""
+    from models.decoding import CtcPrefixBeamDecoder, RnntBeamDecoder
+    from tests.models.test_ctc_decoding import random_log_probs
+    from tests.models.test_rnnt_decoding import frames, head
+
+    torch.manual_seed(1)
+    extra = {"topics": 3, "factor": 4, "bow_vocab": VOCAB[3:]} if kind == "tcnlm" else {}
+    lm = NeuralWordLM(NeuralLm(NeuralLmConfig(type=kind, vocab=VOCAB, embed=8, hidden=8,
+                                              **extra)))
+    inert = LmFusion(lm, LmConfig(weight=0.0, word_bonus=0.0, oov_penalty=0.0))
+    tok = CharTokenizer()
+    lp = random_log_probs(30, tok.vocab_size, 5, sharp=3.0)
+    plain, fused = (CtcPrefixBeamDecoder(tok, frame_seconds=0.04, lm=f) for f in (None, inert))
+    plain.update(lp)
+    fused.update(lp)
+    assert fused.nbest() == plain.nbest() and plain.nbest()
+    h, enc = head("lstm", seed=2), frames(25, 4)
+    r_plain, r_fused = (RnntBeamDecoder(h, tok, frame_seconds=0.04, beam_size=4, lm=f)
+                        for f in (None, inert))
+    r_plain.update(enc)
+    r_fused.update(enc)
+    assert r_fused.finalize() == r_plain.finalize() and r_plain.finalize().text

@@ -88,3 +88,31 @@ def test_kl_weight_scales_only_the_topic_models_kl_term() -> None:
     with torch.no_grad():
         l0, l1, lh = (model.topics_of(ctx, 1, kl_weight=w)[1][0] for w in (0.0, 1.0, 0.5))
     assert float(l1) >= float(l0) and float(lh) == pytest.approx((float(l0) + float(l1)) / 2)
+
+
+@torch.no_grad()
+def test_tcnlm_with_one_topic_equals_a_plain_lstm_with_the_same_weights() -> None:
+    """K = 1: t = [1] for any context, so each gate's W(t) = Wa diag(Wb[:, 0]) Wc is one fixed
+    matrix; an `lstm` NeuralLm given those matrices (PyTorch's gate order i, f, g, o; the one
+    bias in bias_ih) and the same embedding and output layer scores every sentence alike."""
+    torch.manual_seed(3)
+    vocab = VOCAB
+    topic = NeuralLm(NeuralLmConfig(type="tcnlm", vocab=vocab, embed=6, hidden=5, dropout=0.0,
+                                    topics=1, factor=4, bow_vocab=vocab[3:], ntm_hidden=7)).eval()
+    plain = NeuralLm(NeuralLmConfig(type="lstm", vocab=vocab, embed=6, hidden=5,
+                                    dropout=0.0)).eval()
+    layer = topic.rnn
+    order = (0, 1, 3, 2)  # TopicLstm's gates (i, f, o, candidate) in PyTorch's order i, f, g, o
+    w_ih = torch.cat([layer.wa_x[g] @ torch.diag(layer.wb_x[g, :, 0]) @ layer.wc_x[g] for g in order])
+    w_hh = torch.cat([layer.wa_h[g] @ torch.diag(layer.wb_h[g, :, 0]) @ layer.wc_h[g] for g in order])
+    plain.rnn.weight_ih_l0.copy_(w_ih)
+    plain.rnn.weight_hh_l0.copy_(w_hh)
+    plain.rnn.bias_ih_l0.copy_(torch.cat([layer.bias[g] for g in order]))
+    plain.rnn.bias_hh_l0.zero_()
+    plain.embed.load_state_dict(topic.embed.state_dict())
+    plain.out.load_state_dict(topic.out.state_dict())
+    sentences = [["set", "an", "alarm", "for", "seven"], ["play", "music"], ["zebra", "alarm"]]
+    contexts = [["play", "music", "music"], [], ["alarm"]]
+    got = topic.sentence_logprobs(sentences, contexts)
+    assert got == pytest.approx(plain.sentence_logprobs(sentences), abs=1e-5)
+    assert len(set(got)) == 3  # different sentences, different scores: not vacuous
