@@ -63,6 +63,8 @@ def token_map(symbols: tuple[str, ...] | list[str], lm: NeuralLm) -> tuple[int, 
 
 
 class ColdFusion(nn.Module):
+    token_map: torch.Tensor  # (V,) transducer token id -> LM id (a buffer, from the config)
+
     def __init__(self, cfg: ColdFusionConfig, pred_dim: int, vocab_size: int):
         super().__init__()
         if len(cfg.token_map) != vocab_size:

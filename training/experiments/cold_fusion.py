@@ -93,14 +93,15 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_lm(dom: str, args: argparse.Namespace) -> dict[str, Any]:
-    from training.lm.neural import NeuralTrainConfig, examples, perplexity, train
     from training.eval.run import load_manifest
+    from training.lm.neural import NeuralTrainConfig, examples, perplexity, train
 
     p = paths(args.work)
     sentences = [line.split() for line in p[f"{dom}_text"].read_text().splitlines() if line]
     cfg = NeuralTrainConfig(type="lstm", units="char", embed=args.lm_embed,
                             hidden=args.lm_hidden, minutes=args.lm_minutes, seed=args.seed)
-    dev = [([], u.ref.split()) for u in load_manifest(p[f"{dom}_dev"])]
+    dev: list[tuple[list[str], list[str]]] = [([], u.ref.split())
+                                              for u in load_manifest(p[f"{dom}_dev"])]
     summary = train(cfg, examples([[s] for s in sentences]), dev, p[f"lm_{dom}"],
                     progress=not args.no_progress)
     from models.lm.neural import load
@@ -148,7 +149,10 @@ def swap_bundle(args: argparse.Namespace) -> Path:
 
     p = paths(args.work)
     b = load(args.work / "cold" / "bundle")
-    b.model.head.fusion.load_lm(load_lm(p["lm_target"]))
+    fusion = getattr(b.model.head, "fusion", None)
+    if fusion is None:
+        raise SystemExit(f"{b.path}: not a cold-fused bundle")
+    fusion.load_lm(load_lm(p["lm_target"]))
     return save(args.work / "swap" / "bundle", b.model, features=b.features,
                 tokenizer=b.tokenizer, decoding=b.decoding,
                 provenance={**b.provenance, "cold_fusion_lm_swapped_in": str(p["lm_target"])})
@@ -181,9 +185,11 @@ def score(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     dev_outs, _ = forward_all(bundle, dev, progress=False)
     for name in ("source", "target"):
         lm = ArpaLM.load(p[f"{name}_arpa"])
-        best = min(LM_GRID, key=lambda wb: wer("target", "beam", LmFusion(lm, LmConfig(*wb, 10.0)),
-                                              dev, dev_outs))
-        out[f"target_beam_{name}_lm"] = wer("target", "beam", LmFusion(lm, LmConfig(*best, 10.0)))
+        best = min(LM_GRID, key=lambda wb: wer("target", "beam",
+                                               LmFusion(lm, LmConfig(wb[0], wb[1], 10.0)),
+                                               dev, dev_outs))
+        out[f"target_beam_{name}_lm"] = wer("target", "beam",
+                                            LmFusion(lm, LmConfig(best[0], best[1], 10.0)))
         out[f"{name}_lm_weight_bonus"] = list(best)
     return out
 
