@@ -1,8 +1,9 @@
 """Forward-only streaming encoder (Deep Speech 2 style, unidirectional).
 
 features (B, T, F) -> CMVN (global, or online: a running per-stream mean) -> causal conv
-subsampling x s (4, 2 or 8) -> the body: unidirectional GRU/LSTM layers (arch "rnn") or causal Conformer layers (arch "conformer",
-models.nn.conformer) -> row convolution over tau future frames -> LayerNorm -> (B, T/s, D).
+subsampling x s (4, 2 or 8) -> the body: unidirectional GRU/LSTM layers (arch "rnn") or causal
+Conformer layers (arch "conformer", models.nn.conformer) -> row convolution over tau future
+frames -> LayerNorm -> (B, T/s, D).
 
 `step` and `forward` share `_advance` (conv + body from a state). Lookahead comes in on the input
 side: a step gets T_chunk + s * tau frames; the chunk part advances (and commits) the state, the
