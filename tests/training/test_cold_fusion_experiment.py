@@ -87,3 +87,7 @@ def test_study_runs_every_step_and_fine_tuning_keeps_the_target_lm(corpus, init_
     assert load(runs["baseline"]["bundle"]).model.head.fusion is None
     table = out.with_suffix(".md").read_text()
     assert "| cold | target | 1 % |" in table and "| lm-target |" in table
+    assert runs["cold"]["curve"]["dev_wer"] and runs["cold"]["curve"]["train_loss"]
+    out.with_suffix(".md").unlink()
+    assert main([*common, "--only", "render"]) == 0  # the table again from its JSON
+    assert "source training: step" in out.with_suffix(".md").read_text()

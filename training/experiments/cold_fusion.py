@@ -38,7 +38,7 @@ BEAM = 4
 LM_GRID = ((0.3, 1.0), (0.3, 2.0), (0.6, 1.0), (0.6, 2.0))  # (weight, word bonus)
 TRAIN_STEPS = ("baseline", "cold", *(f"ft-{m}-{p}" for m in ("baseline", "cold")
                                      for p in FRACTIONS))
-STEPS = ("data", "lm-source", "lm-target", *TRAIN_STEPS, "swap")
+STEPS = ("data", "lm-source", "lm-target", *TRAIN_STEPS, "swap", "render")
 
 
 def paths(work: Path) -> dict[str, Path]:
@@ -198,13 +198,48 @@ def run_step(step: str, args: argparse.Namespace) -> dict[str, Any] | None:
     if step == "data":
         print(make_data(args), flush=True)
         return None
+    if step == "render":
+        render(args)
+        return None
     if step.startswith("lm-"):
         return train_lm(step.removeprefix("lm-"), args)
     bundle = swap_bundle(args) if step == "swap" else train_model(step, args)
     row = {"run": step, "kind": "asr", **score(bundle, args), "date": time.strftime("%Y-%m-%d"),
-           "bundle": str(bundle)}
+           "bundle": str(bundle), "curve": curve(args.work / step)}
     print(row, flush=True)
     return row
+
+
+def curve(run_dir: Path) -> dict[str, list[list[float]]]:
+    """A run's logged training loss (mean per 100 steps) and dev WER by step (metrics.csv of its
+    last Lightning version; empty for a run that trained nothing)."""
+    import csv
+
+    logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
+                  key=lambda q: int(q.parent.name.split("_")[1]))
+    if not logs:
+        return {"train_loss": [], "dev_wer": []}
+    rows = list(csv.DictReader(logs[-1].open()))
+    dev = [[int(r["step"]), round(float(r["dev_wer"]), 4)] for r in rows if r.get("dev_wer")]
+    bins: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get("train_loss"):
+            bins.setdefault(int(r["step"]) // 100, []).append(float(r["train_loss"]))
+    loss = [[100 * k + 50, round(sum(v) / len(v), 4)] for k, v in sorted(bins.items())]
+    return {"train_loss": loss, "dev_wer": dev}
+
+
+def render(args: argparse.Namespace) -> None:
+    """The table again from its JSON, with each row's training curve read from its run."""
+    import json
+
+    from training.experiments import write_report
+
+    result = json.loads(args.out.with_suffix(".json").read_text())
+    for r in result["runs"]:
+        if r.get("kind") == "asr" and "curve" not in r and (args.work / r["run"]).is_dir():
+            r["curve"] = curve(args.work / r["run"])
+    write_report(args.out, result, markdown(result))
 
 
 def _pct(x: Any) -> str:
@@ -235,6 +270,19 @@ def markdown(result: dict[str, Any]) -> str:
             ppl = r["char_perplexity"]
             lines.append(f"| {r['run']} | {r['params']} | {r['steps']} | "
                          f"{ppl['source_test']['perplexity']} | {ppl['target_test']['perplexity']} |")
+    src = [runs[n] for n in ("baseline", "cold") if n in runs and runs[n].get("curve")]
+    if src:  # convergence: the paper's first claim
+        steps = sorted({s for r in src for s, _ in r["curve"]["dev_wer"]})
+        lines += ["", "| source training: step | " + " | ".join(
+            f"{r['run']} dev WER | {r['run']} train loss" for r in src) + " |",
+                  "|---|" + "---|---|" * len(src)]
+        for step in steps:
+            cells = []
+            for r in src:
+                dev = dict((int(k), v) for k, v in r["curve"]["dev_wer"])
+                near = [v for k, v in r["curve"]["train_loss"] if abs(k - step) <= 50]
+                cells += [_pct(dev.get(step)), f"{near[0]:.3f}" if near else "-"]
+            lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
