@@ -272,17 +272,20 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{ppl['source_test']['perplexity']} | {ppl['target_test']['perplexity']} |")
     src = [runs[n] for n in ("baseline", "cold") if n in runs and runs[n].get("curve")]
     if src:  # convergence: the paper's first claim
-        steps = sorted({s for r in src for s, _ in r["curve"]["dev_wer"]})
+        every = 500  # the recipe's validation interval: rows at its multiples, then each final
+        steps = sorted({s for r in src for s, _ in r["curve"]["dev_wer"] if (s + 1) % every == 0})
         lines += ["", "| source training: step | " + " | ".join(
             f"{r['run']} dev WER | {r['run']} train loss" for r in src) + " |",
                   "|---|" + "---|---|" * len(src)]
-        for step in steps:
+        for step in [*steps, None]:
             cells = []
             for r in src:
-                dev = dict((int(k), v) for k, v in r["curve"]["dev_wer"])
-                near = [v for k, v in r["curve"]["train_loss"] if abs(k - step) <= 50]
-                cells += [_pct(dev.get(step)), f"{near[0]:.3f}" if near else "-"]
-            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+                dev = {int(k): v for k, v in r["curve"]["dev_wer"]}
+                at = step if step is not None else max(dev, default=0)
+                near = [v for k, v in r["curve"]["train_loss"] if at - 100 < k - 50 <= at]
+                wer = _pct(dev.get(at)) + (f" (step {at})" if step is None else "")
+                cells += [wer, f"{near[-1]:.3f}" if near else "-"]
+            lines.append(f"| {step if step is not None else 'final'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -313,12 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in steps if s not in STEPS]
     if bad:
         raise SystemExit(f"--only: unknown steps {bad}; steps are {STEPS}")
-    rows = [r for r in (run_step(s, args) for s in steps) if r is not None]
-    if rows:
-        settings = argparse.Namespace(out=args.out, minutes=args.minutes, recipe=args.recipe,
-                                      lm=f"ft {args.ft_minutes} min", test="source/target test",
-                                      limit=args.limit)
-        merge_runs(settings, rows, markdown)
+    settings = argparse.Namespace(out=args.out, minutes=args.minutes, recipe=args.recipe,
+                                  lm=f"ft {args.ft_minutes} min", test="source/target test",
+                                  limit=args.limit)
+    for step in steps:  # each row lands in the table as soon as it is made: a stopped chain
+        row = run_step(step, args)  # keeps the rows it finished
+        if row is not None:
+            merge_runs(settings, [row], markdown)
     return 0
 
 
