@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--bundle", type=Path, action="append", default=None,
                     help="bundle directory; repeat to compare (default: shipped)")
     bm.add_argument("--threads", type=int, default=1)
+    bm.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                    help="beam: the bundle's beam + LM, timed on a sentence of real speech")
     bm.add_argument("--json", type=Path, default=None)
     bm.add_argument("--markdown", type=Path, default=None)
     bm.set_defaults(func=run_bench_model)
@@ -155,7 +157,11 @@ def run_bench_model(args: argparse.Namespace) -> int:
             bundle = load(path)
         except BundleError as exc:
             raise SystemExit(f"chorus bench model: {exc}") from exc
-        results.append(bench_model(bundle, BenchConfig(threads=args.threads)))
+        try:
+            results.append(bench_model(bundle, BenchConfig(threads=args.threads,
+                                                           decoder=args.decoder)))
+        except RuntimeError as exc:
+            raise SystemExit(f"chorus bench model: {exc}") from exc
     table = markdown(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

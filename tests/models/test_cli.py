@@ -105,6 +105,22 @@ def test_bench_model_cli(tmp_path) -> None:
     assert r["realtime_streams_per_core"] >= 1 and "| real-time streams / core |" in proc.stdout
 
 
+def test_bench_model_beam_times_the_bundles_beam_and_lm_on_speech(tmp_path) -> None:
+    """--decoder beam: the shipped bundle's beam + 3-gram timed over real (espeak-ng) speech;
+    a stream costs more than greedy's, so no more streams fit a core than with greedy."""
+    from models.benchmark import BenchConfig, bench_model, speech_outputs
+    from models.bundle import load
+
+    bundle = load(None)
+    outs = speech_outputs(bundle)
+    assert len(outs) >= 10 and all(o.shape[1] == bundle.tokenizer.vocab_size for o in outs)
+    cfg = dict(repeats=2, batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+    beam = bench_model(bundle, BenchConfig(decoder="beam", **cfg))
+    greedy = bench_model(bundle, BenchConfig(decoder="greedy", **cfg))
+    assert beam["decoder"] == "beam" and beam["per_stream_ms"] > greedy["per_stream_ms"]
+    assert 1 <= beam["realtime_streams_per_core"] <= greedy["realtime_streams_per_core"]
+
+
 def test_transcribe_cli_vad_skips_a_long_silence_and_keeps_file_times(tmp_path) -> None:
     """Shipped model, two espeak commands 8 s apart: with --vad the transcript has both, every
     word in file seconds and none inside the silence; --vad with --chunk-ms is refused."""
