@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,6 +15,7 @@ from models.lm.neural import BOS, EOS, UNK, NeuralLm, NeuralLmConfig, NeuralLmEr
 from models.nn.cold_fusion import ColdFusionConfig, token_map
 from models.nn.transducer import TransducerConfig, TransducerHead
 from models.tokenizer import DEFAULT_SYMBOLS, CharTokenizer
+from tests.models.test_rnnt_decoding import assert_onnx_transducer_equals_torch
 
 TOK = CharTokenizer()
 CHARS = [UNK, BOS, EOS, *DEFAULT_SYMBOLS[1:]]
@@ -98,11 +98,8 @@ def test_chunked_decoding_equals_whole(predictor: str) -> None:
 
 @torch.no_grad()
 def test_onnx_predictor_with_the_lm_state_equals_torch(tmp_path) -> None:
-    import onnxruntime as ort
-
     from models.acoustic import AcousticModel, ModelConfig
     from models.bundle import DecodingDefaults, load, save
-    from models.export.transducer_onnx import export_transducer
     from models.features import FbankConfig
     from models.nn.encoder import EncoderConfig
 
@@ -114,26 +111,10 @@ def test_onnx_predictor_with_the_lm_state_equals_torch(tmp_path) -> None:
          decoding=DecodingDefaults(chunk_frames=16))
     bundle = load(tmp_path / "b")  # the config (LM included) and weights round-trip
     assert bundle.model.cfg == cfg
-    h = bundle.model.head
-    torch.testing.assert_close(h.fusion.lm.out.weight, model.head.fusion.lm.out.weight)
-    pred_path, join_path = export_transducer(bundle)
-    pred_sess = ort.InferenceSession(str(pred_path), providers=["CPUExecutionProvider"])
-    join_sess = ort.InferenceSession(str(join_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in pred_sess.get_inputs()]
+    torch.testing.assert_close(bundle.model.head.fusion.lm.out.weight,
+                               model.head.fusion.lm.out.weight)
+    names = assert_onnx_transducer_equals_torch(bundle, steps=4)
     assert "state_lm_h" in names and "state_lm_c" in names
-    state = h.init_pred_state(3)
-    tokens = torch.tensor([0, 5, 9])
-    for _ in range(4):
-        ref, ref_state = h.predict(tokens, state)
-        got = pred_sess.run(None, {"tokens": tokens.numpy(),
-                                   **{f"state_{k}": v.numpy() for k, v in state.items()}})
-        np.testing.assert_allclose(got[0], ref.numpy(), atol=1e-5)
-        for v, g in zip(ref_state.values(), got[1:], strict=True):
-            np.testing.assert_allclose(g, v.numpy(), atol=1e-5)
-        state, tokens = ref_state, (tokens + 3) % TOK.vocab_size
-    enc, pred = torch.randn(5, 16), torch.randn(5, 16)
-    np.testing.assert_allclose(join_sess.run(None, {"enc": enc.numpy(), "pred": pred.numpy()})[0],
-                               h.join(enc, pred).numpy(), atol=1e-5)
 
 
 def test_training_updates_the_gate_and_never_the_lm() -> None:

@@ -125,12 +125,8 @@ def test_hotwords_and_lm_steer_the_rnnt_beam() -> None:
 @pytest.mark.parametrize("predictor", ["lstm", "stateless"])
 @torch.no_grad()
 def test_onnx_predictor_and_joiner_equal_torch(tmp_path, predictor: str) -> None:
-    import numpy as np
-    import onnxruntime as ort
-
     from models.acoustic import AcousticModel, ModelConfig
     from models.bundle import DecodingDefaults, load, save
-    from models.export.transducer_onnx import export_transducer
     from models.features import FbankConfig
     from models.nn.encoder import EncoderConfig
 
@@ -139,24 +135,38 @@ def test_onnx_predictor_and_joiner_equal_torch(tmp_path, predictor: str) -> None
                       head="rnnt", transducer=TransducerConfig(predictor, 24, 16))
     save(tmp_path / "b", AcousticModel(cfg), features=FbankConfig(), tokenizer=TOK,
          decoding=DecodingDefaults(chunk_frames=16))
-    bundle = load(tmp_path / "b")
+    assert_onnx_transducer_equals_torch(load(tmp_path / "b"), steps=3)
+
+
+@torch.no_grad()
+def assert_onnx_transducer_equals_torch(bundle, steps: int) -> list[str]:
+    """Export the bundle's predictor and joiner; over `steps` predictor steps (the state carried
+    through ONNX and torch alike) and one joiner call, onnxruntime equals torch. Returns the
+    predictor's ONNX input names."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.export.transducer_onnx import export_transducer
+
     h = bundle.model.head
     pred_path, join_path = export_transducer(bundle)
     pred_sess = ort.InferenceSession(str(pred_path), providers=["CPUExecutionProvider"])
     join_sess = ort.InferenceSession(str(join_path), providers=["CPUExecutionProvider"])
     state = h.init_pred_state(3)
     tokens = torch.tensor([0, 5, 9])
-    for _ in range(3):  # a few steps, the state carried through ONNX and torch alike
+    for _ in range(steps):
         ref, ref_state = h.predict(tokens, state)
         got = pred_sess.run(None, {"tokens": tokens.numpy(),
                                    **{f"state_{k}": v.numpy() for k, v in state.items()}})
         np.testing.assert_allclose(got[0], ref.numpy(), atol=1e-5)
-        for (_, v), g in zip(ref_state.items(), got[1:], strict=True):
+        for v, g in zip(ref_state.values(), got[1:], strict=True):
             np.testing.assert_allclose(g, v.numpy(), atol=1e-5)
         state, tokens = ref_state, (tokens + 3) % TOK.vocab_size
-    enc, pred = torch.randn(5, 16), torch.randn(5, 16)
+    j = h.cfg.joiner_dim
+    enc, pred = torch.randn(5, j), torch.randn(5, j)
     np.testing.assert_allclose(join_sess.run(None, {"enc": enc.numpy(), "pred": pred.numpy()})[0],
                                h.join(enc, pred).numpy(), atol=1e-5)
+    return [i.name for i in pred_sess.get_inputs()]
 
 
 def test_batched_greedy_equals_each_stream_alone() -> None:
