@@ -174,7 +174,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             module.model.encoder.set_normalizer(*feature_stats(_cuts(cfg.data.train),
                                                                stats_feats))
         mean = module.model.encoder.feat_mean.clone()
-        load_cold_fusion_lm(cfg, module)
     elif _packed(cfg.data.train):  # a pack carries its features' statistics
         from training.data.packed import PackedCorpus
 
@@ -187,8 +186,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     else:
         mean, std = feature_stats(_cuts(cfg.data.train), stats_feats)
         module.model.encoder.set_normalizer(mean, std)
-    if not cfg.init_from:
-        load_cold_fusion_lm(cfg, module)
+    load_cold_fusion_lm(cfg, module)  # after any warm start: the named LM wins
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
     loggers: list[Logger] = [CSVLogger(out, name="logs")]
