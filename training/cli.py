@@ -121,6 +121,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=run_train)
 
+    av = sub.add_parser("average", help="a bundle whose weights are the mean of several "
+                                         "bundles' (checkpoint averaging / model soup)")
+    av.add_argument("bundles", nargs="+", type=Path,
+                    help="bundles of one model, features and tokens (e.g. runs continued from "
+                         "one another); decoding, LM and rescorer come from the first")
+    av.add_argument("--out", type=Path, required=True, help="the averaged bundle's directory")
+    av.set_defaults(func=run_average)
+
     ev = sub.add_parser("eval", help="WER/CER of a bundle on a manifest (per engine, domain, voice)")
     ev.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: shipped)")
     ev.add_argument("--manifest", type=Path, required=True, help="Lhotse cuts (.jsonl.gz)")
@@ -308,6 +316,18 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise SystemExit(f"chorus train: bad config: {exc}") from exc
     print(f"bundle written to {train(cfg, progress=not args.no_progress)}")
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    from models.bundle import BundleError
+    from training.average import average_bundles
+
+    try:
+        out = average_bundles(args.bundles, args.out)
+    except (BundleError, ValueError, OSError) as exc:
+        raise SystemExit(f"chorus average: {exc}") from exc
+    print(json.dumps({"bundle": str(out), "averaged": [str(b) for b in args.bundles]}))
     return 0
 
 

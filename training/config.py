@@ -108,6 +108,10 @@ class OptimConfig:
     max_minutes: float = 0.0
     grad_clip: float = 5.0
     val_every_steps: int = 500
+    # Checkpoint averaging (WeNet's average_model, icefall's --avg): also keep the last N
+    # validation checkpoints and, at the end, score their mean weights on dev; the bundle
+    # gets whichever of best checkpoint / final weights / average has the lowest dev WER.
+    average_last: int = 0
 
 
 @dataclass

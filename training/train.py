@@ -189,6 +189,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     load_cold_fusion_lm(cfg, module)  # after any warm start: the named LM wins
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
+    if cfg.optim.average_last < 0:
+        raise ValueError(f"config optim.average_last must be >= 0, got {cfg.optim.average_last}")
+    recent = []  # the last N validation checkpoints, for optim.average_last
+    if cfg.optim.average_last:
+        recent.append(ModelCheckpoint(dirpath=out / "checkpoints", monitor="step", mode="max",
+                                      save_top_k=cfg.optim.average_last,
+                                      filename="last-{step}"))
     loggers: list[Logger] = [CSVLogger(out, name="logs")]
     try:
         import tensorboard  # noqa: F401
@@ -210,7 +217,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         precision=cfg.precision, gradient_clip_val=cfg.optim.grad_clip,
         val_check_interval=cfg.optim.val_every_steps,
         check_val_every_n_epoch=None, logger=loggers,
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *audit],
+        callbacks=[ckpt, *recent, LearningRateMonitor(logging_interval="step"), *audit],
         enable_progress_bar=progress, use_distributed_sampler=False, log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
@@ -223,27 +230,69 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         # a time budget ends between validations: score the final, fully annealed weights too
         scores = trainer.validate(module, datamodule=datamodule, verbose=False)
         final_wer = scores[0].get("dev_wer") if scores else None
+    averaged = None  # every rank validates the mean (validation is collective under DDP)
+    if recent:
+        averaged = _average_recent(trainer, module, datamodule, recent[0],
+                                   cfg.optim.average_last, final_wer is not None)
     if trainer.global_rank != 0:
         return out / "bundle"
     best_wer = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     keep_final = final_wer is not None and (best_wer is None or final_wer <= best_wer)
+    chosen_wer = final_wer if keep_final else best_wer
+    keep_average = averaged is not None and (chosen_wer is None
+                                             or averaged["dev_wer"] < chosen_wer)
     best = ckpt.best_model_path
-    if best and not keep_final:
+    if keep_average:
+        module.load_state_dict(averaged.pop("state"))
+        chosen_wer = averaged["dev_wer"]
+    elif best and not keep_final:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    if averaged is not None:
+        averaged.pop("state", None)
     provenance = {
         "recipe": cfg.name, "config": _jsonable(cfg), "steps": trainer.global_step,
         "world_size": trainer.world_size, "init_from": cfg.init_from,
         "history": history,  # earlier runs this one continued from, oldest first
         "train_seconds": round(seconds, 1),
-        "best_dev_wer": final_wer if keep_final else best_wer,
-        "final_weights": keep_final,  # the last step's weights beat every checkpoint's
+        "best_dev_wer": chosen_wer,
+        # the last step's weights beat every checkpoint's
+        "final_weights": keep_final and not keep_average,
+        "checkpoint_dev_wer": best_wer, "final_dev_wer": final_wer,
+        # optim.average_last: the members' steps, the mean's dev WER, and whether it won
+        "average": None if averaged is None else averaged | {"chosen": keep_average},
     }
     path = save(out / "bundle", module.model.cpu(),
                 features=serving_features(feats, module.frontend), tokenizer=tok,
                 decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
     (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return path
+
+
+def _average_recent(trainer: Any, module: Any, datamodule: Any, recent: Any, n: int,
+                    with_final: bool) -> dict[str, Any] | None:
+    """Mean weights of the last `n` validation checkpoints (the final weights, when the run
+    ended between validations, standing in for the oldest), scored on dev; None with fewer
+    than two members. Restores the module's current (final) weights before returning."""
+    from training.average import average_state_dicts, load_checkpoint_state
+
+    paths = sorted(recent.best_k_models, key=lambda p: float(recent.best_k_models[p]))
+    members = [(f"step {int(float(recent.best_k_models[p]))}", load_checkpoint_state(p))
+               for p in paths]
+    final = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    if with_final:
+        members.append((f"step {trainer.global_step} (final)", final))
+    members = members[-n:]
+    if len(members) < 2:
+        return None
+    state = average_state_dicts([m[1] for m in members], [m[0] for m in members])
+    module.load_state_dict(state)
+    scores = trainer.validate(module, datamodule=datamodule, verbose=False)
+    module.load_state_dict(final)
+    if not scores or "dev_wer" not in scores[0]:
+        return None
+    return {"members": [m[0] for m in members], "dev_wer": float(scores[0]["dev_wer"]),
+            "state": state}
 
 
 def _bundle_features(bundle_dir: str) -> FbankConfig:

@@ -109,6 +109,47 @@ def test_a_run_ending_between_validations_scores_its_final_weights(tiny_corpus, 
     assert bundle.provenance["final_weights"] == (dev[-1][1] <= min(w for _, w in dev[:-1]))
 
 
+def test_average_last_scores_the_mean_of_the_last_checkpoints_and_keeps_the_best(
+        tiny_corpus, tmp_path) -> None:
+    """optim.average_last=3, 15 steps, validation every 5: the mean of the checkpoints at
+    steps 5, 10 and 15 is scored on dev; the bundle holds exactly that mean when its dev WER
+    beat the best checkpoint's, else exactly the best checkpoint's weights."""
+    out = tmp_path / "run"
+    cfg = load_config(None, [*overrides(tiny_corpus, out, 15), "optim.val_every_steps=5",
+                             "optim.average_last=3"])
+    bundle = load(train(cfg, progress=False))
+    prov = bundle.provenance
+    avg = prov["average"]
+    assert avg["members"] == ["step 5", "step 10", "step 15"], avg
+    rows = (out / "logs/version_0/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    wers = [float(r.split(",")[header.index("dev_wer")]) for r in rows[1:]
+            if r.split(",")[header.index("dev_wer")]]
+    assert len(wers) == 4  # steps 5, 10, 15, then the mean
+    assert avg["dev_wer"] == pytest.approx(wers[-1])
+    assert avg["chosen"] == (wers[-1] < min(wers[:3]))
+    assert prov["best_dev_wer"] == pytest.approx(min(wers))
+    ckpts = {n: torch.load(out / "checkpoints" / f"last-step={n}.ckpt",
+                           weights_only=True)["state_dict"] for n in (5, 10, 15)}
+    best_step = (5, 10, 15)[min(range(3), key=lambda i: (wers[i], i))]  # ties: the first
+    weights = bundle.model.state_dict()
+    for key, value in weights.items():
+        if not value.is_floating_point():
+            continue
+        members = [ckpts[n]["model." + key] for n in (5, 10, 15)]
+        want = sum(members) / 3 if avg["chosen"] else ckpts[best_step]["model." + key]
+        assert torch.allclose(value, want, atol=1e-6), key
+
+    # a run ending between validations: its final weights stand in for the oldest member
+    cfg2 = load_config(None, [*overrides(tiny_corpus, tmp_path / "run2", 12),
+                              "optim.val_every_steps=5", "optim.average_last=2"])
+    prov2 = load(train(cfg2, progress=False)).provenance
+    assert prov2["average"]["members"] == ["step 10", "step 12 (final)"]
+    with pytest.raises(ValueError, match="optim.average_last must be >= 0"):
+        train(load_config(None, [*overrides(tiny_corpus, tmp_path / "run3", 2),
+                                 "optim.average_last=-1"]), progress=False)
+
+
 def test_two_corpora_with_the_same_cut_ids_are_refused_by_name(tiny_corpus, tmp_path) -> None:
     """A second corpus of the same seed numbers its utterances the same way: training on both
     is refused naming the id and both files (--id-prefix makes them distinct), before a step."""

@@ -1,0 +1,74 @@
+"""Weight averaging (training.average, `chorus average`): the mean is element-wise, integer
+buffers must agree, and bundles of another model, features or tokens are refused by name."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.acoustic import AcousticModel, ModelConfig
+from models.bundle import load, save
+from models.features import FbankConfig
+from models.nn.encoder import EncoderConfig
+from models.tokenizer import CharTokenizer
+from training.average import average_bundles, average_state_dicts
+
+
+def test_mean_of_state_dicts_is_elementwise_and_keeps_integer_buffers() -> None:
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(3)}
+    c = {"w": torch.tensor([2.0, 1.0]), "n": torch.tensor(3)}
+    mean = average_state_dicts([a, b, c])
+    assert torch.allclose(mean["w"], torch.tensor([2.0, 3.0]))
+    assert mean["n"].item() == 3 and mean["n"].dtype == a["n"].dtype
+
+
+def test_mismatched_state_dicts_are_refused_naming_the_tensor() -> None:
+    a = {"w": torch.zeros(2), "n": torch.tensor(1)}
+    with pytest.raises(ValueError, match=r"run2 tensor w is \(3,\)"):
+        average_state_dicts([a, {"w": torch.zeros(3), "n": torch.tensor(1)}], ["run1", "run2"])
+    with pytest.raises(ValueError, match="integer tensor n differs"):
+        average_state_dicts([a, {"w": torch.zeros(2), "n": torch.tensor(2)}])
+    with pytest.raises(ValueError, match="other tensors"):
+        average_state_dicts([a, {"w": torch.zeros(2)}])
+    with pytest.raises(ValueError, match="no checkpoints"):
+        average_state_dicts([])
+
+
+def _bundle(path: Path, seed: int, d_model: int = 32) -> Path:
+    torch.manual_seed(seed)
+    enc = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=d_model, num_layers=1)
+    tok = CharTokenizer()
+    model = AcousticModel(ModelConfig(enc, tok.vocab_size))
+    return save(path, model, features=FbankConfig(num_mel_bins=16), tokenizer=tok,
+                provenance={"recipe": f"seed{seed}", "steps": seed})
+
+
+def test_averaged_bundle_holds_the_mean_weights_and_loads(tmp_path) -> None:
+    a, b = _bundle(tmp_path / "a", 1), _bundle(tmp_path / "b", 2)
+    (a / "encoder.onnx").write_bytes(b"stale export of a's weights")
+    out = average_bundles([a, b], tmp_path / "avg")
+    wa, wb, wo = (load_file(str(p / "model.safetensors")) for p in (a, b, out))
+    assert set(wo) == set(wa)
+    for k, v in wo.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (wa[k] + wb[k]) / 2, atol=1e-7), k
+    assert not (out / "encoder.onnx").exists()  # an export of other weights is not carried
+    prov = load(out).provenance
+    assert [m["recipe"] for m in prov["averaged_from"]] == ["seed1", "seed2"]
+
+
+def test_cli_refuses_bundles_of_another_model_naming_it(tmp_path) -> None:
+    a, b = _bundle(tmp_path / "a", 1), _bundle(tmp_path / "wide", 2, d_model=48)
+    run = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(b),
+                          "--out", str(tmp_path / "avg")], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "chorus average:" in run.stderr and "wide" in run.stderr and "differs" in run.stderr
+    ok = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(a),
+                         "--out", str(tmp_path / "same")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["bundle"] == str(tmp_path / "same")

@@ -1,0 +1,100 @@
+"""Weight averaging: the mean of several checkpoints' weights as one model.
+
+What WeNet's `average_model.py` and icefall's `--avg N` do: the last N checkpoints of a run
+(or the endpoints of runs continued from one another, a "model soup") lie in one basin, and
+their mean usually decodes better than any one of them at no decoding cost. Floating-point
+tensors are averaged in float64 and cast back; integer buffers (counters) must agree and are
+kept. Hand-written: a dozen lines over safetensors / torch state dicts, no library needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
+                        names: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with the same keys and shapes. `names` label the
+    members in errors (default: their positions)."""
+    if not states:
+        raise ValueError("average: no checkpoints given")
+    labels = list(names) or [f"#{i}" for i in range(len(states))]
+    first = states[0]
+    out: dict[str, torch.Tensor] = {}
+    for label, sd in zip(labels[1:], states[1:], strict=True):
+        if set(sd) != set(first):
+            diff = sorted(set(sd) ^ set(first))[:5]
+            raise ValueError(f"average: {label} has other tensors than {labels[0]}: {diff}")
+    for key, ref in first.items():
+        for label, sd in zip(labels[1:], states[1:], strict=True):
+            if sd[key].shape != ref.shape or sd[key].dtype != ref.dtype:
+                raise ValueError(f"average: {label} tensor {key} is {tuple(sd[key].shape)} "
+                                 f"{sd[key].dtype}, {labels[0]} has {tuple(ref.shape)} {ref.dtype}")
+        if ref.is_floating_point():
+            total = torch.zeros(ref.shape, dtype=torch.float64)
+            for sd in states:
+                total += sd[key].detach().cpu().double()
+            out[key] = (total / len(states)).to(ref.dtype)
+        else:
+            for label, sd in zip(labels[1:], states[1:], strict=True):
+                if not torch.equal(sd[key].cpu(), ref.cpu()):
+                    raise ValueError(f"average: integer tensor {key} differs between "
+                                     f"{labels[0]} and {label}")
+            out[key] = ref.detach().cpu().clone()
+    return out
+
+
+def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A Lightning checkpoint's state dict (weights only; never unpickles code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
+    """Write a bundle at `out` whose weights are the mean of `bundles`' (same model, features
+    and tokens); everything else (decoding defaults, LM, rescorer) is the first bundle's.
+    Any exported ONNX / TensorRT files are not copied: they would hold other weights."""
+    from safetensors.torch import load_file, save_file
+
+    from models.bundle import BUNDLE_JSON, TOKENS, WEIGHTS, load
+
+    if len(bundles) < 2:
+        raise ValueError(f"average: give at least two bundles, got {len(bundles)}")
+    loaded = [load(b) for b in bundles]  # validates each bundle
+    first = loaded[0]
+    for b in loaded[1:]:
+        if b.model.cfg != first.model.cfg:
+            raise ValueError(f"average: {b.path} model {b.model.cfg} differs from "
+                             f"{first.path}'s {first.model.cfg}")
+        if b.features != first.features:
+            raise ValueError(f"average: {b.path} features differ from {first.path}'s")
+        if (b.path / TOKENS).read_text() != (first.path / TOKENS).read_text():
+            raise ValueError(f"average: {b.path}/{TOKENS} differs from {first.path}'s")
+    states = [load_file(str(b.path / WEIGHTS)) for b in loaded]
+    mean = average_state_dicts(states, [str(b.path) for b in loaded])
+    dest = Path(out)
+    if dest.resolve() in {b.path.resolve() for b in loaded}:
+        raise ValueError(f"average: --out {dest} is one of the inputs")
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in first.path.iterdir():  # decoding side: LM, rescorer, tokens, bundle.json
+        if item.name == WEIGHTS or item.suffix in (".onnx", ".plan", ".engine"):
+            continue
+        target = dest / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    save_file(mean, str(dest / WEIGHTS))
+    meta: dict[str, Any] = json.loads((first.path / BUNDLE_JSON).read_text())
+    prov = dict(meta.get("provenance", {}))
+    prov["averaged_from"] = [{"bundle": str(b.path), "recipe": b.provenance.get("recipe"),
+                              "steps": b.provenance.get("steps")} for b in loaded]
+    meta["provenance"] = prov
+    (dest / BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    load(dest)  # the result must load like any bundle
+    return dest
