@@ -281,16 +281,10 @@ class App:
             check_rate(self.bundle.features.sample_rate)
             StreamingVad()  # the package and its weights load
         self.backend = make_backend(cfg.backend, self.bundle, backend_config(cfg))
-        post: Any
-        if self.bundle.model.output_kind == "encoder":  # RNN-T: greedy decoding batched too
-            import torch
-
-            from models.decoding.rnnt import greedy_batch
-
-            def post(decoders: list[Any], outputs: Any) -> None:
-                greedy_batch(decoders, [torch.from_numpy(o) for o in outputs])
-        else:  # CTC: one argmax for the batch's greedy streams
-            from models.decoding.ctc_greedy import advance_batch as post
+        # every stream's decoding runs in the dispatcher's worker after the model step,
+        # batched by kind (greedy argmax / joiner for all; beams frame by frame together, one
+        # neural-LM call per frame for all of them): the event loop keeps protocol I/O only
+        from models.decoding.batch import advance_all as post
         self.fbank = Fbank(self.bundle.features)  # shared by every session
         self.dispatcher = Dispatcher(self.backend, DispatchConfig(
             policy=cfg.policy,  # type: ignore[arg-type]  # checked by DispatchConfig

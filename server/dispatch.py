@@ -120,8 +120,8 @@ class Dispatcher:
                  post: Callable[[list[Any], np.ndarray], None] | None = None,
                  featurize: Callable[[list[Frames]], list[np.ndarray]] | None = None):
         """`post(decoders, outputs (R, T', X))`: runs after each model step in the worker
-        thread for the R chunks of the batch that came with a decoder (greedy decoding batched
-        across streams: CTC's argmax, RNN-T's predictor and joiner). `featurize(chunks)` ->
+        thread for the R chunks of the batch that came with a decoder (decoding batched across
+        streams: models.decoding.batch.advance_all). `featurize(chunks)` ->
         each chunk's features (rows, F): for the batch's `Frames` chunks, in one call before
         the step in the worker thread (feature extraction batched across streams)."""
         self.backend = backend

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from models.audio import AudioError
-from models.decoding import CtcGreedyDecoder, Hypothesis, RnntGreedyDecoder, Word, bundle_decoder, shift_words
+from models.decoding import Hypothesis, Word, bundle_decoder, shift_words
 from models.features import Fbank
 from models.streaming import Chunker
 from models.vad import StreamingVad, check_rate
@@ -203,10 +203,9 @@ class Session:
     # ---- model outputs -> events -------------------------------------------------------------
     @property
     def batch_decoder(self) -> Any:
-        """The decoder the dispatcher advances in its batch (CTC and RNN-T greedy), else
-        None (beam search, per stream on the event loop)."""
-        return (self.decoder if isinstance(self.decoder, RnntGreedyDecoder | CtcGreedyDecoder)
-                else None)
+        """The decoder the dispatcher advances in its worker with the batch's others
+        (models.decoding.batch.advance_all: greedy and beam, CTC and RNN-T)."""
+        return self.decoder
 
     def on_output(self, log_probs: np.ndarray, decoded: bool = False) -> list[Event]:
         """The model's outputs (T', X) for the next step input, in order; `decoded`: the

@@ -16,7 +16,9 @@ An optional word n-gram LM is fused per prefix (models.decoding.lm_fusion).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -79,18 +81,27 @@ class CtcPrefixBeamDecoder:
 
     def update(self, log_probs: torch.Tensor) -> None:
         """log_probs (T', V) for the next T' frames of this stream."""
+        advance_beams([self], [log_probs])
+
+    def _frames(self, log_probs: torch.Tensor) -> list[tuple[float, list[tuple[int, float]]]]:
+        """log_probs (T', V) -> per frame: (blank log prob, the tokens tried: (id, log prob))."""
         if log_probs.shape[0] == 0:
-            return
+            return []
         k = min(self.cfg.top_k, log_probs.shape[-1])
         top_lp, top_id = log_probs.topk(k, dim=-1)
         blank = self.tok.blank_id
-        for t, (lps, ids, row) in enumerate(zip(top_lp.tolist(), top_id.tolist(),
-                                                log_probs[:, blank].tolist(), strict=True)):
-            frame = self.frames + t
-            cands = [(c, lp) for c, lp in zip(ids, lps, strict=True)
-                     if c != blank and lp >= self.cfg.token_floor]
-            self._step(frame, row, cands)
-        self.frames += int(log_probs.shape[0])
+        return [(row, [(c, lp) for c, lp in zip(ids, lps, strict=True)
+                       if c != blank and lp >= self.cfg.token_floor])
+                for lps, ids, row in zip(top_lp.tolist(), top_id.tolist(),
+                                         log_probs[:, blank].tolist(), strict=True)]
+
+    def _word_endings(self, cands: list[tuple[int, float]]) -> list[LmState | None]:
+        """LM states whose partial words this frame's candidates may end (none unless a
+        candidate spells a space)."""
+        enders = self.scoring.word_enders
+        if not any(c in enders for c, _ in cands):
+            return []
+        return [n.lm for n in self.beam]
 
     def _step(self, frame: int, blank_lp: float, cands: list[tuple[int, float]]) -> None:
         nxt: dict[_Node, list[float]] = {}
@@ -156,3 +167,41 @@ class CtcPrefixBeamDecoder:
 
     def finalize(self) -> Hypothesis:
         return self.result()
+
+
+def advance_beams(decoders: Sequence[CtcPrefixBeamDecoder],
+                  log_probs: Sequence[torch.Tensor]) -> None:
+    """Advance several streams' beams by their next frames ((T'_i, V) each), frame by frame
+    together, so that a neural LM they share (a bundle's) makes one batched call per frame for
+    the word endings of every stream's hypotheses, and one after the last frame for the </s>
+    their partial results score. Each decoder ends exactly where its own `update` would: the
+    LM work is only done ahead, never changed (an n-gram LM does none)."""
+    plans = [d._frames(lp) for d, lp in zip(decoders, log_probs, strict=True)]
+    batched = [d.lm is not None and d.lm.lm.batched for d in decoders]
+    for t in range(max((len(p) for p in plans), default=0)):
+        live = [(d, p[t], b) for d, p, b in zip(decoders, plans, batched, strict=True)
+                if t < len(p)]
+        _prefetch([(d.lm, d._word_endings(cands)) for d, (_, cands), b in live if b])
+        for d, (blank_lp, cands), _ in live:
+            d._step(d.frames + t, blank_lp, cands)
+    for d, p in zip(decoders, plans, strict=True):
+        d.frames += len(p)
+    _prefetch([(d.lm, [n.lm for n in d.beam]) for d, b in zip(decoders, batched, strict=True)
+               if b], final=True)
+
+
+def _prefetch(work: list[tuple[LmFusion | None, list[LmState | None]]],
+              final: bool = False) -> None:
+    """One `prefetch` per word LM for all the (fusion, states) pairs that share it."""
+    groups: dict[int, tuple[Any, set[tuple[str, ...]], set[tuple[str, ...]]]] = {}
+    for fusion, states in work:
+        if fusion is None or not states:
+            continue
+        lm, words, ends = groups.setdefault(id(fusion.lm), (fusion.lm, set(), set()))
+        words |= fusion.word_contexts(states)
+        if final:
+            ends |= fusion.final_contexts(states)
+    for lm, words, ends in groups.values():
+        lm.prefetch(words)
+        if ends:
+            lm.prefetch(ends)

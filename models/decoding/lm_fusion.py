@@ -17,6 +17,7 @@ new state in O(1) (dict lookups), so fusion adds no per-frame cost beyond new pr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from models.lm.arpa import BOS, EOS, WordLM
@@ -70,6 +71,27 @@ class LmFusion:
         partial = state.partial + char
         penalty = 0.0 if partial in self.lm.prefixes else self.unk_price
         return LmState(state.context, partial, state.score, penalty)
+
+    def word_contexts(self, states: Iterable[LmState | None]) -> set[tuple[str, ...]]:
+        """The contexts the partial words of `states` are scored in when a space comes."""
+        return {s.context for s in states if s is not None and s.partial}
+
+    def final_contexts(self, states: Iterable[LmState | None]) -> set[tuple[str, ...]]:
+        """The contexts `final` scores in: the partial word's, then </s>'s after it."""
+        live = [s for s in states if s is not None]
+        return self.word_contexts(live) | {
+            (*s.context, s.partial)[-self.keep:] if s.partial else s.context for s in live}
+
+    def prefetch(self, states: Iterable[LmState | None], *, final: bool = False) -> None:
+        """One batched LM call ahead of scoring `states` (a neural LM's; an n-gram has
+        nothing to do): the word endings a space would score, and with `final` the </s> a
+        partial result scores. Scores are unchanged: a context missed is computed when asked."""
+        if not self.lm.batched:
+            return
+        states = list(states)
+        self.lm.prefetch(self.word_contexts(states))
+        if final:  # the word contexts first: </s>'s contexts are one word past them
+            self.lm.prefetch(self.final_contexts(states))
 
     def final(self, state: LmState) -> float:
         """Fusion score of the prefix as a finished utterance: last word and </s> scored."""

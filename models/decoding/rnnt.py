@@ -145,6 +145,8 @@ class RnntBeamDecoder:
     @torch.no_grad()
     def update(self, enc: torch.Tensor) -> None:
         blank = self.tok.blank_id
+        batched = self.lm is not None and self.lm.lm.batched
+        enders = self.scoring.word_enders
         for t in range(enc.shape[0]):
             preds = torch.cat([h.pred for h in self.hyps])  # (H, J)
             lp = self.head.join(enc[t : t + 1], preds)  # (H, V)
@@ -164,6 +166,8 @@ class RnntBeamDecoder:
                         grow.append((h, k, h.logp + v, math.exp(v)))
             grow.sort(key=lambda g: g[2] + PrefixBias.bias(g[0].ctx, g[0].lm), reverse=True)
             grow = grow[: self.beam_size]
+            if batched and self.lm is not None:  # the words these tokens end: one batched call
+                self.lm.prefetch([h.lm for h, k, _, _ in grow if k in enders])
             frame = self.frames + t
             new: list[_Hyp] = []
             if grow:
@@ -184,6 +188,8 @@ class RnntBeamDecoder:
             pool.sort(key=self._rank, reverse=True)
             self.hyps = pool[: self.beam_size]
         self.frames += int(enc.shape[0])
+        if batched and self.lm is not None and enc.shape[0]:  # the </s> partials score
+            self.lm.prefetch([h.lm for h in self.hyps], final=True)
 
     def _ranked(self) -> list[tuple[_Hyp, float]]:
         """Surviving hypotheses with their final scores (incl. LM and hotwords), best first."""

@@ -32,6 +32,9 @@ class PrefixBias:
         # token -> its characters as (char id, char): grams (Gram-CTC) spell several
         self._spell = [list(zip(char_ids(tokenizer.spell(i)), tokenizer.spell(i), strict=True))
                        for i in range(tokenizer.vocab_size)]
+        # tokens that end a word (spell a space): where a neural LM's work can be batched
+        self.word_enders = frozenset(i for i in range(tokenizer.vocab_size)
+                                     if " " in tokenizer.spell(i))
 
     def start(self) -> tuple[Context, LmState | None]:
         return Context(), self.lm.start if self.lm is not None else None

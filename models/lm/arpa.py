@@ -29,9 +29,18 @@ class WordLM:
 
     vocab: frozenset[str]
     _prefixes: frozenset[str] | None = None
+    batched = False  # True: `prefetch` batches work (a neural LM); decoders skip it otherwise
 
     def logprob(self, context: tuple[str, ...], word: str) -> float:
         raise NotImplementedError
+
+    def prefetch(self, contexts: Iterable[tuple[str, ...]]) -> None:
+        """Work ahead on the next-word distributions of `contexts` (a beam's, or many
+        streams'), so the `logprob` calls that follow are lookups. An n-gram has nothing to
+        do; a neural LM batches them into one network step."""
+
+    def clear_cache(self) -> None:
+        """Forget any computed distributions (benchmarks start cold); n-grams keep none."""
 
     @property
     def prefixes(self) -> frozenset[str]:

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -255,6 +257,8 @@ class NeuralWordLM(WordLM):
     runs with the prior's (uniform) topic mixture here.
     """
 
+    batched = True
+
     def __init__(self, model: NeuralLm, order: int = 16, cache_size: int = 100_000):
         if model.cfg.units != "word":
             raise NeuralLmError(f"{getattr(model, 'path', 'LM')}: a character LM (units "
@@ -264,17 +268,26 @@ class NeuralWordLM(WordLM):
         self.order = order
         self.vocab = frozenset(model.cfg.vocab[3:])
         self.cache_size = cache_size
-        self._cache: dict[tuple[str, ...], tuple[Any, list[float]]] = {}
+        self._cache: dict[tuple[str, ...], tuple[Any, np.ndarray]] = {}
         self._topic, _ = model.topics_of(None, 1)
         self.unk_logprob = self.logprob((BOS,), UNK)
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def _trim(self, context: tuple[str, ...]) -> tuple[str, ...]:
+        """The last order - 1 words: what the distribution is conditioned on."""
+        return context[len(context) - (self.order - 1):] if len(context) >= self.order else context
+
     @torch.no_grad()
-    def _dist(self, context: tuple[str, ...]) -> tuple[Any, list[float]]:
-        """(the recurrent state after `context`, next-word log-probs as a list)."""
+    def _dist(self, context: tuple[str, ...]) -> tuple[Any, np.ndarray]:
+        """(the recurrent state after `context`, next-word log-probs (V,))."""
         hit = self._cache.get(context)
         if hit is not None:
             return hit
-        parent = self._cache.get(context[:-1]) if context else None
+        # one step from the cached one-word-shorter context; else the whole context from
+        # scratch (an empty context reads as <s>)
+        parent = self._cache.get(context[:-1]) if len(context) > 1 else None
         words, state = (context[-1:], parent[0]) if parent is not None else (context, None)
         if not words:
             words = (BOS,)
@@ -282,9 +295,38 @@ class NeuralWordLM(WordLM):
         lp, state = self.model(ids, self._topic, state)
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
-        hit = self._cache[context] = (state, lp[0, -1].tolist())
+        hit = self._cache[context] = (state, lp[0, -1].numpy())
         return hit
 
+    @torch.no_grad()
+    def prefetch(self, contexts: Iterable[tuple[str, ...]]) -> None:
+        """The distributions of `contexts` not cached yet: those one word past a cached
+        context (a beam's new words: nearly all) in ONE batched LSTM step, the rest one by
+        one. Equal to computing each alone (up to float rounding of the batched matmuls)."""
+        cache = self._cache
+        todo = {c for c in map(self._trim, map(tuple, contexts)) if c not in cache}
+        rows = sorted(c for c in todo if len(c) > 1 and c[:-1] in cache)
+        for c in todo.difference(rows):
+            self._dist(c)
+        if not rows:
+            return
+        if len(rows) == 1:
+            self._dist(rows[0])
+            return
+        states = [self._cache[c[:-1]][0] for c in rows]
+        lstm = self.model.cfg.type == "lstm"  # nn.LSTM state (1, B, H); TCNLM's (B, H)
+        dim = 1 if lstm else 0
+        state = tuple(torch.cat([s[i] for s in states], dim=dim) for i in range(2))
+        ids = torch.tensor([[self.model.index.get(c[-1], 0)] for c in rows])  # (B, 1)
+        topic = None if self._topic is None else self._topic.expand(len(rows), -1)
+        lp, (h, c) = self.model(ids, topic, state)
+        lp = lp[:, -1].numpy()  # (B, V)
+        if len(self._cache) + len(rows) > self.cache_size:
+            self._cache.clear()
+        for b, ctx in enumerate(rows):
+            sl = slice(b, b + 1)
+            one = (h[:, sl], c[:, sl]) if lstm else (h[sl], c[sl])
+            self._cache[ctx] = (one, lp[b])
+
     def logprob(self, context: tuple[str, ...], word: str) -> float:
-        context = context[len(context) - (self.order - 1):] if len(context) >= self.order else context
-        return self._dist(tuple(context))[1][self.model.index.get(word, 0)]
+        return float(self._dist(self._trim(tuple(context)))[1][self.model.index.get(word, 0)])

@@ -117,6 +117,7 @@ def test_bench_model_beam_times_the_bundles_beam_and_lm_on_speech(tmp_path) -> N
     assert len(outs) >= 10 and all(o.shape[1] == bundle.tokenizer.vocab_size for o in outs)
     r = bench_model(bundle, BenchConfig(decoder="beam", repeats=2, batches=(1, 2, 4)))
     assert r["decoder"] == "beam" and r["per_stream_ms"] > 0 and len(r["sweep"]) >= 1
+    assert r["beam_decode_ms"] > 0 and r["beam_decode_alone_ms"] > 0
 
 
 def test_transcribe_cli_vad_skips_a_long_silence_and_keeps_file_times(tmp_path) -> None:

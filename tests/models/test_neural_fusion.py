@@ -105,3 +105,106 @@ def test_neural_fusion_at_weight_zero_equals_the_beam_without_an_lm(kind) -> Non
     r_plain.update(enc)
     r_fused.update(enc)
     assert r_fused.finalize() == r_plain.finalize() and r_plain.finalize().text
+
+
+def _tiny_lm(kind: str, seed: int = 0) -> NeuralLm:
+    torch.manual_seed(seed)
+    extra = {"topics": 3, "factor": 4, "bow_vocab": VOCAB[3:]} if kind == "tcnlm" else {}
+    return NeuralLm(NeuralLmConfig(type=kind, vocab=VOCAB, embed=8, hidden=8, **extra)).eval()
+
+
+class _Counted(NeuralLm):
+    """Not a stand-in: the same LM, counting its forward calls and their batch sizes."""
+
+    calls: list[int]
+
+    def forward(self, inputs, t, state=None):  # type: ignore[override]
+        self.calls.append(int(inputs.shape[0]))
+        return super().forward(inputs, t, state)
+
+
+def _counted(model: NeuralLm) -> _Counted:
+    model.__class__ = _Counted
+    model.calls = []
+    return model  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "tcnlm"])
+def test_prefetch_runs_one_batched_step_and_scores_as_each_context_alone(kind) -> None:
+    """Four contexts one word past a cached one go through the LM in one (B=4) step; a context
+    with no cached parent is computed alone; every next-word log prob then equals what the
+    context gives computed by itself (a fresh LM, no batching)."""
+    model = _counted(_tiny_lm(kind))
+    lm = NeuralWordLM(model)
+    lm.logprob(("<s>", "set"), "an")  # caches ("<s>", "set")
+    base = ("<s>", "set")
+    contexts = [(*base, w) for w in ("an", "alarm", "music", "zebra")] + [("<s>", "play", "x")]
+    model.calls.clear()
+    lm.prefetch(contexts)
+    assert sorted(model.calls) == [1, 4], model.calls  # the orphan alone, then one batch of 4
+    model.calls.clear()
+    alone = NeuralWordLM(_tiny_lm(kind))
+    for ctx in contexts:
+        for w in VOCAB[3:] + ["</s>"]:
+            assert lm.logprob(ctx, w) == pytest.approx(alone.logprob(ctx, w), abs=1e-5)
+    assert model.calls == []  # every score was a lookup
+
+
+def test_ctc_beams_advanced_together_equal_each_stream_alone_with_fewer_lm_calls() -> None:
+    """Three streams of different lengths, chunk by chunk through `advance_beams` with one
+    shared neural LM: each stream's n-best (texts and scores) equals its own beam decoded alone
+    with an LM of the same weights, and the shared LM ran fewer, batched steps."""
+    from models.decoding import CtcPrefixBeamDecoder
+    from models.decoding.ctc_beam import advance_beams
+    from tests.models.test_ctc_decoding import random_log_probs
+
+    tok = CharTokenizer()
+    cfg = LmConfig(weight=0.8, word_bonus=0.5, oov_penalty=2.0)
+    space = tok.encode(" ")[0]
+    lps = []
+    for i, n in enumerate((60, 45, 70)):  # words of 2-4 letters: spaces come often
+        lp = random_log_probs(n, tok.vocab_size, 10 + i, sharp=2.0)
+        lp[3 + i :: 4, space] += 3.0
+        lps.append(torch.log_softmax(lp, dim=-1))
+    shared = _counted(_tiny_lm("lstm"))
+    fusion = LmFusion(NeuralWordLM(shared), cfg)
+    together = [CtcPrefixBeamDecoder(tok, frame_seconds=0.04, lm=fusion) for _ in lps]
+    for start in range(0, 70, 8):
+        advance_beams(together, [lp[start : start + 8] for lp in lps])
+    apart_calls = 0
+    for dec, lp in zip(together, lps, strict=True):
+        own = _counted(_tiny_lm("lstm"))
+        alone = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
+                                     lm=LmFusion(NeuralWordLM(own), cfg))
+        alone.lm.lm.batched = False  # the one-by-one path: no prefetch at all
+        for start in range(0, 70, 8):
+            alone.update(lp[start : start + 8])
+        apart_calls += len(own.calls)
+        got, want = dec.nbest(), alone.nbest()
+        assert [t for t, _ in got] == [t for t, _ in want] and any(" " in t for t, _ in want)
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+    assert max(shared.calls) > 1 and len(shared.calls) < apart_calls, (shared.calls, apart_calls)
+
+
+def test_rnnt_beam_with_batched_lm_steps_equals_the_one_by_one_lm() -> None:
+    """The RNN-T beam with a neural LM whose word endings are prefetched per frame (batched
+    across the beam) gives the same result and n-best scores as with no prefetch."""
+    from models.decoding import RnntBeamDecoder
+    from tests.models.test_rnnt_decoding import frames, head
+
+    tok = CharTokenizer()
+    cfg = LmConfig(weight=0.8, word_bonus=0.5, oov_penalty=2.0)
+    h, enc = head("lstm", seed=3), frames(40, 7)
+    out = []
+    for batched in (True, False):
+        model = _counted(_tiny_lm("lstm"))
+        lm = NeuralWordLM(model)
+        lm.batched = batched
+        dec = RnntBeamDecoder(h, tok, frame_seconds=0.04, beam_size=4, lm=LmFusion(lm, cfg))
+        for start in range(0, 40, 6):
+            dec.update(enc[start : start + 6])
+        out.append((dec.nbest(), model.calls))
+    (got, calls_b), (want, calls_1) = out
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+    assert max(calls_1) == 1 and (max(calls_b) > 1 or not any(" " in t for t, _ in want))

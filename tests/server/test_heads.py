@@ -12,6 +12,23 @@ from tests.server.conftest import running_server
 from tests.server.test_ws import offline_text, speech, stream_audio  # noqa: F401 (fixture)
 
 
+def stream_together(url: str, clips: list) -> list:
+    """Each clip over its own WebSocket stream, all at once (threads); their messages."""
+    import threading
+
+    got: list = [None] * len(clips)
+
+    def run(i: int) -> None:
+        got[i] = stream_audio(url, clips[i], piece=1600)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return got
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("head", ["gram_ctc", "rnnt", "rnnt_cold", "ctc_cmn"])
 def test_head_streams_through_the_server(tmp_path, speech, head: str, backend: str) -> None:  # noqa: F811
@@ -30,23 +47,57 @@ def test_rnnt_streams_decoded_together_equal_each_alone(tmp_path, speech, head: 
     """Concurrent RNN-T streams share dispatcher batches, whose greedy decoding is batched too
     (predictor and joiner across streams; a cold-fused LM's state too): each final equals its
     offline transcript."""
-    import threading
 
     bundle = load(tiny_bundle(tmp_path / head, head=head))
     clips = [speech, speech[: speech.size // 2], speech[speech.size // 3 :]]
     want = [offline_text(bundle, c) for c in clips]
-    got: list = [None] * len(clips)
     with running_server(bundle) as app:
-        url = f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream"
-
-        def run(i: int) -> None:
-            got[i] = stream_audio(url, clips[i], piece=1600)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        got = stream_together(f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream", clips)
         batches = app.dispatcher.metrics.batch_sizes
     assert [[m["text"] for m in g if m["type"] == "final"] for g in got] == [[w] for w in want]
     assert max(batches) > 1, batches  # the streams did share steps
+
+
+@pytest.mark.parametrize("head", ["ctc", "rnnt"])
+def test_beam_streams_with_a_neural_lm_decode_in_the_dispatcher_and_equal_each_alone(
+        tmp_path, speech, head: str) -> None:  # noqa: F811
+    """Beam search + a neural LM (shallow fusion) for concurrent streams runs in the
+    dispatcher's worker thread, not on the event loop: every LM step during streaming ran on
+    a `dispatch` thread (the partial results' </s> scores were batched ahead, so reading a
+    result costs no LM step), and each final equals its offline transcript alone."""
+    import dataclasses
+    import threading
+
+    from models.decoding import LmConfig, LmFusion
+    from models.lm.neural import NeuralLm, NeuralLmConfig, NeuralWordLM
+    from tests.models.test_neural_fusion import VOCAB
+
+    class Threads(NeuralLm):  # the same LM, noting which thread ran each step
+        def forward(self, inputs, t, state=None):  # type: ignore[override]
+            self.seen.append((threading.current_thread().name, int(inputs.shape[0])))
+            return super().forward(inputs, t, state)
+
+    import torch
+
+    bundle = load(tiny_bundle(tmp_path / head, head=head))
+    if head == "rnnt":  # random joiner weights: make spaces likely, so words end
+        with torch.no_grad():
+            bundle.model.head.out.bias[bundle.tokenizer.encode(" ")[0]] += 0.6
+    lm = NeuralLm(NeuralLmConfig(vocab=VOCAB, embed=8, hidden=8)).eval()
+    lm.__class__ = Threads
+    lm.seen = []
+    word_lm = NeuralWordLM(lm)
+    bundle.lm = LmFusion(word_lm, LmConfig(weight=0.5, word_bonus=1.0, oov_penalty=1.0))
+    bundle.decoding = dataclasses.replace(bundle.decoding, decoder="beam", beam_size=4)
+    clips = [speech, speech[: speech.size // 2], speech[speech.size // 3 :]]
+    want = [offline_text(bundle, c) for c in clips]
+    assert any(" " in w for w in want), want  # words end: the LM scores something
+    with running_server(bundle) as app:
+        word_lm.clear_cache()  # the offline pass filled it: the streams start afresh
+        lm.seen.clear()
+        got = stream_together(f"ws://127.0.0.1:{app.cfg.ws_port}/v1/stream", clips)
+        batches = app.dispatcher.metrics.batch_sizes
+    assert [[m["text"] for m in g if m["type"] == "final"] for g in got] == [[w] for w in want]
+    assert lm.seen and {name.split("_")[0] for name, _ in lm.seen} == {"dispatch"}, lm.seen
+    assert max(rows for _, rows in lm.seen) > 1  # word endings went through the LM batched
+    assert max(batches) > 1, batches  # the streams did share steps (and decoding calls)

@@ -1,0 +1,41 @@
+"""Decode a batch of streams' model outputs at once: what the server's dispatcher runs in its
+worker thread after each batched model step (Batch Dispatch's decoding half).
+
+Each decoder kind goes the way that batches it: CTC greedy with one argmax for all, RNN-T
+greedy with one joiner / predictor call per frame for all, CTC prefix beams frame by frame
+together (a shared neural LM then makes one call per frame for every stream's word endings);
+RNN-T beams one after another (each batches its own hypotheses). Every decoder ends where its
+own `update` would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.decoding.ctc_beam import CtcPrefixBeamDecoder, advance_beams
+from models.decoding.ctc_greedy import CtcGreedyDecoder
+from models.decoding.ctc_greedy import advance_batch as ctc_greedy_batch
+from models.decoding.rnnt import RnntGreedyDecoder, greedy_batch
+
+
+def advance_all(decoders: Sequence[Any], outputs: np.ndarray | Sequence[np.ndarray]) -> None:
+    """decoders[b] takes outputs[b] (T', X): its stream's next model outputs (CTC log-probs or
+    RNN-T encoder frames)."""
+    kinds: dict[type, list[int]] = {}
+    for i, d in enumerate(decoders):
+        kinds.setdefault(type(d), []).append(i)
+    for kind, rows in kinds.items():
+        group = [decoders[i] for i in rows]
+        if kind is CtcGreedyDecoder:
+            ctc_greedy_batch(group, np.stack([np.asarray(outputs[i]) for i in rows]))
+        elif kind is RnntGreedyDecoder:
+            greedy_batch(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
+        elif kind is CtcPrefixBeamDecoder:
+            advance_beams(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
+        else:
+            for i, d in zip(rows, group, strict=True):
+                d.update(torch.from_numpy(np.asarray(outputs[i])))
