@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,6 +270,7 @@ class NeuralWordLM(WordLM):
         self.vocab = frozenset(model.cfg.vocab[3:])
         self.cache_size = cache_size
         self._cache: dict[tuple[str, ...], tuple[Any, np.ndarray]] = {}
+        self._lock = threading.RLock()  # cache misses: the server's worker and loop share it
         self._topic, _ = model.topics_of(None, 1)
         self.unk_logprob = self.logprob((BOS,), UNK)
 
@@ -285,48 +287,51 @@ class NeuralWordLM(WordLM):
         hit = self._cache.get(context)
         if hit is not None:
             return hit
-        # one step from the cached one-word-shorter context; else the whole context from
-        # scratch (an empty context reads as <s>)
-        parent = self._cache.get(context[:-1]) if len(context) > 1 else None
-        words, state = (context[-1:], parent[0]) if parent is not None else (context, None)
-        if not words:
-            words = (BOS,)
-        ids = torch.tensor([[self.model.index.get(w, 0) for w in words]])  # (1, T)
-        lp, state = self.model(ids, self._topic, state)
-        if len(self._cache) >= self.cache_size:
-            self._cache.clear()
-        hit = self._cache[context] = (state, lp[0, -1].numpy())
-        return hit
+        with self._lock:
+            # one step from the cached one-word-shorter context; else the whole context from
+            # scratch (an empty context reads as <s>)
+            parent = self._cache.get(context[:-1]) if len(context) > 1 else None
+            words, state = (context[-1:], parent[0]) if parent is not None else (context, None)
+            if not words:
+                words = (BOS,)
+            ids = torch.tensor([[self.model.index.get(w, 0) for w in words]])  # (1, T)
+            lp, state = self.model(ids, self._topic, state)
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            hit = self._cache[context] = (state, lp[0, -1].numpy())
+            return hit
 
     @torch.no_grad()
     def prefetch(self, contexts: Iterable[tuple[str, ...]]) -> None:
         """The distributions of `contexts` not cached yet: those one word past a cached
         context (a beam's new words: nearly all) in ONE batched LSTM step, the rest one by
-        one. Equal to computing each alone (up to float rounding of the batched matmuls)."""
-        cache = self._cache
-        todo = {c for c in map(self._trim, map(tuple, contexts)) if c not in cache}
-        rows = sorted(c for c in todo if len(c) > 1 and c[:-1] in cache)
-        for c in todo.difference(rows):
-            self._dist(c)
-        if not rows:
-            return
-        if len(rows) == 1:
-            self._dist(rows[0])
-            return
-        states = [self._cache[c[:-1]][0] for c in rows]
-        lstm = self.model.cfg.type == "lstm"  # nn.LSTM state (1, B, H); TCNLM's (B, H)
-        dim = 1 if lstm else 0
-        state = tuple(torch.cat([s[i] for s in states], dim=dim) for i in range(2))
-        ids = torch.tensor([[self.model.index.get(c[-1], 0)] for c in rows])  # (B, 1)
-        topic = None if self._topic is None else self._topic.expand(len(rows), -1)
-        lp, (h, c) = self.model(ids, topic, state)
-        lp = lp[:, -1].numpy()  # (B, V)
-        if len(self._cache) + len(rows) > self.cache_size:
-            self._cache.clear()
-        for b, ctx in enumerate(rows):
-            sl = slice(b, b + 1)
-            one = (h[:, sl], c[:, sl]) if lstm else (h[sl], c[sl])
-            self._cache[ctx] = (one, lp[b])
+        one. Equal to computing each alone (up to float rounding of the batched matmuls).
+        Thread-safe: the server's dispatcher worker and its event loop share one LM."""
+        with self._lock:
+            cache = self._cache
+            todo = {c for c in map(self._trim, map(tuple, contexts)) if c not in cache}
+            # parents held now: computing the others below may clear a full cache
+            parents = {c: cache.get(c[:-1]) if len(c) > 1 else None for c in todo}
+            rows = sorted(c for c, p in parents.items() if p is not None)
+            for c in todo.difference(rows):
+                self._dist(c)
+            if len(rows) < 2:
+                for c in rows:
+                    self._dist(c)
+                return
+            states = [parents[c][0] for c in rows]  # type: ignore[index]
+            lstm = self.model.cfg.type == "lstm"  # nn.LSTM state (1, B, H); TCNLM's (B, H)
+            state = tuple(torch.cat([s[i] for s in states], dim=1 if lstm else 0)
+                          for i in range(2))
+            ids = torch.tensor([[self.model.index.get(c[-1], 0)] for c in rows])  # (B, 1)
+            topic = None if self._topic is None else self._topic.expand(len(rows), -1)
+            lp, (h, c) = self.model(ids, topic, state)
+            lp = lp[:, -1].numpy()  # (B, V)
+            if len(cache) + len(rows) > self.cache_size:
+                cache.clear()
+            for b, ctx in enumerate(rows):
+                sl = slice(b, b + 1)
+                cache[ctx] = ((h[:, sl], c[:, sl]) if lstm else (h[sl], c[sl]), lp[b])
 
     def logprob(self, context: tuple[str, ...], word: str) -> float:
         return float(self._dist(self._trim(tuple(context)))[1][self.model.index.get(word, 0)])

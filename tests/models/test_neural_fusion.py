@@ -208,3 +208,17 @@ def test_rnnt_beam_with_batched_lm_steps_equals_the_one_by_one_lm() -> None:
     assert [t for t, _ in got] == [t for t, _ in want]
     assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
     assert max(calls_1) == 1 and (max(calls_b) > 1 or not any(" " in t for t, _ in want))
+
+
+def test_prefetch_survives_the_cache_filling_up_while_it_works() -> None:
+    """A cache of 3 entries: computing the contexts with no cached parent clears it, evicting
+    the parent of the batched ones; prefetch still computes every context, and each scores as
+    it does computed alone."""
+    lm = NeuralWordLM(_tiny_lm("lstm"), cache_size=3)
+    lm.logprob(("<s>", "set"), "an")  # caches ("<s>", "set")
+    contexts = [("<s>", "set", "an"), ("<s>", "set", "alarm"), ("<s>", "play", "x"),
+                ("<s>", "zebra", "y"), ("<s>", "music", "z")]
+    lm.prefetch(contexts)
+    alone = NeuralWordLM(_tiny_lm("lstm"))
+    for ctx in contexts:
+        assert lm.logprob(ctx, "for") == pytest.approx(alone.logprob(ctx, "for"), abs=1e-5)
