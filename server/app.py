@@ -408,7 +408,9 @@ class App:
         stream.detached, stream.owner = True, None
         if self.slots is not None:
             self.slots.detached(+1)
-        stream._settle = asyncio.ensure_future(stream._settle_detached())
+        if stream._settle is None or stream._settle.done():  # one task advances a stream: a
+            # resume dropped while it waited for the settle leaves that settle running
+            stream._settle = asyncio.ensure_future(stream._settle_detached())
         stream._expiry = asyncio.get_running_loop().call_later(
             self.cfg.resume_window_s, self._expire, stream)
         self.metrics.resumes.labels("detached").inc()

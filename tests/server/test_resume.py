@@ -636,3 +636,65 @@ def test_drain_closes_detached_streams_at_once(bundle, speech) -> None:
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE,
                                   grpc.StatusCode.FAILED_PRECONDITION), e.value
         assert "shutting down" in e.value.details()
+
+
+def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(bundle, speech) -> None:
+    """A stream detached with its audio still queued settles (computes it) in the background,
+    slowly here (each model step takes 30 ms). A resume whose connection drops while it waits
+    for that settle detaches the stream again; the first settle goes on alone (a second task
+    advancing the same stream would decode a chunk's outputs twice and skip the next chunk's,
+    now from two threads). Resumed for real afterwards, the stream decodes exactly the frames
+    and finals of an uninterrupted stream of the same audio."""
+    import asyncio
+    from dataclasses import replace
+
+    from server.app import App, ServerConfig
+    from server.audio_in import AudioFormat
+
+    class Slow:  # the real backend, each step 30 ms later
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def step(self, inputs):
+            time.sleep(0.03)
+            return self.inner.step(inputs)
+
+    async def run() -> tuple[tuple, tuple]:
+        cfg = replace(ServerConfig(), resume_window_s=30.0, endpoint=ENDPOINT)
+        app = App(cfg, bundle=bundle)
+        app.backend = app.dispatcher.backend = Slow(app.backend)
+        await app.start()
+        fmt = AudioFormat("pcm_s16le", 16_000, 1)
+        conf = app.session_config(format=fmt, continuous=True)
+        try:
+            solo = app.open(conf)
+            finals = [e.text for e in [*await solo.feed(speech), *await solo.finish()]
+                      if isinstance(e, Final)]
+            want = (finals, solo.session.frames_out)
+
+            stream = app.open(conf, resumable=True, owner=asyncio.Event())
+            feeding = asyncio.ensure_future(stream.feed(speech))
+            while stream._step is None:  # the first chunk is in the model: the connection drops
+                await asyncio.sleep(0.001)
+            feeding.cancel()
+            app.detach(stream)
+            first_settle = stream._settle
+            resuming = asyncio.ensure_future(app.resume(stream.token, stream.acked, 0,
+                                                        asyncio.Event()))
+            await asyncio.sleep(0)  # it waits for the settle; its connection drops too
+            resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resuming
+            assert stream.detached and stream._settle is first_settle and not first_settle.done()
+            stream, owed = await app.resume(stream.token, stream.acked, 0, asyncio.Event())
+            events = [*owed, *await stream.finish()]
+            got = ([e.text for e in events if isinstance(e, Final)], stream.session.frames_out)
+            return got, want
+        finally:
+            await app.stop()
+
+    got, want = asyncio.run(run())
+    assert want[0] and got == want
