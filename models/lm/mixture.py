@@ -33,6 +33,19 @@ class MixtureLM(WordLM):
         self.vocab = frozenset().union(*(c.vocab for c in components))
         self.unk_logprob = self._mix(c.unk_logprob for c in components)
         self._cache: dict[tuple[tuple[str, ...], str], float] = {}
+        self.batched = any(c.batched for c in components)  # a neural component batches
+
+    def prefetch(self, contexts: Iterable[tuple[str, ...]]) -> None:
+        """Each batching component's work ahead, on the contexts as `logprob` passes them."""
+        trimmed = {c[len(c) - (self.order - 1):] if self.order > 1 else () for c in contexts}
+        for component in self.components:
+            if component.batched:
+                component.prefetch(trimmed)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        for component in self.components:
+            component.clear_cache()
 
     def _mix(self, logprobs: Iterable[float]) -> float:
         terms = [lw + lp for lw, lp in zip(self.log_weights, logprobs, strict=True)]

@@ -222,3 +222,31 @@ def test_prefetch_survives_the_cache_filling_up_while_it_works() -> None:
     alone = NeuralWordLM(_tiny_lm("lstm"))
     for ctx in contexts:
         assert lm.logprob(ctx, "for") == pytest.approx(alone.logprob(ctx, "for"), abs=1e-5)
+
+
+def test_a_mixture_with_a_neural_component_batches_it_and_scores_the_same(tmp_path) -> None:
+    """ARPA unigram + LSTM mixed: the mixture batches (its neural part's steps run in one call
+    for a beam's new words) and every score equals the one-by-one mixture's."""
+    from models.lm.arpa import ArpaLM
+    from models.lm.mixture import MixtureLM
+
+    words = VOCAB[1:]
+    arpa = tmp_path / "u.arpa"
+    arpa.write_text("\\data\\\nngram 1=%d\n\n\\1-grams:\n" % len(words)
+                    + "".join(f"-1.0\t{w}\n" for w in words) + "\n\\end\\\n")
+    model = _counted(_tiny_lm("lstm"))
+    mixed = MixtureLM([ArpaLM.load(arpa), NeuralWordLM(model)], [0.5, 0.5])
+    assert mixed.batched
+    base = ("<s>", "set")
+    mixed.logprob(base, "an")
+    contexts = [(*base, w) for w in ("an", "alarm", "music")]
+    model.calls.clear()
+    mixed.prefetch(contexts)
+    assert model.calls == [3]
+    alone = MixtureLM([ArpaLM.load(arpa), NeuralWordLM(_tiny_lm("lstm"))], [0.5, 0.5])
+    for ctx in contexts:
+        assert mixed.logprob(ctx, "for") == pytest.approx(alone.logprob(ctx, "for"), abs=1e-5)
+    assert model.calls == [3]
+    mixed.clear_cache()
+    mixed.logprob(contexts[0], "for")
+    assert len(model.calls) > 1  # the neural part's cache was emptied too
