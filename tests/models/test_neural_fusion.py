@@ -232,7 +232,7 @@ def test_a_mixture_with_a_neural_component_batches_it_and_scores_the_same(tmp_pa
 
     words = VOCAB[1:]
     arpa = tmp_path / "u.arpa"
-    arpa.write_text("\\data\\\nngram 1=%d\n\n\\1-grams:\n" % len(words)
+    arpa.write_text(f"\\data\\\nngram 1={len(words)}\n\n\\1-grams:\n"
                     + "".join(f"-1.0\t{w}\n" for w in words) + "\n\\end\\\n")
     model = _counted(_tiny_lm("lstm"))
     mixed = MixtureLM([ArpaLM.load(arpa), NeuralWordLM(model)], [0.5, 0.5])
