@@ -2,10 +2,11 @@
 worker thread after each batched model step (Batch Dispatch's decoding half).
 
 Each decoder kind goes the way that batches it: CTC greedy with one argmax for all, RNN-T
-greedy with one joiner / predictor call per frame for all, CTC prefix beams frame by frame
-together (a shared neural LM then makes one call per frame for every stream's word endings);
-RNN-T beams one after another (each batches its own hypotheses). Every decoder ends where its
-own `update` would.
+greedy with one joiner / predictor call per frame for all, CTC prefix beams and RNN-T beams
+frame by frame together (RNN-T: one joiner call for every stream's hypotheses, one predictor
+call for their extensions; both: a shared neural LM makes one call per frame for every
+stream's word endings). Every decoder ends where its own `update` would; other kinds (a
+subclass, say) go one by one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from models.decoding.ctc_beam import CtcPrefixBeamDecoder, advance_beams
 from models.decoding.ctc_greedy import CtcGreedyDecoder
 from models.decoding.ctc_greedy import advance_batch as ctc_greedy_batch
-from models.decoding.rnnt import RnntGreedyDecoder, greedy_batch
+from models.decoding.rnnt import RnntBeamDecoder, RnntGreedyDecoder, beam_batch, greedy_batch
 
 
 def advance_all(decoders: Sequence[Any], outputs: np.ndarray | Sequence[np.ndarray]) -> None:
@@ -36,6 +37,8 @@ def advance_all(decoders: Sequence[Any], outputs: np.ndarray | Sequence[np.ndarr
             greedy_batch(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
         elif kind is CtcPrefixBeamDecoder:
             advance_beams(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
+        elif kind is RnntBeamDecoder:
+            beam_batch(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
         else:
             for i, d in zip(rows, group, strict=True):
                 d.update(torch.from_numpy(np.asarray(outputs[i])))

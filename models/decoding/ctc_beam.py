@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
+from models.decoding.lm_fusion import prefetch_shared as _prefetch
 from models.decoding.scoring import NEG_INF, PrefixBias, logadd
 from models.tokenizer import CharTokenizer
 
@@ -188,20 +188,3 @@ def advance_beams(decoders: Sequence[CtcPrefixBeamDecoder],
         d.frames += len(p)
     _prefetch([(d.lm, [n.lm for n in d.beam]) for d, b in zip(decoders, batched, strict=True)
                if b], final=True)
-
-
-def _prefetch(work: list[tuple[LmFusion | None, list[LmState | None]]],
-              final: bool = False) -> None:
-    """One `prefetch` per word LM for all the (fusion, states) pairs that share it."""
-    groups: dict[int, tuple[Any, set[tuple[str, ...]], set[tuple[str, ...]]]] = {}
-    for fusion, states in work:
-        if fusion is None or not states:
-            continue
-        lm, words, ends = groups.setdefault(id(fusion.lm), (fusion.lm, set(), set()))
-        words |= fusion.word_contexts(states)
-        if final:
-            ends |= fusion.final_contexts(states)
-    for lm, words, ends in groups.values():
-        lm.prefetch(words)
-        if ends:
-            lm.prefetch(ends)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from models.lm.arpa import BOS, EOS, WordLM
 
@@ -97,3 +98,21 @@ class LmFusion:
         """Fusion score of the prefix as a finished utterance: last word and </s> scored."""
         ctx, score = (self._word(state) if state.partial else (state.context, state.score))
         return score + self.cfg.weight * self.lm.logprob(ctx, EOS)
+
+
+def prefetch_shared(work: list[tuple[LmFusion | None, list[LmState | None]]],
+                    final: bool = False) -> None:
+    """`LmFusion.prefetch` for many decoders at once: one call per batching word LM for all
+    the (fusion, states) pairs that share it (streams of one bundle share its LM)."""
+    groups: dict[int, tuple[Any, set[tuple[str, ...]], set[tuple[str, ...]]]] = {}
+    for fusion, states in work:
+        if fusion is None or not states or not fusion.lm.batched:
+            continue
+        lm, words, ends = groups.setdefault(id(fusion.lm), (fusion.lm, set(), set()))
+        words |= fusion.word_contexts(states)
+        if final:
+            ends |= fusion.final_contexts(states)
+    for lm, words, ends in groups.values():
+        lm.prefetch(words)
+        if ends:
+            lm.prefetch(ends)

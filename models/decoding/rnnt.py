@@ -15,12 +15,14 @@ they change the ranking, not the hypotheses' acoustic scores.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from models.decoding.hotwords import Context, Hotwords
 from models.decoding.hypothesis import Emission, Hypothesis, Words, hypothesis
 from models.decoding.lm_fusion import LmFusion, LmState
+from models.decoding.lm_fusion import prefetch_shared as _prefetch
 from models.decoding.scoring import NEG_INF, PrefixBias, logadd
 from models.nn.transducer import PredState, TransducerHead, batch_dim
 from models.tokenizer import CharTokenizer
@@ -142,54 +144,56 @@ class RnntBeamDecoder:
     def _final(self, h: _Hyp) -> float:
         return h.logp + self.scoring.final(h.ctx, h.lm)
 
-    @torch.no_grad()
     def update(self, enc: torch.Tensor) -> None:
+        """enc (T', J): the next frames of this stream."""
+        beam_batch([self], [enc])
+
+    def _expand(self, lp: torch.Tensor) -> tuple[dict[tuple[int, ...], _Hyp],
+                                                 list[tuple[_Hyp, int, float, float]]]:
+        """One frame's joiner log-probs (H, V) for the hypotheses -> those that stay (blank,
+        merged by token sequence) and the best `beam_size` one-token extensions (parent,
+        token, log p, its prob)."""
         blank = self.tok.blank_id
-        batched = self.lm is not None and self.lm.lm.batched
+        merged: dict[tuple[int, ...], _Hyp] = {}
+        grow: list[tuple[_Hyp, int, float, float]] = []
+        for i, h in enumerate(self.hyps):
+            stay = h.logp + float(lp[i, blank])
+            old = merged.get(h.tokens)
+            if old is None:
+                merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state, h.ctx, h.lm)
+            else:
+                old.logp = logadd(old.logp, stay)
+            top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
+            for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
+                if k != blank:
+                    grow.append((h, k, h.logp + v, math.exp(v)))
+        grow.sort(key=lambda g: g[2] + PrefixBias.bias(g[0].ctx, g[0].lm), reverse=True)
+        return merged, grow[: self.beam_size]
+
+    def _word_endings(self, grow: list[tuple[_Hyp, int, float, float]]) -> list[LmState | None]:
+        """LM states whose partial words the extensions end (tokens spelling a space)."""
         enders = self.scoring.word_enders
-        for t in range(enc.shape[0]):
-            preds = torch.cat([h.pred for h in self.hyps])  # (H, J)
-            lp = self.head.join(enc[t : t + 1], preds)  # (H, V)
-            merged: dict[tuple[int, ...], _Hyp] = {}
-            grow: list[tuple[_Hyp, int, float, float]] = []  # (parent, token, logp, prob)
-            for i, h in enumerate(self.hyps):
-                stay = h.logp + float(lp[i, blank])
-                old = merged.get(h.tokens)
-                if old is None:
-                    merged[h.tokens] = _Hyp(h.tokens, stay, h.emissions, h.pred, h.state,
-                                            h.ctx, h.lm)
-                else:
-                    old.logp = logadd(old.logp, stay)
-                top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
-                for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
-                    if k != blank:
-                        grow.append((h, k, h.logp + v, math.exp(v)))
-            grow.sort(key=lambda g: g[2] + PrefixBias.bias(g[0].ctx, g[0].lm), reverse=True)
-            grow = grow[: self.beam_size]
-            if batched and self.lm is not None:  # the words these tokens end: one batched call
-                self.lm.prefetch([h.lm for h, k, _, _ in grow if k in enders])
-            frame = self.frames + t
-            new: list[_Hyp] = []
-            if grow:
-                tokens = torch.tensor([k for _, k, _, _ in grow])
-                state = _cat([h.state for h, _, _, _ in grow])
-                preds_new, state_new = self.head.predict(tokens, state)
-                for j, (h, k, logp, prob) in enumerate(grow):
-                    key = (*h.tokens, k)
-                    if key in merged:  # reached by staying on an equal sequence: log-add
-                        m = merged[key]
-                        m.logp = logadd(m.logp, logp)
-                        continue
-                    ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
-                    new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)],
-                                    preds_new[j : j + 1], _slice(state_new, j), ctx, lm_state))
-            # hypotheses the LM's lexicon rules out (rank -inf, lexicon=True) leave the beam
-            pool = [h for h in (*merged.values(), *new) if self._rank(h) != NEG_INF]
-            pool.sort(key=self._rank, reverse=True)
-            self.hyps = pool[: self.beam_size]
-        self.frames += int(enc.shape[0])
-        if batched and self.lm is not None and enc.shape[0]:  # the </s> partials score
-            self.lm.prefetch([h.lm for h in self.hyps], final=True)
+        return [h.lm for h, k, _, _ in grow if k in enders]
+
+    def _advance(self, frame: int, merged: dict[tuple[int, ...], _Hyp],
+                 grow: list[tuple[_Hyp, int, float, float]], preds: torch.Tensor,
+                 state: PredState | None) -> None:
+        """Finish a frame: `preds` (G, J) / `state` are the predictor after each extension."""
+        new: list[_Hyp] = []
+        for j, (h, k, logp, prob) in enumerate(grow):
+            key = (*h.tokens, k)
+            if key in merged:  # reached by staying on an equal sequence: log-add
+                m = merged[key]
+                m.logp = logadd(m.logp, logp)
+                continue
+            assert state is not None
+            ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
+            new.append(_Hyp(key, logp, [*h.emissions, (k, frame, prob)], preds[j : j + 1],
+                            _slice(state, j), ctx, lm_state))
+        # hypotheses the LM's lexicon rules out (rank -inf, lexicon=True) leave the beam
+        pool = [h for h in (*merged.values(), *new) if self._rank(h) != NEG_INF]
+        pool.sort(key=self._rank, reverse=True)
+        self.hyps = pool[: self.beam_size]
 
     def _ranked(self) -> list[tuple[_Hyp, float]]:
         """Surviving hypotheses with their final scores (incl. LM and hotwords), best first."""
@@ -210,3 +214,44 @@ class RnntBeamDecoder:
 
     def finalize(self) -> Hypothesis:
         return self.result()
+
+
+@torch.no_grad()
+def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]) -> None:
+    """Advance several streams' RNN-T beams over their frames ((T'_i, J) each), frame by frame
+    together: one joiner call for every stream's hypotheses, one predictor call for all their
+    chosen extensions, one neural-LM call for all the words those end, and one after the
+    chunk for the </s> the partial results score. Each decoder ends where its own `update`
+    would (up to float rounding of the batched matmuls); all share one head."""
+    if not decoders:
+        return
+    head = decoders[0].head
+    lengths = [int(e.shape[0]) for e in encs]
+    batched = [d.lm is not None and d.lm.lm.batched for d in decoders]
+    for t in range(max(lengths)):
+        live = [i for i, n in enumerate(lengths) if t < n]
+        sizes = [len(decoders[i].hyps) for i in live]
+        preds = torch.cat([h.pred for i in live for h in decoders[i].hyps])  # (sum H, J)
+        frames = torch.cat([encs[i][t : t + 1].expand(n, -1)
+                            for i, n in zip(live, sizes, strict=True)])  # (sum H, J)
+        lps = head.join(frames, preds).split(sizes)  # (H_i, V) each
+        plans = [(i, *decoders[i]._expand(lp)) for i, lp in zip(live, lps, strict=True)]
+        _prefetch([(decoders[i].lm, decoders[i]._word_endings(grow))
+                   for i, _, grow in plans if batched[i]])
+        grows = [g for _, _, grow in plans for g in grow]
+        new_preds, new_state = None, None
+        if grows:
+            tokens = torch.tensor([k for _, k, _, _ in grows])
+            new_preds, new_state = head.predict(tokens, _cat([h.state for h, _, _, _ in grows]))
+        at = 0
+        for i, merged, grow in plans:
+            n = len(grow)
+            part = (None if new_state is None or not n else
+                    {k: v.narrow(batch_dim(k), at, n) for k, v in new_state.items()})
+            rows = new_preds[at : at + n] if new_preds is not None else torch.empty(0)
+            decoders[i]._advance(decoders[i].frames + t, merged, grow, rows, part)
+            at += n
+    for d, n in zip(decoders, lengths, strict=True):
+        d.frames += n
+    _prefetch([(d.lm, [h.lm for h in d.hyps])
+               for d, b, n in zip(decoders, batched, lengths, strict=True) if b and n], final=True)

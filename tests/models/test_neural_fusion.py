@@ -250,3 +250,37 @@ def test_a_mixture_with_a_neural_component_batches_it_and_scores_the_same(tmp_pa
     mixed.clear_cache()
     mixed.logprob(contexts[0], "for")
     assert len(model.calls) > 1  # the neural part's cache was emptied too
+
+
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_rnnt_beams_advanced_together_equal_each_stream_alone(with_lm: bool) -> None:
+    """Three RNN-T streams of different lengths chunk by chunk through `beam_batch` (one
+    joiner and one predictor call per frame for all; with a shared neural LM, one LM call for
+    their word endings): each stream's n-best equals its own beam decoded alone."""
+    from models.decoding import RnntBeamDecoder
+    from models.decoding.rnnt import beam_batch
+    from tests.models.test_rnnt_decoding import frames, head
+
+    tok = CharTokenizer()
+    cfg = LmConfig(weight=0.8, word_bonus=0.5, oov_penalty=2.0)
+    h = head("lstm", seed=3)
+    with torch.no_grad():
+        h.out.bias[tok.encode(" ")[0]] += 0.6  # random joiner: words end now and then
+    encs = [frames(n, 20 + i) for i, n in enumerate((30, 22, 36))]
+    shared_model = _counted(_tiny_lm("lstm"))
+    shared = LmFusion(NeuralWordLM(shared_model), cfg) if with_lm else None
+    together = [RnntBeamDecoder(h, tok, frame_seconds=0.04, beam_size=4, lm=shared)
+                for _ in encs]
+    for start in range(0, 36, 5):
+        beam_batch(together, [e[start : start + 5] for e in encs])
+    for dec, enc in zip(together, encs, strict=True):
+        own = LmFusion(NeuralWordLM(_tiny_lm("lstm")), cfg) if with_lm else None
+        alone = RnntBeamDecoder(h, tok, frame_seconds=0.04, beam_size=4, lm=own)
+        for start in range(0, 36, 5):
+            alone.update(enc[start : start + 5])
+        got, want = dec.nbest(), alone.nbest()
+        assert [t for t, _ in got] == [t for t, _ in want] and want[0][0]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+        assert dec.frames == alone.frames == enc.shape[0]
+    if with_lm:  # words ended, and the streams' LM steps went in batches
+        assert max(shared_model.calls) > 1, shared_model.calls
