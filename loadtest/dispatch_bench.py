@@ -48,6 +48,7 @@ class BenchDispatchConfig:
     max_batch: int = 256
     latency_target_ms: float = 250.0
     decoder: str = "greedy"
+    device: str = "cpu"  # cpu | cuda (torch; onnxruntime's CUDA provider where installed)
 
 
 # ---- model cost and machine peak -------------------------------------------------------------
@@ -156,7 +157,7 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
     clock = _StageClock()
     wait = [0.0]  # seconds the streams spent awaiting the dispatcher (queue + model step)
     lag = [0.0]
-    app = App(ServerConfig(backend=backend, threads=cfg.threads, policy=policy,
+    app = App(ServerConfig(backend=backend, threads=cfg.threads, policy=policy, device=cfg.device,
                            max_batch=cfg.max_batch, max_streams=n + 1, decoder=cfg.decoder,
                            max_wait_ms=chunk_s * 1000 / 4), bundle=bundle)
     disp = app.dispatcher
@@ -236,7 +237,10 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
 
 
 def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
-                  manifest: Path | None = None, progress: bool = True) -> dict[str, Any]:
+                  manifest: Path | None = None, progress: bool = True,
+                  pool: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """`pool`: the speech to play (16 kHz float32 clips) instead of `manifest`'s or espeak-ng's.
+    On device cuda the roofline is not computed (the matmul peak measured is the CPU's)."""
     from models.bundle import load
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -248,7 +252,9 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
                              f"output frame), got {cfg.chunk_ms}")
         bundle.decoding = dataclasses.replace(bundle.decoding, chunk_frames=cfg.chunk_ms // 10)
     cfg = dataclasses.replace(cfg, chunk_ms=bundle.decoding.chunk_frames * 10)
-    pool = load_audio_pool(manifest)
+    if cfg.device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+    pool = pool if pool is not None else load_audio_pool(manifest)
     peak = matmul_peak_flops(cfg.threads)
     flops = model_flops_per_audio_second(bundle, bundle.decoding.chunk_frames)
     rows = []
@@ -257,7 +263,7 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
             for n in cfg.streams:
                 row = asyncio.run(_run_streams(bundle, backend_name, policy, n, pool, cfg))
                 row["backend"] = backend_name
-                row["roofline"] = round(flops * n / peak, 4)
+                row["roofline"] = round(flops * n / peak, 4) if cfg.device == "cpu" else None
                 row["ok"] = (row["errors"] == 0 and row["p99_ms"] <= cfg.latency_target_ms)
                 rows.append(row)
                 if progress:
@@ -288,11 +294,13 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['backend']} | {r['policy']} | {r['streams']} | {r['p50_ms']} | "
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['rtf']} | "
-                     f"{r['cpu_cores']} | {100 * r['roofline']:.1f}% | {r['errors']} | "
+                     f"{r['cpu_cores']} | {_percent(r['roofline'])} | {r['errors']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
-    lines += ["", "Where the time goes (ms per chunk; features, beam decoding and events run on "
-              "the event loop; the model step, with greedy decoding batched, in the dispatcher "
-              "thread, once per batch):", "",
+    lines += ["", "Where the time goes (ms per chunk; on the event loop: the session's input "
+              "side (audio bytes, chunking; features of log-mel bundles are computed in the "
+              "dispatcher thread) and output side (reading results, endpointing, events); in "
+              "the dispatcher thread, once per batch: features, the model step and decoding, "
+              "batched):", "",
               "| backend | policy | streams | features | decode | model step (per batch) | "
               "dispatch wait |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -306,6 +314,10 @@ def markdown(result: dict[str, Any]) -> str:
         ratio = f"{vals[0] / vals[-1]:.1f}x" if len(vals) > 1 and vals[-1] else "-"
         lines.append(f"| {be} | " + " | ".join(str(v) for v in vals) + f" | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

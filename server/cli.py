@@ -116,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-stream decoder (beam fuses the bundle's LM)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs (cuda: torch's, or onnxruntime's CUDA provider)")
     p.add_argument("--target-ms", type=float, default=250.0, help="p99 latency target")
     p.add_argument("--manifest", type=Path, default=None,
                    help="Lhotse cuts to play (default: sentences synthesized with espeak-ng)")
@@ -131,7 +133,8 @@ def run_bench_dispatch(args: argparse.Namespace) -> int:
 
     cfg = BenchDispatchConfig(streams=args.streams, policies=args.policy, backends=args.backend,
                               chunk_ms=args.chunk_ms, seconds=args.seconds, threads=args.threads,
-                              latency_target_ms=args.target_ms, decoder=args.decoder)
+                              latency_target_ms=args.target_ms, decoder=args.decoder,
+                              device=args.device)
     try:
         result = run_benchmark(args.bundle, cfg, args.manifest)
     except (BundleError, BackendUnavailable, ValueError) as exc:
