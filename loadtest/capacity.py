@@ -73,8 +73,7 @@ class ServerProcess(harness.ServerProcess):
     def __init__(self, cfg: CapacityConfig, policy: str, workers: int = 1):
         super().__init__(bundle=cfg.bundle, backend=cfg.backend, threads=cfg.threads,
                          decoder=cfg.decoder, policy=policy, prefix="chorus-capacity-",
-                         extra=["--max-streams", "4096", "--max-batch", "256",
-                                "--workers", str(workers)])
+                         extra=["--max-streams", "4096", "--max-batch", "256"], workers=workers)
 
 
 @dataclass

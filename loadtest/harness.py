@@ -87,7 +87,7 @@ class ServerProcess:
     def __init__(self, *, bundle: str | None = None, backend: str = "onnxruntime",
                  threads: int = 1, decoder: str | None = None, policy: str = "eager",
                  config: dict[str, Any] | None = None, extra: Sequence[str] = (),
-                 prefix: str = "chorus-server-"):
+                 prefix: str = "chorus-server-", workers: int = 1):
         import yaml
 
         self.ws_port, self.grpc_port = free_port(), free_port()
@@ -98,7 +98,9 @@ class ServerProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-m", "clients.cli", "serve", "--config", str(self.config_path),
                "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port),
-               "--policy", policy, "--backend", backend, "--threads", str(threads), *extra]
+               "--policy", policy, "--backend", backend, "--threads", str(threads),
+               "--workers", str(workers), *extra]  # one process unless asked: faults, fuzz
+               # and soak watch that process (the server's default is one per core)
         if bundle:
             cmd += ["--bundle", bundle]
         if decoder:

@@ -73,7 +73,8 @@ class ServerConfig:
     # slot included, this long for its client to come back with the resume token; 0: off
     resume_window_s: float = 30.0
     # serving processes sharing the ports (server/workers.py; SO_REUSEPORT): 0 = one per core
-    workers: int = 1
+    # (one with device cuda or an ephemeral port)
+    workers: int = 0
     limits: Limits = field(default_factory=Limits)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 

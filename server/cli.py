@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--threads", type=int, default=None, help="model threads")
     sv.add_argument("--workers", type=int, default=None,
                     help="serving processes sharing the ports (SO_REUSEPORT; admission, "
-                         "/metrics and resume across them); 0: one per core")
+                         "/metrics and resume across them); 0 (default): one per core (one "
+                         "with --device cuda or port 0)")
     sv.add_argument("--decoder", choices=("greedy", "beam"), default=None,
                     help="streams' default decoder (None: the bundle's; beam fuses its LM)")
     sv.add_argument("--max-streams", dest="max_streams", type=int, default=None,

@@ -186,7 +186,7 @@ def main(config: Path | None, flags: dict[str, Any]) -> int:
     cfg = load_server_config(config, dict(os.environ), flags)
     from server.workers import resolve_count, supervise
 
-    count = resolve_count(cfg.workers)
+    count = resolve_count(cfg.workers, cfg)
     if count > 1:
         return supervise(cfg, count)
     return asyncio.run(serve(cfg))

@@ -157,13 +157,40 @@ def _worker_main(cfg: Any, worker: Worker, shared: Any) -> None:
     raise SystemExit(code)
 
 
-def resolve_count(workers: int) -> int:
-    """`workers` as configured -> how many processes (0: one per core this process may use)."""
+def resolve_count(workers: int, cfg: Any = None) -> int:
+    """`workers` as configured -> how many processes. 0 (the default): one per core this
+    process may use (divided by the model threads each worker runs), except with the model on
+    a GPU (one process feeds it) or an ephemeral port (each worker would get its own): one."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
     if workers:
         return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cfg is not None and (getattr(cfg, "device", "cpu") != "cpu"
+                            or 0 in (getattr(cfg, "ws_port", 1), getattr(cfg, "grpc_port", 1))):
+        return 1
+    threads = max(int(getattr(cfg, "threads", 1) or 1), 1) if cfg is not None else 1
+    return max(usable_cores() // threads, 1)
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on (its affinity), capped by a cgroup CPU quota (a
+    container's `--cpus`, a pod's CPU limit: cgroup v2 cpu.max, or v1 cpu.cfs_quota_us),
+    rounded up."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = period = None
+    try:
+        fields = (cgroup / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            quota, period = int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            quota = int((cgroup / "cpu/cpu.cfs_quota_us").read_text())
+            period = int((cgroup / "cpu/cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota is not None and period and quota > 0:
+        cores = min(cores, max(-(-quota // period), 1))
+    return cores
 
 
 def supervise(cfg: Any, count: int) -> int:

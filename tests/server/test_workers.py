@@ -46,6 +46,48 @@ def test_a_token_names_the_worker_that_holds_its_stream() -> None:
         resolve_count(-1)
 
 
+def test_the_default_is_one_worker_per_core_on_cpu_and_one_for_a_gpu_or_port_0() -> None:
+    """workers=0 (ServerConfig's default): the cores this process may use, divided by the
+    model threads per worker; one with the model on cuda (one process feeds the GPU) or an
+    ephemeral port (each worker would bind its own)."""
+    import os
+    from dataclasses import replace
+
+    from server.app import ServerConfig
+    from server.workers import usable_cores
+
+    cores = usable_cores()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    cfg = ServerConfig(ws_port=8000, grpc_port=8001)
+    assert cfg.workers == 0 and resolve_count(cfg.workers, cfg) == cores
+    assert resolve_count(0, replace(cfg, threads=2)) == max(cores // 2, 1)
+    assert resolve_count(0, replace(cfg, device="cuda")) == 1
+    assert resolve_count(0, replace(cfg, ws_port=0)) == 1
+    assert resolve_count(3, replace(cfg, device="cuda")) == 3  # asked for: given
+
+
+def test_usable_cores_follow_a_cgroup_cpu_quota(tmp_path) -> None:
+    """A container's CPU quota caps the count (rounded up): cgroup v2 cpu.max and v1's
+    cfs files; no quota ("max", -1) leaves the affinity's cores."""
+    import os
+
+    from server.workers import usable_cores
+
+    cores = len(os.sched_getaffinity(0))
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2/cpu.max").write_text("150000 100000\n")
+    assert usable_cores(tmp_path / "v2") == min(cores, 2)
+    (tmp_path / "v2/cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path / "v2") == cores
+    (tmp_path / "v1/cpu").mkdir(parents=True)
+    (tmp_path / "v1/cpu/cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "v1/cpu/cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path / "v1") == 1
+    (tmp_path / "v1/cpu/cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cores(tmp_path / "v1") == cores
+    assert usable_cores(tmp_path / "none") == cores
+
+
 def test_slots_admit_up_to_max_streams_over_all_workers() -> None:
     shared = multiprocessing.get_context("spawn").Array("i", 4)
     a = Slots(shared, Worker(0, 2, "/r"), max_streams=3)
