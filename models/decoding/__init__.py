@@ -1,5 +1,5 @@
 """Decoders over acoustic model outputs: CTC (and Gram-CTC) greedy and prefix beam search;
-RNN-T greedy and modified beam search.
+RNN-T greedy and time-synchronous beam search.
 
 Every decoder is a per-stream object with `reset()`, `update(outputs (T', X))`, `result()`
 (partial) and `finalize()` (final), returning a `Hypothesis`. CTC decoders take log-probs; RNN-T

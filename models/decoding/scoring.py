@@ -1,4 +1,4 @@
-"""What both beam decoders (CTC prefix beam, RNN-T modified beam) add to acoustic scores:
+"""What both beam decoders (CTC prefix beam, RNN-T beam) add to acoustic scores:
 hotword bonuses and word-LM fusion, advanced one character at a time (a Gram-CTC gram or a subword
 unit spells several), plus the log-add they merge paths with."""
 

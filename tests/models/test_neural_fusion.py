@@ -104,7 +104,8 @@ def test_neural_fusion_at_weight_zero_equals_the_beam_without_an_lm(kind) -> Non
                         for f in (None, inert))
     r_plain.update(enc)
     r_fused.update(enc)
-    assert r_fused.finalize() == r_plain.finalize() and r_plain.finalize().text
+    assert r_fused.finalize() == r_plain.finalize()
+    assert r_fused.nbest() == r_plain.nbest() and any(t for t, _ in r_plain.nbest())
 
 
 def _tiny_lm(kind: str, seed: int = 0) -> NeuralLm:
@@ -279,7 +280,7 @@ def test_rnnt_beams_advanced_together_equal_each_stream_alone(with_lm: bool) -> 
         for start in range(0, 36, 5):
             alone.update(enc[start : start + 5])
         got, want = dec.nbest(), alone.nbest()
-        assert [t for t, _ in got] == [t for t, _ in want] and want[0][0]
+        assert [t for t, _ in got] == [t for t, _ in want] and any(t for t, _ in want)
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
         assert dec.frames == alone.frames == enc.shape[0]
     if with_lm:  # words ended, and the streams' LM steps went in batches

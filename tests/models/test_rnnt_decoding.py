@@ -1,5 +1,6 @@
 """RNN-T decoders over a random predictor/joiner: chunking never changes the result, beam 1 is
-greedy with one symbol per frame, the beam's merged scores are real path probabilities."""
+greedy with one symbol per frame, the beam's merged scores are real path probabilities (with
+up to max_symbols tokens per frame, as greedy emits)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def frames(T: int, seed: int) -> torch.Tensor:
 def test_chunked_equals_whole(cuts: list[int], seed: int, predictor: str) -> None:
     h, enc = head(predictor), frames(30, seed)
     for make in (lambda: RnntGreedyDecoder(h, TOK, frame_seconds=0.04),
+                 lambda: RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=3, max_symbols=1),
                  lambda: RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=3)):
         whole, parts = make(), make()
         whole.update(enc)
@@ -42,7 +44,10 @@ def test_chunked_equals_whole(cuts: list[int], seed: int, predictor: str) -> Non
             parts.update(enc[a:b])
             parts.result()
         assert parts.finalize() == whole.finalize()
-        assert whole.finalize().text  # a random joiner emits: the check is not vacuous
+        if isinstance(whole, RnntGreedyDecoder):
+            assert whole.finalize().text  # a random joiner emits: the check is not vacuous
+        else:  # the whole n-best, texts and scores, and it holds words
+            assert parts.nbest() == whole.nbest() and any(t for t, _ in whole.nbest())
 
 
 @pytest.mark.parametrize("predictor", ["lstm", "stateless"])
@@ -51,40 +56,52 @@ def test_beam_of_one_is_greedy_with_one_symbol_per_frame(predictor: str) -> None
     for seed in range(5):
         enc = frames(25, seed)
         g = RnntGreedyDecoder(h, TOK, frame_seconds=0.04, max_symbols=1)
-        b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=1)
+        b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=1, max_symbols=1)
         g.update(enc)
         b.update(enc)
         assert b.finalize() == g.finalize()
 
 
-def test_beam_scores_are_path_log_probs() -> None:
-    """The best hypothesis's score = log-sum over its alignments with <= 1 token per frame."""
+@pytest.mark.parametrize("max_symbols", [1, 2, 3])
+def test_beam_scores_are_path_log_probs(max_symbols: int) -> None:
+    """With nothing pruned, every hypothesis's score = the log-sum over its alignments in
+    which each frame emits j <= max_symbols tokens and then a blank, except that a frame's
+    last allowed token (j = max_symbols) leaves it without one: greedy's rule, and with
+    max_symbols=1 the modified beam search's (a token or a blank per frame)."""
     h = head(seed=5)
-    enc = frames(4, 1)
-    b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=2000)  # nothing pruned
+    enc = frames(3, 1)
+    b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=5000, max_symbols=max_symbols)
     b.update(enc)
-    text, score = b.nbest()[0]
-    ids = TOK.encode(text) if text else []
 
-    def pred_after(prefix: list[int]) -> torch.Tensor:
+    def pred_after(prefix: tuple[int, ...]) -> torch.Tensor:
         state = h.init_pred_state(1)
         out, state = h.predict(torch.tensor([0]), state)
         for k in prefix:
             out, state = h.predict(torch.tensor([k]), state)
         return out
 
-    total = []
-    for emit_frames in itertools.combinations(range(4), len(ids)):  # which frames emit a token
-        lp, u = 0.0, 0
-        for t in range(4):
-            dist = h.join(enc[t : t + 1], pred_after(ids[:u]))[0]
-            if t in emit_frames:
-                lp += float(dist[ids[u]])
-                u += 1
-            else:
-                lp += float(dist[0])
-        total.append(lp)
-    assert score == pytest.approx(float(torch.logsumexp(torch.tensor(total), 0)), abs=1e-4)
+    def path_sum(ids: tuple[int, ...]) -> float:
+        total = []
+        for split in itertools.product(range(max_symbols + 1), repeat=3):  # tokens per frame
+            if sum(split) != len(ids):
+                continue
+            lp, u = 0.0, 0
+            for t, j in enumerate(split):
+                for _ in range(j):
+                    lp += float(h.join(enc[t : t + 1], pred_after(ids[:u]))[0, ids[u]])
+                    u += 1
+                if j < max_symbols:
+                    lp += float(h.join(enc[t : t + 1], pred_after(ids[:u]))[0, 0])
+            total.append(lp)
+        return float(torch.logsumexp(torch.tensor(total), 0))
+
+    nbest = b.nbest()
+    # the best hypotheses of 0, 1 and 2 letters (letters only: a text is its tokens)
+    picks = [next(x for x in nbest if len(x[0]) == n and x[0].isalpha() or not n and not x[0])
+             for n in (0, 1, 2)]
+    for text, score in picks:
+        ids = tuple(TOK.encode(text)) if text else ()
+        assert score == pytest.approx(path_sum(ids), abs=1e-4), text
 
 
 def test_make_decoder_for_rnnt() -> None:
