@@ -91,3 +91,13 @@ def test_study_runs_every_step_and_fine_tuning_keeps_the_target_lm(corpus, init_
     out.with_suffix(".md").unlink()
     assert main([*common, "--only", "render"]) == 0  # the table again from its JSON
     assert "source training: step" in out.with_suffix(".md").read_text()
+
+    # rescore: every model row scored again from its bundle (a decoder changed), curves kept
+    assert main([*common, "--only", "rescore"]) == 0
+    again = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())["runs"]}
+    assert {n for n, r in again.items() if r.get("rescored")} == \
+        {"baseline", "cold", "swap", "ft-cold-1", "ft-baseline-1"}
+    for name in ("baseline", "swap"):
+        assert again[name]["curve"] == runs[name]["curve"]
+        assert again[name]["target_greedy"] == runs[name]["target_greedy"]  # same decoder
+    assert again["lm-source"] == runs["lm-source"]
