@@ -280,7 +280,8 @@ def _average_recent(trainer: Any, module: Any, datamodule: Any, recent: Any, n: 
     members = [(f"step {int(float(recent.best_k_models[p]))}", load_checkpoint_state(p))
                for p in paths]
     final = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    if with_final:
+    saved = {int(float(s)) for s in recent.best_k_models.values()}
+    if with_final and trainer.global_step not in saved:  # a time budget's stop may save one
         members.append((f"step {trainer.global_step} (final)", final))
     members = members[-n:]
     if len(members) < 2:

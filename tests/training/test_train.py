@@ -145,6 +145,13 @@ def test_average_last_scores_the_mean_of_the_last_checkpoints_and_keeps_the_best
                               "optim.val_every_steps=5", "optim.average_last=2"])
     prov2 = load(train(cfg2, progress=False)).provenance
     assert prov2["average"]["members"] == ["step 10", "step 12 (final)"]
+    # a time budget's stop saves a checkpoint of the final weights: they count once
+    cfg3 = load_config(None, [*overrides(tiny_corpus, tmp_path / "run4", 10_000),
+                              "optim.max_minutes=0.1", "optim.val_every_steps=7",
+                              "optim.average_last=4"])
+    members = load(train(cfg3, progress=False)).provenance["average"]["members"]
+    steps = [int(m.split()[1]) for m in members]
+    assert len(members) >= 2 and len(set(steps)) == len(steps), members
     with pytest.raises(ValueError, match="optim.average_last must be >= 0"):
         train(load_config(None, [*overrides(tiny_corpus, tmp_path / "run3", 2),
                                  "optim.average_last=-1"]), progress=False)
