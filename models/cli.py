@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="bundle directory; repeat to compare (default: shipped)")
     bm.add_argument("--threads", type=int, default=1)
     bm.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
-                    help="beam: the bundle's beam + LM, timed on a sentence of real speech")
+                    help="beam: the bundle's beam + LM, timed on eight streams of real speech")
     bm.add_argument("--json", type=Path, default=None)
     bm.add_argument("--markdown", type=Path, default=None)
     bm.set_defaults(func=run_bench_model)

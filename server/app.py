@@ -151,11 +151,10 @@ class Stream:
     async def _advance(self) -> None:
         """Step the accepted inputs in order, each through the dispatcher then the session."""
         while self._inputs:
-            dec = self.session.batch_decoder  # decoded in the dispatcher, batched, if set
-            if self._step is None:
+            if self._step is None:  # decoded in the dispatcher's worker, batched
                 self._submitted = time.perf_counter()
-                self._step = asyncio.ensure_future(
-                    self.app.dispatcher.step(self.sid, self._inputs[0], decoder=dec))
+                self._step = asyncio.ensure_future(self.app.dispatcher.step(
+                    self.sid, self._inputs[0], decoder=self.session.decoder))
             try:
                 out = await asyncio.shield(self._step)  # cancelled: the step goes on
             except asyncio.CancelledError:
@@ -165,7 +164,7 @@ class Stream:
                 raise
             self._step = None
             self._inputs.popleft()
-            self._record(self.session.on_output(out, decoded=dec is not None), self._submitted)
+            self._record(self.session.on_output(out, decoded=True), self._submitted)
 
     def _record(self, events: list[Event], since: float) -> None:
         """Events made just now by work that began at `since` (perf_counter): each gets its

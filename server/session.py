@@ -201,15 +201,10 @@ class Session:
         return not self.finished and now - self.last_activity > self.cfg.limits.idle_timeout_s
 
     # ---- model outputs -> events -------------------------------------------------------------
-    @property
-    def batch_decoder(self) -> Any:
-        """The decoder the dispatcher advances in its worker with the batch's others
-        (models.decoding.batch.advance_all: greedy and beam, CTC and RNN-T)."""
-        return self.decoder
-
     def on_output(self, log_probs: np.ndarray, decoded: bool = False) -> list[Event]:
         """The model's outputs (T', X) for the next step input, in order; `decoded`: the
-        dispatcher already advanced `batch_decoder` with them."""
+        dispatcher already advanced `decoder` with them (the server does, in its worker:
+        models.decoding.batch.advance_all)."""
         if not decoded:
             self.decoder.update(torch.from_numpy(np.asarray(log_probs)))
         self.frames_out += int(log_probs.shape[0])

@@ -11,7 +11,7 @@ subclass, say) go one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,11 @@ from models.decoding.ctc_greedy import CtcGreedyDecoder
 from models.decoding.ctc_greedy import advance_batch as ctc_greedy_batch
 from models.decoding.rnnt import RnntBeamDecoder, RnntGreedyDecoder, beam_batch, greedy_batch
 
+# the kinds advanced together, each by its batched function over (decoders, (T', X) tensors)
+BATCHED: dict[type, Callable[[list[Any], list[torch.Tensor]], None]] = {
+    RnntGreedyDecoder: greedy_batch, CtcPrefixBeamDecoder: advance_beams,
+    RnntBeamDecoder: beam_batch}
+
 
 def advance_all(decoders: Sequence[Any], outputs: np.ndarray | Sequence[np.ndarray]) -> None:
     """decoders[b] takes outputs[b] (T', X): its stream's next model outputs (CTC log-probs or
@@ -31,14 +36,12 @@ def advance_all(decoders: Sequence[Any], outputs: np.ndarray | Sequence[np.ndarr
         kinds.setdefault(type(d), []).append(i)
     for kind, rows in kinds.items():
         group = [decoders[i] for i in rows]
-        if kind is CtcGreedyDecoder:
+        if kind is CtcGreedyDecoder:  # one argmax over the stacked (B, T', V)
             ctc_greedy_batch(group, np.stack([np.asarray(outputs[i]) for i in rows]))
-        elif kind is RnntGreedyDecoder:
-            greedy_batch(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
-        elif kind is CtcPrefixBeamDecoder:
-            advance_beams(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
-        elif kind is RnntBeamDecoder:
-            beam_batch(group, [torch.from_numpy(np.asarray(outputs[i])) for i in rows])
+            continue
+        tensors = [torch.from_numpy(np.asarray(outputs[i])) for i in rows]
+        if kind in BATCHED:
+            BATCHED[kind](group, tensors)
         else:
-            for i, d in zip(rows, group, strict=True):
-                d.update(torch.from_numpy(np.asarray(outputs[i])))
+            for d, x in zip(group, tensors, strict=True):
+                d.update(x)

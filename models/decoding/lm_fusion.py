@@ -83,17 +83,6 @@ class LmFusion:
         return self.word_contexts(live) | {
             (*s.context, s.partial)[-self.keep:] if s.partial else s.context for s in live}
 
-    def prefetch(self, states: Iterable[LmState | None], *, final: bool = False) -> None:
-        """One batched LM call ahead of scoring `states` (a neural LM's; an n-gram has
-        nothing to do): the word endings a space would score, and with `final` the </s> a
-        partial result scores. Scores are unchanged: a context missed is computed when asked."""
-        if not self.lm.batched:
-            return
-        states = list(states)
-        self.lm.prefetch(self.word_contexts(states))
-        if final:  # the word contexts first: </s>'s contexts are one word past them
-            self.lm.prefetch(self.final_contexts(states))
-
     def final(self, state: LmState) -> float:
         """Fusion score of the prefix as a finished utterance: last word and </s> scored."""
         ctx, score = (self._word(state) if state.partial else (state.context, state.score))
@@ -102,8 +91,11 @@ class LmFusion:
 
 def prefetch_shared(work: list[tuple[LmFusion | None, list[LmState | None]]],
                     final: bool = False) -> None:
-    """`LmFusion.prefetch` for many decoders at once: one call per batching word LM for all
-    the (fusion, states) pairs that share it (streams of one bundle share its LM)."""
+    """Work ahead for a neural LM (an n-gram has none): one `prefetch` per batching word LM
+    for all the (fusion, LM states) pairs that share it (a beam's hypotheses, many streams of
+    one bundle): the contexts their partial words are scored in when a space comes, and with
+    `final` also those </s> is scored in (a partial result). Scores are unchanged: a context
+    missed here is computed when asked."""
     groups: dict[int, tuple[Any, set[tuple[str, ...]], set[tuple[str, ...]]]] = {}
     for fusion, states in work:
         if fusion is None or not states or not fusion.lm.batched:

@@ -181,11 +181,13 @@ class RnntBeamDecoder:
             for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
                 if k != blank:
                     grow.append((h, k, h.logp + v, math.exp(v)))
-        grow.sort(key=lambda g: g[2] + PrefixBias.bias(g[0].ctx, g[0].lm), reverse=True)
-        grow = grow[: self.beam_size]
+        def rank(g: tuple[_Hyp, int, float, float]) -> float:  # as its parent's bias ranks it
+            return g[2] + PrefixBias.bias(g[0].ctx, g[0].lm)
+
+        grow = sorted(grow, key=rank, reverse=True)[: self.beam_size]
         if not last and len(stay) >= self.beam_size:
             floor = sorted((self._rank(h) for h in stay.values()), reverse=True)[self.beam_size - 1]
-            grow = [g for g in grow if g[2] + PrefixBias.bias(g[0].ctx, g[0].lm) > floor]
+            grow = [g for g in grow if rank(g) > floor]
         return grow
 
     def _word_endings(self, grow: list[tuple[_Hyp, int, float, float]]) -> list[LmState | None]:

@@ -37,7 +37,7 @@ class MixtureLM(WordLM):
 
     def prefetch(self, contexts: Iterable[tuple[str, ...]]) -> None:
         """Each batching component's work ahead, on the contexts as `logprob` passes them."""
-        trimmed = {c[len(c) - (self.order - 1):] if self.order > 1 else () for c in contexts}
+        trimmed = {self._window(c) for c in contexts}
         for component in self.components:
             if component.batched:
                 component.prefetch(trimmed)
@@ -52,8 +52,12 @@ class MixtureLM(WordLM):
         hi = max(terms)
         return hi + math.log(sum(math.exp(t - hi) for t in terms))
 
+    def _window(self, context: tuple[str, ...]) -> tuple[str, ...]:
+        """The last order - 1 words: what the components are asked with."""
+        return context[len(context) - (self.order - 1):] if self.order > 1 else ()
+
     def logprob(self, context: tuple[str, ...], word: str) -> float:
-        context = context[len(context) - (self.order - 1):] if self.order > 1 else ()
+        context = self._window(context)
         key = (context, word)
         hit = self._cache.get(key)
         if hit is None:
