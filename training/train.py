@@ -155,6 +155,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
 
     cfg.robust.validate()
     cfg.augment.validate()
+    if cfg.optim.average_last < 0:
+        raise ValueError(f"config optim.average_last must be >= 0, got {cfg.optim.average_last}")
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
@@ -189,8 +191,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     load_cold_fusion_lm(cfg, module)  # after any warm start: the named LM wins
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="dev_wer", mode="min",
                            save_top_k=1, filename="best-{step}-{dev_wer:.4f}")
-    if cfg.optim.average_last < 0:
-        raise ValueError(f"config optim.average_last must be >= 0, got {cfg.optim.average_last}")
     recent = []  # the last N validation checkpoints, for optim.average_last
     if cfg.optim.average_last:
         recent.append(ModelCheckpoint(dirpath=out / "checkpoints", monitor="step", mode="max",
@@ -239,17 +239,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     best_wer = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     keep_final = final_wer is not None and (best_wer is None or final_wer <= best_wer)
     chosen_wer = final_wer if keep_final else best_wer
-    keep_average = averaged is not None and (chosen_wer is None
-                                             or averaged["dev_wer"] < chosen_wer)
+    mean_state, mean_wer = (averaged.pop("state"), averaged["dev_wer"]) if averaged else (None, None)
+    keep_average = mean_wer is not None and (chosen_wer is None or mean_wer < chosen_wer)
     best = ckpt.best_model_path
-    if keep_average:
-        module.load_state_dict(averaged.pop("state"))
-        chosen_wer = averaged["dev_wer"]
+    if keep_average and mean_state is not None:
+        module.load_state_dict(mean_state)
+        chosen_wer = mean_wer
     elif best and not keep_final:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    if averaged is not None:
-        averaged.pop("state", None)
     provenance = {
         "recipe": cfg.name, "config": _jsonable(cfg), "steps": trainer.global_step,
         "world_size": trainer.world_size, "init_from": cfg.init_from,
@@ -276,13 +274,12 @@ def _average_recent(trainer: Any, module: Any, datamodule: Any, recent: Any, n: 
     than two members. Restores the module's current (final) weights before returning."""
     from training.average import average_state_dicts, load_checkpoint_state
 
-    paths = sorted(recent.best_k_models, key=lambda p: float(recent.best_k_models[p]))
-    members = [(f"step {int(float(recent.best_k_models[p]))}", load_checkpoint_state(p))
-               for p in paths]
+    step_of = {path: int(float(step)) for path, step in recent.best_k_models.items()}
+    members = [(f"step {step}", load_checkpoint_state(path))
+               for path, step in sorted(step_of.items(), key=lambda kv: kv[1])]
     final = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    saved = {int(float(s)) for s in recent.best_k_models.values()}
-    if with_final and trainer.global_step not in saved:  # a time budget's stop may save one
-        members.append((f"step {trainer.global_step} (final)", final))
+    if with_final and trainer.global_step not in step_of.values():  # a time budget's stop
+        members.append((f"step {trainer.global_step} (final)", final))  # may have saved one
     members = members[-n:]
     if len(members) < 2:
         return None
