@@ -644,7 +644,8 @@ def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(
     for that settle detaches the stream again; the first settle goes on alone (a second task
     advancing the same stream would decode a chunk's outputs twice and skip the next chunk's,
     now from two threads). Resumed for real afterwards, the stream decodes exactly the frames
-    and finals of an uninterrupted stream of the same audio."""
+    and finals of an uninterrupted stream of the same audio; a healthy stream fed beside it
+    all along, sharing its batches, is untouched (the same frames and finals)."""
     import asyncio
     from dataclasses import replace
 
@@ -675,6 +676,16 @@ def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(
                       if isinstance(e, Final)]
             want = (finals, solo.session.frames_out)
 
+            async def healthy_stream() -> tuple[list[str], int]:
+                h = app.open(conf)
+                events = []
+                for i in range(0, len(speech), 3200):  # 100 ms frames, as a client sends
+                    events += await h.feed(speech[i : i + 3200])
+                    await asyncio.sleep(0.005)
+                events += await h.finish()
+                return [e.text for e in events if isinstance(e, Final)], h.session.frames_out
+
+            beside = asyncio.ensure_future(healthy_stream())
             stream = app.open(conf, resumable=True, owner=asyncio.Event())
             feeding = asyncio.ensure_future(stream.feed(speech))
             while stream._step is None:  # the first chunk is in the model: the connection drops
@@ -692,6 +703,7 @@ def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(
             stream, owed = await app.resume(stream.token, stream.acked, 0, asyncio.Event())
             events = [*owed, *await stream.finish()]
             got = ([e.text for e in events if isinstance(e, Final)], stream.session.frames_out)
+            assert await beside == want  # the healthy stream beside the fault
             return got, want
         finally:
             await app.stop()
