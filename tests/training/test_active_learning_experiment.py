@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.training.test_train import overrides, tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.active_learning import main, summary
 
@@ -34,3 +36,43 @@ def test_rounds_grow_the_labels_by_the_budget_for_each_method(tiny_corpus, tmp_p
         assert len(r1) == 6 and len(r2) == 8 and r1 < r2
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| egl |" in out.with_suffix(".md").read_text()
+
+
+def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_pool(
+        tiny_corpus, tmp_path) -> None:  # noqa: F811
+    """--init-from B --start 0: round 0 is B itself (no training, 0 labels); --pool-limit N: every
+    method's picks come from the same N utterances drawn for the seed; each run is warm-started
+    from B's chain and carries the curve's seed."""
+    from lhotse import CutSet
+
+    small = [o for o in overrides(tiny_corpus, tmp_path, 20)
+             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
+             and not o.startswith(("data.train", "data.dev"))]
+    common = ["--corpus", str(tiny_corpus), "--seeds", "3", "--minutes", "0.05",
+              "--test", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--no-progress",
+              "--override", "optim.max_steps=10", "--override", "optim.val_every_steps=10",
+              *sum((["--override", o] for o in small), [])]
+    # a first trained bundle to start from: round 0 of a one-round curve
+    assert main([*common, "--start", "4", "--budget", "1", "--rounds", "1", "--methods",
+                 "random", "--work", str(tmp_path / "w0"), "--out", str(tmp_path / "al0")]) == 0
+    init = next((tmp_path / "w0" / "s3" / "r0").rglob("bundle.json")).parent
+    out = tmp_path / "al"
+    assert main([*common, "--start", "0", "--init-from", str(init), "--pool-limit", "5",
+                 "--budget", "2", "--rounds", "2", "--methods", "egl,random",
+                 "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["init_from"] == str(init) and result["pool_limit"] == 5
+    assert not (tmp_path / "w" / "s3" / "r0").exists()  # round 0 trained nothing
+    s = summary(result)
+    for pts in s.values():
+        assert [p["labels"] for p in pts] == [0, 2, 4]
+    picked = {m: {c.id for c in CutSet.from_file(tmp_path / "w" / "s3" / f"{m}-r2"
+                                                   / "labelled.jsonl.gz")}
+              for m in ("egl", "random")}
+    assert all(len(v) == 4 for v in picked.values())
+    assert len(picked["egl"] | picked["random"]) <= 5  # one drawn pool of 5 for both methods
+    cfg = json.loads(next((tmp_path / "w" / "s3" / "egl-r1").rglob("bundle.json")).read_text())
+    assert cfg["provenance"]["config"]["seed"] == 3
+    assert cfg["provenance"]["config"]["init_from"] == str(init)
+    with pytest.raises(SystemExit, match="--start >= 1 \\(0 with --init-from\\)"):
+        main([*common, "--start", "0", "--budget", "2", "--rounds", "1", "--out", str(out)])

@@ -12,6 +12,14 @@ model is scored greedy on the held-out test split (`--test-limit` utterances). T
 WER by labels per method (mean over seeds, min / max); the paper's claim to check: EGL reaches
 random's final WER with <= 60 % of the labels. JSON + markdown + PNG. Slow by design (rounds x
 methods x seeds training runs): a command, not a test (a smoke test runs a few steps in CI).
+
+Warm-started variant (this machine cannot train from scratch to a useful WER in minutes):
+`--init-from BUNDLE` starts every seed from a trained model instead of from scratch, with
+`--pool M` a manifest that model never trained on (e.g. a corpus of new voices) and `--test` its
+held-out split; `--start 0` makes the bundle itself round 0 (the paper's question in its
+simplest form: a model exists, which utterances of the pool to label). `--pool-limit N` draws,
+per seed, N pool utterances that every method then chooses from (EGL scores each of them once a
+round). Each training run's seed is the curve's seed.
 """
 
 from __future__ import annotations
@@ -36,21 +44,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.select import choose, score_pool
 
     corpus, work = Path(args.corpus), Path(args.work)
-    train_m = corpus / "cuts_train.jsonl.gz"
-    pool_all = load_manifest(train_m)
-    dur = {u.id: u.duration for u in pool_all}
+    train_m = args.pool or corpus / "cuts_train.jsonl.gz"
+    every = load_manifest(train_m)
+    dur = {u.id: u.duration for u in every}
     test = load_manifest(args.test or corpus / "cuts_test.jsonl.gz", args.test_limit)
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        ids = [u.id for u in pool_all]
+        ids = [u.id for u in every]
         random.Random(seed).shuffle(ids)
         start = set(ids[: args.start])
+        drawn = set(ids[: args.start + args.pool_limit] if args.pool_limit else ids)
+        pool_all = [u for u in every if u.id in drawn]  # this seed's start + pool
+        seeded = argparse.Namespace(**{**vars(args), "override": [f"seed={seed}", *args.override]})
         base = work / f"s{seed}" / "r0"
-        b0 = train_on(args, subset_manifest(train_m, start, base / "labelled.jsonl.gz"), base,
-                      None, f"al-{base.name}")
+        b0 = (train_on(seeded, subset_manifest(train_m, start, base / "labelled.jsonl.gz"), base,
+                       args.init_from, f"al-{base.name}") if start else args.init_from)
         row0 = {"seed": seed, "round": 0, "labels": len(start),
                 "hours": round(sum(dur[i] for i in start) / 3600, 3), "wer": greedy_wer(b0, test)}
         rows += [{**row0, "method": m} for m in args.methods]
+        print(json.dumps(row0), flush=True)
         for method in args.methods:
             labelled, bundle = set(start), b0
             for r in range(1, args.rounds + 1):
@@ -62,14 +74,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        [u.duration for u in pool], min(args.budget, len(pool)),
                                        seed=seed + r))
                 out = work / f"s{seed}" / f"{method}-r{r}"
-                bundle = train_on(args, subset_manifest(train_m, labelled,
+                bundle = train_on(seeded, subset_manifest(train_m, labelled,
                                                         out / "labelled.jsonl.gz"),
                                   out, bundle, f"al-{out.name}")
                 rows.append({"seed": seed, "round": r, "method": method, "labels": len(labelled),
                              "hours": round(sum(dur[i] for i in labelled) / 3600, 3),
                              "wer": greedy_wer(bundle, test)})
                 print(json.dumps(rows[-1]), flush=True)
-    return {"corpus": str(corpus), "start": args.start, "budget": args.budget,
+    return {"corpus": str(corpus), "pool": str(train_m), "pool_limit": args.pool_limit,
+            "init_from": str(args.init_from) if args.init_from else None,
+            "start": args.start, "budget": args.budget,
             "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
             "test_utterances": len(test), "date": time.strftime("%Y-%m-%d"), "rows": rows}
 
@@ -136,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per round")
     p.add_argument("--recipe", type=Path, default=Path("training/recipes/small.yaml"))
+    p.add_argument("--pool", type=Path, default=None,
+                   help="the manifest to label from (default: the corpus's train split)")
+    p.add_argument("--pool-limit", type=int, default=0,
+                   help="per seed, choose from N random pool utterances only (0: all)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="warm-start round 0 from this bundle (with --start 0: round 0 is it)")
     p.add_argument("--test", type=Path, default=None)
     p.add_argument("--test-limit", type=int, default=300)
     p.add_argument("--work", type=Path, default=Path("runs/active-learning"))
@@ -144,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     bad = [m for m in args.methods if m not in METHODS]
-    if bad or args.start < 1 or args.budget < 1 or args.rounds < 1:
-        raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --start, "
-                         "--budget and --rounds >= 1")
+    least = 0 if args.init_from else 1  # round 0 may be the --init-from bundle itself
+    if bad or args.start < least or args.budget < 1 or args.rounds < 1 or args.pool_limit < 0:
+        raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --budget and "
+                         f"--rounds >= 1, --start >= 1 (0 with --init-from), --pool-limit >= 0")
     result = run(args)
     write_report(args.out, result, markdown(result))
     plot(result, args.out.with_suffix(".png"))
