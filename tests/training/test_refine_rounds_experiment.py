@@ -35,3 +35,30 @@ def test_three_rows_of_equal_size_and_what_each_filter_removed(tiny_corpus, tmp_
         assert rep["kept"] + rep["removed"] == pool
         assert sum(g["removed"] for g in rep["by_domain"].values()) == rep["removed"]
     assert "| round2 |" in out.with_suffix(".md").read_text()
+
+
+def test_warm_started_rows_fine_tune_one_bundle_on_a_drawn_pool(tiny_corpus, tmp_path) -> None:  # noqa: F811
+    """--init-from B: an `init` row scores B itself, and every row is fine-tuned from B;
+    --pool-limit N: the candidates are N drawn from the pool (so each row holds keep * N)."""
+    small = [o for o in overrides(tiny_corpus, tmp_path, 10)
+             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
+             and not o.startswith(("data.train", "data.dev"))]
+    common = ["--corpus", str(tiny_corpus), "--keep", "0.5", "--minutes", "0.05",
+              "--test", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--no-progress",
+              "--override", "optim.max_steps=5", "--override", "optim.val_every_steps=5",
+              *sum((["--override", o] for o in small), [])]
+    assert main([*common, "--work", str(tmp_path / "w0"), "--out", str(tmp_path / "rr0")]) == 0
+    init = next((tmp_path / "w0" / "filtered").rglob("bundle.json")).parent
+    out = tmp_path / "rr"
+    assert main([*common, "--init-from", str(init), "--scorer", str(init), "--pool",
+                 str(tiny_corpus / "cuts_train.jsonl.gz"), "--pool-limit", "6", "--seed", "1",
+                 "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["run"]: r for r in result["rows"]}
+    assert list(rows) == ["init", "unfiltered", "filtered", "round2"]
+    assert rows["init"]["utterances"] == 0 and result["pool"] == 6
+    assert {rows[n]["utterances"] for n in ("unfiltered", "filtered", "round2")} == {3}
+    for name in ("unfiltered", "filtered", "round2"):
+        cfg = json.loads(next((tmp_path / "w" / name).rglob("bundle.json")).read_text())
+        assert cfg["provenance"]["config"]["init_from"] == str(init)
+    assert f"from {init}" in out.with_suffix(".md").read_text()
