@@ -97,24 +97,14 @@ def load_audio_pool(manifest: Path | None, limit: int = 40) -> list[np.ndarray]:
 
         return [c.load_audio()[0].astype(np.float32)
                 for c in CutSet.from_file(manifest).subset(first=limit)]
-    import subprocess
-    import tempfile
-
-    from models.audio import load_audio
+    from models.audio import speak
 
     texts = ["turn on the kitchen lights and set the temperature to twenty one degrees",
              "what is the weather going to be like in paris tomorrow morning",
              "please call stella and ask her to bring these things with her from the store",
              "the meeting has been moved to thursday at three thirty in room two hundred",
              "read me the last message from my sister and remind me to answer it tonight"]
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, text in enumerate(texts):
-            for voice in ("en-us", "en-gb+f3"):
-                wav = Path(tmp) / f"{i}-{voice}.wav"
-                subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
-                out.append(load_audio(wav, sample_rate=16_000))
-    return out
+    return [speak(text, voice) for text in texts for voice in ("en-us", "en-gb+f3")]
 
 
 # ---- one configuration -----------------------------------------------------------------------

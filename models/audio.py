@@ -77,3 +77,20 @@ def load_audio(
     except AudioError as exc:
         raise AudioError(str(exc)) from None
     return resample(to_mono(data), int(rate), sample_rate)
+
+
+def speak(text: str, voice: str = "en-us", sample_rate: int = TARGET_SAMPLE_RATE_HZ) -> np.ndarray:
+    """`text` spoken by espeak-ng's `voice`, float32 mono at `sample_rate`: real speech for
+    benchmarks and load tools that must not depend on a corpus (one subprocess per call)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not shutil.which("espeak-ng"):
+        raise RuntimeError("speaking a benchmark sentence needs espeak-ng, which is not "
+                           "installed: run `make system` (Debian package espeak-ng)")
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True,
+                       stdout=subprocess.DEVNULL)
+        return load_audio(wav, sample_rate=sample_rate)

@@ -50,21 +50,10 @@ SENTENCES = (SPEECH,
 
 def speech_outputs(bundle: Any, text: str = SPEECH) -> list[torch.Tensor]:
     """The model's outputs, chunk by chunk, for `text` spoken by espeak-ng (one stream)."""
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    from models.audio import load_audio
+    from models.audio import speak
     from models.streaming import Chunker
 
-    if not shutil.which("espeak-ng"):
-        raise RuntimeError("chorus bench model --decoder beam speaks a sentence with espeak-ng, "
-                           "which is not installed: run `make system` (Debian package espeak-ng)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "s.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
-        audio = load_audio(wav, sample_rate=bundle.features.sample_rate)
+    audio = speak(text, sample_rate=bundle.features.sample_rate)
     chunker = Chunker(bundle)
     state = bundle.model.init_state(1)
     outs: list[torch.Tensor] = []

@@ -72,3 +72,18 @@ def test_resample_identity_and_bad_rate() -> None:
     assert resample(x, 16000) is not None and np.array_equal(resample(x, 16000), x)
     with pytest.raises(AudioError, match="integer"):
         resample(x, 16000.5)  # type: ignore[arg-type]
+
+
+def test_speak_returns_speech_at_the_asked_rate_and_names_the_missing_engine(monkeypatch) -> None:
+    """speak(): espeak-ng's speech as float32 mono at the requested rate (a 2-word sentence runs
+    0.3-3 s and is not silence); with no espeak-ng on PATH, a RuntimeError naming the package."""
+    from models.audio import speak
+
+    a16 = speak("hello world")
+    a8 = speak("hello world", sample_rate=8_000)
+    assert a16.dtype == np.float32 and a16.ndim == 1 and 0.3 < len(a16) / 16_000 < 3.0
+    assert abs(len(a8) / 8_000 - len(a16) / 16_000) < 0.01  # same speech, resampled
+    assert np.sqrt(np.mean(a16 ** 2)) > 0.01
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeError, match="espeak-ng.*make system"):
+        speak("hello")
