@@ -42,7 +42,8 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
         tiny_corpus, tmp_path) -> None:  # noqa: F811
     """--init-from B --start 0: round 0 is B itself (no training, 0 labels); --pool-limit N: every
     method's picks come from the same N utterances drawn for the seed; each run is warm-started
-    from B's chain and carries the curve's seed."""
+    from B's chain and carries the curve's seed; --replay M --replay-count K: every round trains
+    on its labels plus the same K cuts of M."""
     from lhotse import CutSet
 
     small = [o for o in overrides(tiny_corpus, tmp_path, 20)
@@ -59,6 +60,7 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
     out = tmp_path / "al"
     assert main([*common, "--start", "0", "--init-from", str(init), "--pool-limit", "5",
                  "--budget", "2", "--rounds", "2", "--methods", "egl,random",
+                 "--replay", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--replay-count", "2",
                  "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["init_from"] == str(init) and result["pool_limit"] == 5
@@ -71,6 +73,15 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
               for m in ("egl", "random")}
     assert all(len(v) == 4 for v in picked.values())
     assert len(picked["egl"] | picked["random"]) <= 5  # one drawn pool of 5 for both methods
+    dev = {c.id for c in CutSet.from_file(tiny_corpus / "cuts_dev.jsonl.gz")}
+    replays = []
+    for m in ("egl", "random"):
+        for r in (1, 2):
+            trained = {c.id for c in CutSet.from_file(tmp_path / "w" / "s3" / f"{m}-r{r}"
+                                                      / "train.jsonl.gz")}
+            replays.append(trained & dev)
+            assert len(trained) == 2 * r + 2 and len(trained & dev) == 2
+    assert all(r == replays[0] for r in replays)  # one replay draw per seed
     cfg = json.loads(next((tmp_path / "w" / "s3" / "egl-r1").rglob("bundle.json")).read_text())
     assert cfg["provenance"]["config"]["seed"] == 3
     assert cfg["provenance"]["config"]["init_from"] == str(init)

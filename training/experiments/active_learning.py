@@ -19,7 +19,10 @@ Warm-started variant (this machine cannot train from scratch to a useful WER in 
 held-out split; `--start 0` makes the bundle itself round 0 (the paper's question in its
 simplest form: a model exists, which utterances of the pool to label). `--pool-limit N` draws,
 per seed, N pool utterances that every method then chooses from (EGL scores each of them once a
-round). Each training run's seed is the curve's seed.
+round). Each training run's seed is the curve's seed. `--replay M --replay-count N` adds, to
+every round's training set, N utterances of M drawn once per seed (the corpus the bundle was
+trained on): the paper retrains on everything labelled, and a warm start trained on the new
+labels alone forgets what it knew.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         drawn = set(ids[: args.start + args.pool_limit] if args.pool_limit else ids)
         pool_all = [u for u in every if u.id in drawn]  # this seed's start + pool
         seeded = argparse.Namespace(**{**vars(args), "override": [f"seed={seed}", *args.override]})
+        replayed = replay_ids(args.replay, args.replay_count, seed)
         base = work / f"s{seed}" / "r0"
-        b0 = (train_on(seeded, subset_manifest(train_m, start, base / "labelled.jsonl.gz"), base,
+        b0 = (train_on(seeded, round_manifest(train_m, start, base, args.replay, replayed), base,
                        args.init_from, f"al-{base.name}") if start else args.init_from)
         row0 = {"seed": seed, "round": 0, "labels": len(start),
                 "hours": round(sum(dur[i] for i in start) / 3600, 3), "wer": greedy_wer(b0, test)}
@@ -74,18 +78,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        [u.duration for u in pool], min(args.budget, len(pool)),
                                        seed=seed + r))
                 out = work / f"s{seed}" / f"{method}-r{r}"
-                bundle = train_on(seeded, subset_manifest(train_m, labelled,
-                                                        out / "labelled.jsonl.gz"),
-                                  out, bundle, f"al-{out.name}")
+                bundle = train_on(seeded, round_manifest(train_m, labelled, out, args.replay,
+                                                         replayed), out, bundle, f"al-{out.name}")
                 rows.append({"seed": seed, "round": r, "method": method, "labels": len(labelled),
                              "hours": round(sum(dur[i] for i in labelled) / 3600, 3),
                              "wer": greedy_wer(bundle, test)})
                 print(json.dumps(rows[-1]), flush=True)
     return {"corpus": str(corpus), "pool": str(train_m), "pool_limit": args.pool_limit,
             "init_from": str(args.init_from) if args.init_from else None,
+            "replay": str(args.replay) if args.replay else None,
+            "replay_count": args.replay_count if args.replay else 0,
             "start": args.start, "budget": args.budget,
             "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
             "test_utterances": len(test), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+
+
+def replay_ids(manifest: Path | None, count: int, seed: int) -> set[str]:
+    """`count` ids of `manifest` drawn with `seed` (none without a manifest)."""
+    if manifest is None:
+        return set()
+    from lhotse import CutSet
+
+    ids = sorted(CutSet.from_file(manifest).ids)
+    return set(random.Random(seed).sample(ids, min(count, len(ids))))
+
+
+def round_manifest(pool: Path, labelled: set[str], out: Path, replay: Path | None,
+                   replayed: set[str]) -> Path:
+    """A round's training manifest: the labelled cuts of `pool` (out/labelled.jsonl.gz), plus the
+    `replayed` cuts of `replay` when there are any (then out/train.jsonl.gz holds both)."""
+    from lhotse import CutSet
+
+    mine = subset_manifest(pool, labelled, out / "labelled.jsonl.gz")
+    if not replayed or replay is None:
+        return mine
+    both = CutSet.from_file(mine) + CutSet.from_file(
+        subset_manifest(replay, replayed, out / "replay.jsonl.gz"))
+    both.to_eager().to_file(out / "train.jsonl.gz")
+    return out / "train.jsonl.gz"
 
 
 def summary(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -156,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="per seed, choose from N random pool utterances only (0: all)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="warm-start round 0 from this bundle (with --start 0: round 0 is it)")
+    p.add_argument("--replay", type=Path, default=None,
+                   help="with --replay-count: a manifest mixed into every round's training")
+    p.add_argument("--replay-count", type=int, default=0)
     p.add_argument("--test", type=Path, default=None)
     p.add_argument("--test-limit", type=int, default=300)
     p.add_argument("--work", type=Path, default=Path("runs/active-learning"))
@@ -165,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bad = [m for m in args.methods if m not in METHODS]
     least = 0 if args.init_from else 1  # round 0 may be the --init-from bundle itself
+    if (args.replay is None) != (args.replay_count < 1):
+        raise SystemExit("--replay M and --replay-count N >= 1 go together")
     if bad or args.start < least or args.budget < 1 or args.rounds < 1 or args.pool_limit < 0:
         raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --budget and "
                          f"--rounds >= 1, --start >= 1 (0 with --init-from), --pool-limit >= 0")
