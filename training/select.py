@@ -10,6 +10,11 @@ Methods (Huang et al. 2016, "Active learning for speech recognition: the power o
   sum_t G_t with G = dL/dz (T, V), and G for all N hypotheses comes from one backward pass
   through the CTC loss alone (the encoder runs once, forward only). Optionally divided by the
   number of frames (`length_norm`), since long utterances have long gradients.
+  For an RNN-T bundle theta is the joiner's output layer (`out`: logits z[t, u] = W h[t, u] + b
+  with h[t, u] = tanh(enc_t + pred_u)), likewise exact: grad_W = sum_{t,u} G[t, u]^T h[t, u]
+  with G = dL/dz over the (T, U+1) lattice from one backward pass through the transducer loss
+  for all hypotheses at once (padded to the longest; the loss does not reach the padding, so
+  its G is zero), the encoder and the predictor run forward only. Gram-CTC is refused.
 - `confidence`: lowest confidence first (the best hypothesis's mean word confidence).
 - `random`: a seeded shuffle. `length`: longest first.
 The report gives every utterance's scores and the Spearman correlation of EGL with confidence
@@ -36,10 +41,14 @@ class Scores:
 
 
 def head_of(bundle: Any) -> torch.nn.Linear:
-    if bundle.model.cfg.head != "ctc":
-        raise ValueError(f"EGL needs a CTC bundle (head 'ctc'); this one's head is "
-                         f"{bundle.model.cfg.head!r}")
-    return bundle.model.head.proj
+    """The output layer EGL differentiates: the CTC head's projection or the RNN-T joiner's."""
+    head = bundle.model.cfg.head
+    if head == "ctc":
+        return bundle.model.head.proj
+    if head == "rnnt":
+        return bundle.model.head.out
+    raise ValueError(f"EGL needs a CTC or RNN-T bundle (head 'ctc' or 'rnnt'); this one's head "
+                     f"is {head!r}")
 
 
 def expected_grad_norm(proj: torch.nn.Linear, enc: torch.Tensor,
@@ -64,22 +73,51 @@ def expected_grad_norm(proj: torch.nn.Linear, enc: torch.Tensor,
     return float((post * sq).sum()), post, sq
 
 
+def expected_grad_norm_rnnt(head: Any, enc: torch.Tensor, hyps: list[tuple[list[int], float]],
+                            blank: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """As expected_grad_norm, for a transducer head (models.nn.transducer.TransducerHead) over
+    its joiner's output layer `head.out`; `enc` (T, J) is the encoder in the joiner space."""
+    from training.losses.rnnt import rnnt_loss
+
+    n, t = len(hyps), enc.shape[0]
+    u = max(len(ids) for ids, _ in hyps)
+    post = torch.softmax(torch.tensor([s for _, s in hyps], dtype=torch.float64), dim=0)
+    targets = torch.tensor([ids + [blank] * (u - len(ids)) for ids, _ in hyps],
+                           dtype=torch.long).reshape(n, u)  # (N, U) padded
+    with torch.no_grad():
+        pred = head.predict_sequence(targets)  # (N, U+1, J)
+        hid = torch.tanh(enc[None, :, None, :] + pred[:, None, :, :])  # (N, T, U+1, J)
+        z = head.out(hid)  # (N, T, U+1, V)
+    z.requires_grad_(True)
+    loss = rnnt_loss(torch.log_softmax(z, dim=-1), targets, torch.full((n,), t),
+                     torch.tensor([len(ids) for ids, _ in hyps]), blank=blank, reduction="sum")
+    (g,) = torch.autograd.grad(loss, z)  # (N, T, U+1, V): each hypothesis's dL/dz
+    gw = torch.einsum("ntuv,ntuj->nvj", g, hid)  # (N, V, J)
+    sq = (gw.pow(2).sum(dim=(1, 2)) + g.sum(dim=(1, 2)).pow(2).sum(dim=-1)).double()  # (N,)
+    return float((post * sq).sum()), post, sq
+
+
 def egl_scores(bundle: Any, enc: torch.Tensor, *, nbest: int = 8,
                length_norm: bool = False) -> Scores:
-    """EGL of one utterance from its encoder frames `enc` (T, D), over the head's parameters."""
+    """EGL of one utterance from its encoder frames `enc` ((T, D) for CTC, (T, J) in the
+    joiner space for RNN-T: what score_pool's forward pass gives), over the output layer."""
     from models.decoding import bundle_decoder
 
     proj = head_of(bundle)
+    rnnt = bundle.model.cfg.head == "rnnt"
     tok = bundle.tokenizer
-    with torch.no_grad():
-        log_probs = torch.log_softmax(proj(enc), dim=-1)  # (T, V)
     dec = bundle_decoder(bundle, "beam", beam_size=nbest, lm=None)
-    dec.update(log_probs)
+    if rnnt:
+        dec.update(enc)
+    else:
+        with torch.no_grad():
+            dec.update(torch.log_softmax(proj(enc), dim=-1))  # (T, V)
     best = dec.finalize()
     t = enc.shape[0]
     hyps = [(tok.encode(text), score) for text, score in dec.nbest()[:nbest]]
-    hyps = [(ids, s) for ids, s in hyps if len(ids) <= t] or [([], 0.0)]
-    egl, _, _ = expected_grad_norm(proj, enc, hyps, tok.blank_id)
+    hyps = [(ids, s) for ids, s in hyps if rnnt or len(ids) <= t] or [([], 0.0)]
+    egl, _, _ = (expected_grad_norm_rnnt(bundle.model.head, enc, hyps, tok.blank_id) if rnnt
+                 else expected_grad_norm(proj, enc, hyps, tok.blank_id))
     return Scores(egl / t if length_norm else egl, float(best.confidence), t, len(hyps))
 
 
@@ -122,6 +160,9 @@ def score_pool(bundle: Any, utts: list[Any], *, method: str, nbest: int = 8,
     if method in ("random", "length"):
         return [Scores(float("nan"), float("nan"), 0, 0) for _ in utts]
     head_of(bundle)  # a clear error before the forward pass
-    encs, _ = forward_all(bundle, utts, progress=progress, desc="encode", encoder_only=True)
+    # CTC: the encoder's frames (the head is differentiated); RNN-T: the model's output, the
+    # encoder in the joiner space (what the decoder and the joiner take)
+    encs, _ = forward_all(bundle, utts, progress=progress, desc="encode",
+                          encoder_only=bundle.model.cfg.head == "ctc")
     return [egl_scores(bundle, e, nbest=nbest, length_norm=length_norm)
             for e in tqdm(encs, desc=f"{method} scores", unit="utt", disable=not progress)]

@@ -11,7 +11,7 @@ import torch
 
 from tests.models.test_cli import tiny_bundle
 from tests.training.test_train import tiny_corpus  # noqa: F401 (fixture)
-from training.select import Scores, choose, expected_grad_norm, spearman
+from training.select import Scores, choose, expected_grad_norm, expected_grad_norm_rnnt, spearman
 
 
 def test_egl_equals_the_gradient_norms_autograd_gives_one_hypothesis_at_a_time() -> None:
@@ -38,6 +38,35 @@ def test_egl_equals_the_gradient_norms_autograd_gives_one_hypothesis_at_a_time()
                                 rel=1e-4)
 
 
+def test_rnnt_egl_equals_the_joiner_output_gradients_autograd_gives_one_hypothesis_at_a_time(
+        ) -> None:
+    """For a transducer head, the one-pass per-hypothesis gradients (padded to the longest
+    hypothesis) equal the squared norm of the joiner output layer's gradient from each
+    hypothesis's own transducer loss and backward pass; the empty hypothesis included."""
+    from models.nn.transducer import TransducerConfig, TransducerHead
+    from training.losses.rnnt import rnnt_loss
+
+    torch.manual_seed(0)
+    head = TransducerHead(16, 7, TransducerConfig(pred_dim=10, joiner_dim=12)).eval()
+    enc = torch.randn(9, 12)  # (T, J): the encoder in the joiner space
+    hyps = [([1, 2, 3], -1.0), ([1, 2], -1.5), ([4, 4, 5, 6, 2], -3.0), ([], -6.0)]
+    egl, post, sq = expected_grad_norm_rnnt(head, enc, hyps, blank=0)
+    want = []
+    for ids, _ in hyps:
+        head.zero_grad()
+        y = torch.tensor([ids], dtype=torch.long).reshape(1, len(ids))
+        lp = head.join(enc[None, :, None, :], head.predict_sequence(y)[:, None])  # (1, T, U+1, V)
+        rnnt_loss(lp, y, torch.tensor([9]), torch.tensor([len(ids)]), blank=0,
+                  reduction="sum").backward()
+        want.append(float(head.out.weight.grad.pow(2).sum() + head.out.bias.grad.pow(2).sum()))
+    assert sq.tolist() == pytest.approx(want, rel=1e-4)
+    assert len(set(round(w, 6) for w in want)) == 4  # four different hypotheses, four norms
+    p = torch.softmax(torch.tensor([-1.0, -1.5, -3.0, -6.0], dtype=torch.float64), 0)
+    assert post.tolist() == pytest.approx(p.tolist())
+    assert egl == pytest.approx(float((p * torch.tensor(want, dtype=torch.float64)).sum()),
+                                rel=1e-4)
+
+
 def test_each_method_orders_the_pool_as_documented() -> None:
     ids = ["a", "b", "c", "d"]
     sc = [Scores(1.0, 0.9, 10, 8), Scores(5.0, 0.2, 10, 8), Scores(3.0, 0.5, 10, 8),
@@ -57,7 +86,8 @@ def test_each_method_orders_the_pool_as_documented() -> None:
 
 def test_select_cli_writes_the_budget_and_a_report(tiny_corpus, tmp_path) -> None:  # noqa: F811
     """EGL with a (random-weight) CTC bundle on a real tiny pool: exactly the budget, the
-    highest-EGL utterances, and every utterance's scores; an RNN-T bundle is refused by name."""
+    highest-EGL utterances, and every utterance's scores; an RNN-T bundle selects likewise (its
+    joiner's output layer); a Gram-CTC bundle is refused by name."""
     from lhotse import CutSet
 
     pool = tiny_corpus / "cuts_train.jsonl.gz"
@@ -79,5 +109,16 @@ def test_select_cli_writes_the_budget_and_a_report(tiny_corpus, tmp_path) -> Non
     proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
                            "--budget", "3", "--bundle", str(rnnt), "--out", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "EGL needs a CTC bundle" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "sel.report.json").read_text())
+    egl = {k: v["egl"] for k, v in report["scores"].items()}
+    picked = [c.id for c in CutSet.from_file(out)]
+    assert len(picked) == 3 and len(egl) == len(CutSet.from_file(pool))
+    assert min(egl[i] for i in picked) >= max(v for k, v in egl.items() if k not in picked)
+    assert all(v > 0 for v in egl.values())
+    gram = tiny_bundle(tmp_path / "g", head="gram_ctc")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
+                           "--budget", "3", "--bundle", str(gram), "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "EGL needs a CTC or RNN-T bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
