@@ -91,34 +91,25 @@ def test_select_cli_writes_the_budget_and_a_report(tiny_corpus, tmp_path) -> Non
     from lhotse import CutSet
 
     pool = tiny_corpus / "cuts_train.jsonl.gz"
-    bundle = tiny_bundle(tmp_path / "b")
     out = tmp_path / "sel.jsonl.gz"
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
-                           "--budget", "3", "--method", "egl", "--bundle", str(bundle),
-                           "--out", str(out), "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    picked = [c.id for c in CutSet.from_file(out)]
-    report = json.loads((tmp_path / "sel.report.json").read_text())
-    assert len(picked) == 3 and set(picked) == set(report["selected"])
-    egl = {k: v["egl"] for k, v in report["scores"].items()}
-    assert len(egl) == report["pool_utterances"] == len(CutSet.from_file(pool))
-    assert min(egl[i] for i in picked) >= max(v for k, v in egl.items() if k not in picked)
-    assert all(v > 0 for v in egl.values())
-    rnnt = tiny_bundle(tmp_path / "r", head="rnnt")
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
-                           "--budget", "3", "--bundle", str(rnnt), "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "sel.report.json").read_text())
-    egl = {k: v["egl"] for k, v in report["scores"].items()}
-    picked = [c.id for c in CutSet.from_file(out)]
-    assert len(picked) == 3 and len(egl) == len(CutSet.from_file(pool))
-    assert min(egl[i] for i in picked) >= max(v for k, v in egl.items() if k not in picked)
-    assert all(v > 0 for v in egl.values())
-    gram = tiny_bundle(tmp_path / "g", head="gram_ctc")
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
-                           "--budget", "3", "--bundle", str(gram), "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
+
+    def select(head: str) -> subprocess.CompletedProcess:
+        bundle = tiny_bundle(tmp_path / head, head=head)
+        return subprocess.run([sys.executable, "-m", "clients.cli", "select", "--pool", str(pool),
+                               "--budget", "3", "--method", "egl", "--bundle", str(bundle),
+                               "--out", str(out), "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+
+    for head in ("ctc", "rnnt"):
+        proc = select(head)
+        assert proc.returncode == 0, proc.stderr
+        picked = [c.id for c in CutSet.from_file(out)]
+        report = json.loads((tmp_path / "sel.report.json").read_text())
+        assert len(picked) == 3 and set(picked) == set(report["selected"])
+        egl = {k: v["egl"] for k, v in report["scores"].items()}
+        assert len(egl) == report["pool_utterances"] == len(CutSet.from_file(pool))
+        assert min(egl[i] for i in picked) >= max(v for k, v in egl.items() if k not in picked)
+        assert all(v > 0 for v in egl.values())
+    proc = select("gram_ctc")
     assert proc.returncode != 0 and "EGL needs a CTC or RNN-T bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
