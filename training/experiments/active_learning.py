@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pool = [u for u in pool_all if u.id not in labelled]
                 if not pool:
                     break  # everything is labelled
-                scores = score_pool(load(bundle), pool, method=method, progress=False)
+                scores = score_pool(load(bundle), pool, method=method, nbest=args.nbest,
+                                    progress=False)
                 labelled |= set(choose(method, [u.id for u in pool], scores,
                                        [u.duration for u in pool], min(args.budget, len(pool)),
                                        seed=seed + r))
@@ -88,9 +89,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "init_from": str(args.init_from) if args.init_from else None,
             "replay": str(args.replay) if args.replay else None,
             "replay_count": args.replay_count if args.replay else 0,
-            "start": args.start, "budget": args.budget,
+            "nbest": args.nbest, "start": args.start, "budget": args.budget,
             "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
             "test_utterances": len(test), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One curve from runs of the same settings on different seeds (calls side by side, or one
+    after another): their rows together; runs of other settings or the same seed are refused."""
+    keep = ("corpus", "pool", "pool_limit", "init_from", "replay", "replay_count", "nbest",
+            "start", "budget", "rounds", "minutes_per_round", "test_utterances")
+    first = results[0]
+    for r in results[1:]:
+        other = {k: (first.get(k), r.get(k)) for k in keep if first.get(k) != r.get(k)}
+        if other:
+            raise SystemExit(f"--merge: the runs differ in {other}")
+    seeds = [s for r in results for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: a seed is in more than one run ({seeds})")
+    return {**first, "seeds": seeds, "date": max(r["date"] for r in results),
+            "rows": [row for r in results for row in r["rows"]]}
 
 
 def replay_ids(manifest: Path | None, count: int, seed: int) -> set[str]:
@@ -172,7 +190,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.experiments.active_learning",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", type=Path, required=True, help="chorus data synth output")
+    p.add_argument("--corpus", type=Path, help="chorus data synth output")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="no training: one report from these runs' JSON (other seeds)")
+    p.add_argument("--nbest", type=int, default=8, help="hypotheses EGL's expectation runs over")
     p.add_argument("--start", type=int, default=1000, help="labelled utterances at round 0")
     p.add_argument("--budget", type=int, default=1000, help="utterances added per round")
     p.add_argument("--rounds", type=int, default=3)
@@ -203,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.start < least or args.budget < 1 or args.rounds < 1 or args.pool_limit < 0:
         raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --budget and "
                          f"--rounds >= 1, --start >= 1 (0 with --init-from), --pool-limit >= 0")
-    result = run(args)
+    if args.merge:
+        result = merge([json.loads(Path(j).read_text()) for j in args.merge])
+    elif args.corpus is None:
+        raise SystemExit("--corpus is needed (or --merge RUN.json ...)")
+    else:
+        result = run(args)
     write_report(args.out, result, markdown(result))
     plot(result, args.out.with_suffix(".png"))
     print(markdown(result))
