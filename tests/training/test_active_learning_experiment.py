@@ -87,3 +87,30 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
     assert cfg["provenance"]["config"]["init_from"] == str(init)
     with pytest.raises(SystemExit, match="--start >= 1 \\(0 with --init-from\\)"):
         main([*common, "--start", "0", "--budget", "2", "--rounds", "1", "--out", str(out)])
+
+
+def test_merge_joins_runs_of_other_seeds_and_refuses_other_settings(tmp_path) -> None:
+    """--merge: one report from runs on different seeds (rows together, min / max across them);
+    a run of other settings or a repeated seed is refused by name."""
+    def run(seed: int, wers: list[float], budget: int = 2) -> dict:
+        rows = [{"seed": seed, "round": k, "method": "egl", "labels": budget * k, "hours": 0.1 * k,
+                 "wer": w} for k, w in enumerate(wers)]
+        return {"corpus": "c", "start": 0, "budget": budget, "rounds": len(wers) - 1,
+                "minutes_per_round": 0, "seeds": [seed], "test_utterances": 5,
+                "date": "2026-12-06", "rows": rows}
+
+    paths = []
+    for seed, wers in ((0, [0.5, 0.4]), (1, [0.5, 0.2])):
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(run(seed, wers)))
+    out = tmp_path / "merged"
+    assert main(["--merge", *map(str, paths), "--out", str(out)]) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert merged["seeds"] == [0, 1]
+    (r0, r1), = summary(merged).values()
+    assert r1["wer"] == pytest.approx(0.3) and (r1["min"], r1["max"]) == (0.2, 0.4)
+    (tmp_path / "b.json").write_text(json.dumps(run(2, [0.5, 0.3], budget=3)))
+    with pytest.raises(SystemExit, match="differ in .*budget"):
+        main(["--merge", str(paths[0]), str(tmp_path / "b.json"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="seed is in more than one run"):
+        main(["--merge", str(paths[0]), str(paths[0]), "--out", str(out)])
