@@ -176,7 +176,10 @@ def register_soak(lt_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-s", type=float, default=5.0)
     p.add_argument("--window-s", type=float, default=60.0, help="growth: first vs last window")
     p.add_argument("--utterance-seconds", type=float, default=None)
-    p.add_argument("--pid", type=int, default=None, help="--ws server's PID (psutil)")
+    p.add_argument("--pid", type=int, default=None,
+                   help="--ws server's PID (psutil: it and its worker processes)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="serving processes of the server this command starts")
     p.add_argument("--stem", default="soak")
     p.set_defaults(func=run_soak_cmd)
 
@@ -188,7 +191,8 @@ def run_soak_cmd(args: argparse.Namespace) -> int:
                      capacity_json=args.capacity_json, policy=args.policy, protocols=args.protocols,
                      sample_s=args.sample_s, window_s=args.window_s,
                      utterance_seconds=args.utterance_seconds, pid=args.pid, bundle=args.bundle,
-                     backend=args.backend, threads=args.threads, decoder=args.decoder)
+                     backend=args.backend, threads=args.threads, decoder=args.decoder,
+                     workers=args.workers)
     try:
         cfg.streams()
     except (ValueError, OSError, KeyError) as exc:

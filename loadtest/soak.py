@@ -57,6 +57,7 @@ class SoakConfig:
     backend: str = "onnxruntime"
     threads: int = 1
     decoder: str | None = None
+    workers: int = 1  # serving processes of the server this command starts
 
     def streams(self) -> int:
         cap = self.capacity
@@ -67,8 +68,19 @@ class SoakConfig:
         return max(1, round(self.load * cap))
 
 
+def server_total(m: dict[str, float], name: str) -> float:
+    """A per-process metric of the scraped server: its value, or, from a server of several
+    workers (whose /metrics labels such families by `worker`), their sum; NaN when absent."""
+    if name in m:
+        return m[name]
+    per_worker = [v for k, v in m.items() if k.startswith(name + "{") and 'worker="' in k]
+    return float(sum(per_worker)) if per_worker else float("nan")
+
+
 class Sampler:
-    """The server's resources now: psutil on its PID when known, its /metrics gauges."""
+    """The server's resources now: psutil on its PID and every process under it (a server of
+    several workers is a supervisor and its children) when the PID is known, its /metrics
+    gauges (per worker, summed)."""
 
     def __init__(self, target: Target, pid: int | None):
         self.target = target
@@ -81,19 +93,24 @@ class Sampler:
     async def sample(self, t: float) -> dict[str, float]:
         m = await scrape(self.target)
         row = {"t_s": round(t, 2),
-               "rss_mb": m.get("process_resident_memory_bytes", float("nan")) / 2**20,
-               "fds": m.get("process_open_fds", float("nan")),
+               "rss_mb": server_total(m, "process_resident_memory_bytes") / 2**20,
+               "fds": server_total(m, "process_open_fds"),
                "threads": float("nan"),
-               "py_threads": m.get("chorus_threads", float("nan")),
-               "asyncio_tasks": m.get("chorus_asyncio_tasks", float("nan")),
-               "open_streams": m.get("chorus_open_streams", float("nan"))}
+               "py_threads": server_total(m, "chorus_threads"),
+               "asyncio_tasks": server_total(m, "chorus_asyncio_tasks"),
+               "open_streams": m.get("chorus_open_streams", float("nan")),
+               "processes": float("nan")}
         if self.proc is not None:
             try:
-                with self.proc.oneshot():
-                    row["rss_mb"] = self.proc.memory_info().rss / 2**20
-                    row["fds"] = float(self.proc.num_fds())
-                    row["threads"] = float(self.proc.num_threads())
-            except Exception:  # noqa: BLE001 - the process is gone: the samples say so (NaN)
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = fds = threads = 0.0
+                for p in procs:
+                    with p.oneshot():
+                        rss += p.memory_info().rss / 2**20
+                        fds += p.num_fds()
+                        threads += p.num_threads()
+                row.update(rss_mb=rss, fds=fds, threads=threads, processes=float(len(procs)))
+            except Exception:  # noqa: BLE001 - a process is gone: the samples say so (NaN)
                 pass
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}
 
@@ -193,7 +210,8 @@ def run_soak(cfg: SoakConfig, ws: str | None = None, grpc: str | None = None,
         if progress_on:
             progress("soak", f"starting chorus serve ({json.dumps(config)}) for {n} streams")
         server = ServerProcess(bundle=cfg.bundle, backend=cfg.backend, threads=cfg.threads,
-                               decoder=cfg.decoder, config=config, prefix="chorus-soak-")
+                               decoder=cfg.decoder, config=config, prefix="chorus-soak-",
+                               workers=cfg.workers)
         target, pid = server.target(), server.pid
     else:
         target, pid = Target(ws, grpc, api_key), cfg.pid
