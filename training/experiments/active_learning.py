@@ -155,13 +155,16 @@ def summary(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def markdown(result: dict[str, Any]) -> str:
     s = summary(result)
     lines = [f"Start {result['start']} utterances, +{result['budget']} per round, "
-             f"{result['minutes_per_round']:g} min per round, seeds {result['seeds']}, greedy "
-             f"WER on {result['test_utterances']} held-out utterances (mean, min / max).", "",
+             + (f"{result['minutes_per_round']:g} min per round" if result["minutes_per_round"]
+                else "training steps per round as the command's overrides")
+             + f", seeds {result['seeds']}, greedy "
+             f"WER on {result['test_utterances']} held-out utterances (mean, min / max over "
+             f"the seeds) at the labelled utterances (their mean audio hours).", "",
              "| method | " + " | ".join(f"round {k}" for k in range(result["rounds"] + 1)) + " |",
              "|---|" + "---|" * (result["rounds"] + 1)]
     for m, pts in s.items():
         cells = [f"{100 * p['wer']:.1f} ({100 * p['min']:.1f} / {100 * p['max']:.1f}) at "
-                 f"{p['labels']}" for p in pts]
+                 f"{p['labels']} ({p['hours']:g} h)" for p in pts]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
