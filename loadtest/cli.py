@@ -193,6 +193,9 @@ def run_soak_cmd(args: argparse.Namespace) -> int:
                      utterance_seconds=args.utterance_seconds, pid=args.pid, bundle=args.bundle,
                      backend=args.backend, threads=args.threads, decoder=args.decoder,
                      workers=args.workers)
+    if args.ws and args.workers != 1:
+        raise SystemExit("chorus loadtest soak: --workers sizes the server this command starts; "
+                         "against --ws, give its supervisor's --pid instead")
     try:
         cfg.streams()
     except (ValueError, OSError, KeyError) as exc:

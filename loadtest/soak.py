@@ -80,7 +80,8 @@ def server_total(m: dict[str, float], name: str) -> float:
 class Sampler:
     """The server's resources now: psutil on its PID and every process under it (a server of
     several workers is a supervisor and its children) when the PID is known, its /metrics
-    gauges (per worker, summed)."""
+    gauges (per worker, summed). Summed RSS counts pages the processes share once per process:
+    an upper bound of the memory, whose growth is what the soak watches."""
 
     def __init__(self, target: Target, pid: int | None):
         self.target = target

@@ -73,16 +73,33 @@ def expected_grad_norm(proj: torch.nn.Linear, enc: torch.Tensor,
     return float((post * sq).sum()), post, sq
 
 
+LATTICE_FLOATS = 1 << 25  # joiner states per batch of hypotheses (128 MiB of float32)
+
+
 def expected_grad_norm_rnnt(head: Any, enc: torch.Tensor, hyps: list[tuple[list[int], float]],
                             blank: int) -> tuple[float, torch.Tensor, torch.Tensor]:
     """As expected_grad_norm, for a transducer head (models.nn.transducer.TransducerHead) over
-    its joiner's output layer `head.out`; `enc` (T, J) is the encoder in the joiner space."""
+    its joiner's output layer `head.out`; `enc` (T, J) is the encoder in the joiner space.
+    Hypotheses are padded to the longest of their batch (the loss never reaches a padded cell,
+    so its gradient there is zero); batches are cut so their joiner states stay under
+    LATTICE_FLOATS floats (a long utterance's 8-best would otherwise take gigabytes)."""
+    post = torch.softmax(torch.tensor([s for _, s in hyps], dtype=torch.float64), dim=0)
+    t, j = enc.shape
+    longest = max(len(ids) for ids, _ in hyps) + 1
+    group = max(1, LATTICE_FLOATS // (t * longest * j))
+    sq = torch.cat([_lattice_sq_norms(head, enc, [ids for ids, _ in hyps[k: k + group]], blank)
+                    for k in range(0, len(hyps), group)])
+    return float((post * sq).sum()), post, sq
+
+
+def _lattice_sq_norms(head: Any, enc: torch.Tensor, seqs: list[list[int]],
+                      blank: int) -> torch.Tensor:
+    """||grad_{W,b} L_rnnt(y)||^2 of the joiner's output layer for each token sequence (N,)."""
     from training.losses.rnnt import rnnt_loss
 
-    n, t = len(hyps), enc.shape[0]
-    u = max(len(ids) for ids, _ in hyps)
-    post = torch.softmax(torch.tensor([s for _, s in hyps], dtype=torch.float64), dim=0)
-    targets = torch.tensor([ids + [blank] * (u - len(ids)) for ids, _ in hyps],
+    n, t = len(seqs), enc.shape[0]
+    u = max(len(ids) for ids in seqs)
+    targets = torch.tensor([ids + [blank] * (u - len(ids)) for ids in seqs],
                            dtype=torch.long).reshape(n, u)  # (N, U) padded
     with torch.no_grad():
         pred = head.predict_sequence(targets)  # (N, U+1, J)
@@ -90,11 +107,10 @@ def expected_grad_norm_rnnt(head: Any, enc: torch.Tensor, hyps: list[tuple[list[
         z = head.out(hid)  # (N, T, U+1, V)
     z.requires_grad_(True)
     loss = rnnt_loss(torch.log_softmax(z, dim=-1), targets, torch.full((n,), t),
-                     torch.tensor([len(ids) for ids, _ in hyps]), blank=blank, reduction="sum")
+                     torch.tensor([len(ids) for ids in seqs]), blank=blank, reduction="sum")
     (g,) = torch.autograd.grad(loss, z)  # (N, T, U+1, V): each hypothesis's dL/dz
     gw = torch.einsum("ntuv,ntuj->nvj", g, hid)  # (N, V, J)
-    sq = (gw.pow(2).sum(dim=(1, 2)) + g.sum(dim=(1, 2)).pow(2).sum(dim=-1)).double()  # (N,)
-    return float((post * sq).sum()), post, sq
+    return (gw.pow(2).sum(dim=(1, 2)) + g.sum(dim=(1, 2)).pow(2).sum(dim=-1)).double()
 
 
 def egl_scores(bundle: Any, enc: torch.Tensor, *, nbest: int = 8,
@@ -114,7 +130,7 @@ def egl_scores(bundle: Any, enc: torch.Tensor, *, nbest: int = 8,
             dec.update(torch.log_softmax(proj(enc), dim=-1))  # (T, V)
     best = dec.finalize()
     t = enc.shape[0]
-    hyps = [(tok.encode(text), score) for text, score in dec.nbest()[:nbest]]
+    hyps = dec.nbest_ids()[:nbest]  # the tokens the beam scored (not the text re-encoded)
     hyps = [(ids, s) for ids, s in hyps if rnnt or len(ids) <= t] or [([], 0.0)]
     egl, _, _ = (expected_grad_norm_rnnt(bundle.model.head, enc, hyps, tok.blank_id) if rnnt
                  else expected_grad_norm(proj, enc, hyps, tok.blank_id))

@@ -151,10 +151,14 @@ class CtcPrefixBeamDecoder:
         return sorted(((n, self._final(n, s)) for n, s in self.beam.items()),
                       key=lambda kv: kv[1], reverse=True)
 
+    def nbest_ids(self) -> list[tuple[list[int], float]]:
+        """All surviving prefixes as (token ids, log prob incl. hotword bonus), best first: the
+        very tokens scored (a subword text re-encoded may split otherwise)."""
+        return [([k for k, _, _ in n.emissions()], score) for n, score in self._ranked()]
+
     def nbest(self) -> list[tuple[str, float]]:
         """All surviving prefixes as (text, log prob incl. hotword bonus), best first."""
-        return [(self.tok.decode([k for k, _, _ in n.emissions()]), score)
-                for n, score in self._ranked()]
+        return [(self.tok.decode(ids), score) for ids, score in self.nbest_ids()]
 
     def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
         """All surviving prefixes as timed hypotheses with their ranking scores, best first

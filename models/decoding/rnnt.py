@@ -217,9 +217,13 @@ class RnntBeamDecoder:
         """Surviving hypotheses with their final scores (incl. LM and hotwords), best first."""
         return sorted(((h, self._final(h)) for h in self.hyps), key=lambda x: x[1], reverse=True)
 
+    def nbest_ids(self) -> list[tuple[list[int], float]]:
+        """Surviving hypotheses as (token ids, score incl. LM and hotwords), best first."""
+        return [(list(h.tokens), s) for h, s in self._ranked()]
+
     def nbest(self) -> list[tuple[str, float]]:
         """Surviving hypotheses as (text, score incl. LM and hotwords), best first."""
-        return [(self.tok.decode(list(h.tokens)), s) for h, s in self._ranked()]
+        return [(self.tok.decode(ids), s) for ids, s in self.nbest_ids()]
 
     def nbest_hypotheses(self) -> list[tuple[Hypothesis, float]]:
         """Surviving hypotheses, timed, with their scores, best first (n-best rescoring)."""

@@ -82,9 +82,17 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
             replays.append(trained & dev)
             assert len(trained) == 2 * r + 2 and len(trained & dev) == 2
     assert all(r == replays[0] for r in replays)  # one replay draw per seed
-    cfg = json.loads(next((tmp_path / "w" / "s3" / "egl-r1").rglob("bundle.json")).read_text())
-    assert cfg["provenance"]["config"]["seed"] == 3
-    assert cfg["provenance"]["config"]["init_from"] == str(init)
+    def config(run: str) -> dict:
+        path = next((tmp_path / "w" / "s3" / run).rglob("bundle.json"))
+        return json.loads(path.read_text())["provenance"]["config"]
+
+    assert config("egl-r1")["seed"] == 3 and config("egl-r1")["init_from"] == str(init)
+    r1 = next((tmp_path / "w" / "s3" / "egl-r1").rglob("bundle.json")).parent
+    assert config("egl-r2")["init_from"] == str(r1)  # each round warm-starts from the last
+    with pytest.raises(SystemExit, match="shares cut ids with the pool"):  # replay = the pool
+        main([*common, "--start", "0", "--init-from", str(init), "--budget", "2", "--rounds",
+              "1", "--replay", str(tiny_corpus / "cuts_train.jsonl.gz"), "--replay-count", "2",
+              "--work", str(tmp_path / "w2"), "--out", str(out)])
     with pytest.raises(SystemExit, match="--start >= 1 \\(0 with --init-from\\)"):
         main([*common, "--start", "0", "--budget", "2", "--rounds", "1", "--out", str(out)])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ def test_rows_fine_tune_equal_hours_raw_vs_dialogue_mix(tiny_corpus, dialogues, 
     from lhotse import CutSet
 
     from training.config import load_config
+    from training.eval.run import load_manifest
+    from training.experiments import greedy_wer
     from training.train import train
 
     records = [json.loads(x) for x in dialogues.read_text().splitlines()]
@@ -44,9 +47,12 @@ def test_rows_fine_tune_equal_hours_raw_vs_dialogue_mix(tiny_corpus, dialogues, 
     rows = {r["run"]: r for r in result["rows"]}
     assert list(rows) == ["init", "raw", "raw+dialogues"]
     assert rows["init"]["utterances"] == 0
+    dlg_test = load_manifest(tmp_path / "dlg" / "cuts_test.jsonl.gz")
+    assert rows["init"]["dialogue_test"] == greedy_wer(init, dlg_test)  # scored on that split
+    assert result["test_utterances"]["dialogue_test"] == len(dlg_test)
     for name in ("raw", "raw+dialogues"):
         assert rows[name]["hours"] >= 0.004 * 0.99
-        assert 0 <= rows[name]["dialogue_test"] and 0 <= rows[name]["corpus_test"]
+        assert all(math.isfinite(rows[name][k]) for k in ("dialogue_test", "corpus_test"))
         run_dir = tmp_path / "w" / name.replace("+", "-")
         cfg = json.loads(next(run_dir.rglob("bundle.json")).read_text())
         assert cfg["provenance"]["config"]["init_from"] == str(init)

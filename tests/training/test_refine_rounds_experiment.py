@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 from tests.training.test_train import overrides, tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.refine_rounds import main
@@ -39,7 +40,10 @@ def test_three_rows_of_equal_size_and_what_each_filter_removed(tiny_corpus, tmp_
 
 def test_warm_started_rows_fine_tune_one_bundle_on_a_drawn_pool(tiny_corpus, tmp_path) -> None:  # noqa: F811
     """--init-from B: an `init` row scores B itself, and every row is fine-tuned from B;
-    --pool-limit N: the candidates are N drawn from the pool (so each row holds keep * N)."""
+    --pool-limit N: the candidates are N drawn at random (--seed) from the pool, so each row
+    holds keep * N of those."""
+    from lhotse import CutSet
+
     small = [o for o in overrides(tiny_corpus, tmp_path, 10)
              if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
              and not o.startswith(("data.train", "data.dev"))]
@@ -58,7 +62,11 @@ def test_warm_started_rows_fine_tune_one_bundle_on_a_drawn_pool(tiny_corpus, tmp
     assert list(rows) == ["init", "unfiltered", "filtered", "round2"]
     assert rows["init"]["utterances"] == 0 and result["pool"] == 6
     assert {rows[n]["utterances"] for n in ("unfiltered", "filtered", "round2")} == {3}
+    ids = [c.id for c in CutSet.from_file(tiny_corpus / "cuts_train.jsonl.gz")]
+    drawn = set(random.Random(1).sample(ids, 6))
+    assert drawn != set(ids[:6])  # so the check below tells a draw from the first six
     for name in ("unfiltered", "filtered", "round2"):
         cfg = json.loads(next((tmp_path / "w" / name).rglob("bundle.json")).read_text())
         assert cfg["provenance"]["config"]["init_from"] == str(init)
+        assert {c.id for c in CutSet.from_file(tmp_path / "w" / name / "train.jsonl.gz")} <= drawn
     assert f"from {init}" in out.with_suffix(".md").read_text()

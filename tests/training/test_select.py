@@ -11,6 +11,7 @@ import torch
 
 from tests.models.test_cli import tiny_bundle
 from tests.training.test_train import tiny_corpus  # noqa: F401 (fixture)
+from training import select
 from training.select import Scores, choose, expected_grad_norm, expected_grad_norm_rnnt, spearman
 
 
@@ -38,19 +39,25 @@ def test_egl_equals_the_gradient_norms_autograd_gives_one_hypothesis_at_a_time()
                                 rel=1e-4)
 
 
+@pytest.mark.parametrize("predictor", ["lstm", "stateless"])
 def test_rnnt_egl_equals_the_joiner_output_gradients_autograd_gives_one_hypothesis_at_a_time(
-        ) -> None:
+        predictor, monkeypatch) -> None:
     """For a transducer head, the one-pass per-hypothesis gradients (padded to the longest
     hypothesis) equal the squared norm of the joiner output layer's gradient from each
-    hypothesis's own transducer loss and backward pass; the empty hypothesis included."""
+    hypothesis's own transducer loss and backward pass; the empty hypothesis included; cut
+    into batches of one (the memory cap), the norms are the same."""
     from models.nn.transducer import TransducerConfig, TransducerHead
     from training.losses.rnnt import rnnt_loss
 
     torch.manual_seed(0)
-    head = TransducerHead(16, 7, TransducerConfig(pred_dim=10, joiner_dim=12)).eval()
+    head = TransducerHead(16, 7, TransducerConfig(predictor=predictor, pred_dim=10,
+                                                  joiner_dim=12, context=3)).eval()
     enc = torch.randn(9, 12)  # (T, J): the encoder in the joiner space
     hyps = [([1, 2, 3], -1.0), ([1, 2], -1.5), ([4, 4, 5, 6, 2], -3.0), ([], -6.0)]
     egl, post, sq = expected_grad_norm_rnnt(head, enc, hyps, blank=0)
+    monkeypatch.setattr(select, "LATTICE_FLOATS", 1)  # one hypothesis per batch: the same
+    assert expected_grad_norm_rnnt(head, enc, hyps, blank=0)[2].tolist() == pytest.approx(
+        sq.tolist(), rel=1e-6)
     want = []
     for ids, _ in hyps:
         head.zero_grad()

@@ -84,6 +84,33 @@ def subset_manifest(src: Path, ids: set[str], out: Path) -> Path:
     return out
 
 
+def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """`args` whose training runs use `seed` (a `seed=` override before the user's own)."""
+    return argparse.Namespace(**{**vars(args), "override": [f"seed={seed}", *args.override]})
+
+
+def concat_manifests(parts: list[tuple[Path, list[str] | set[str]]], out: Path) -> Path:
+    """The named cuts of each manifest, together, written to `out` (parents made); a cut id in
+    two parts is refused (lhotse would keep both silently, and training would see one twice)."""
+    from lhotse import CutSet
+
+    seen: dict[str, Path] = {}
+    for path, ids in parts:
+        for i in ids:
+            if i in seen:
+                raise SystemExit(f"cut id {i!r} is in both {seen[i]} and {path}: corpora "
+                                 "trained together need distinct ids (chorus data synth "
+                                 "--id-prefix)")
+            seen[i] = path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cuts = [CutSet.from_file(m).to_eager().subset(cut_ids=sorted(ids)) for m, ids in parts if ids]
+    both = cuts[0]
+    for c in cuts[1:]:
+        both = both + c
+    both.to_eager().to_file(out)
+    return out
+
+
 def train_on(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None,
              name: str) -> Path:
     """Train the recipe at args.recipe on `manifest` for args.minutes (dev: the corpus's),

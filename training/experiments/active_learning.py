@@ -36,7 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments import greedy_wer, subset_manifest, train_on, write_report
+from training.experiments import (
+    concat_manifests,
+    greedy_wer,
+    subset_manifest,
+    train_on,
+    with_seed,
+    write_report,
+)
 
 METHODS = ("egl", "confidence", "random")
 
@@ -51,6 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     every = load_manifest(train_m)
     dur = {u.id: u.duration for u in every}
     test = load_manifest(args.test or corpus / "cuts_test.jsonl.gz", args.test_limit)
+    if args.start + args.budget * args.rounds > len(every):
+        raise SystemExit(f"--start + --budget x --rounds = "
+                         f"{args.start + args.budget * args.rounds} > the pool's {len(every)}")
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         ids = [u.id for u in every]
@@ -58,8 +68,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start = set(ids[: args.start])
         drawn = set(ids[: args.start + args.pool_limit] if args.pool_limit else ids)
         pool_all = [u for u in every if u.id in drawn]  # this seed's start + pool
-        seeded = argparse.Namespace(**{**vars(args), "override": [f"seed={seed}", *args.override]})
+        seeded = with_seed(args, seed)
         replayed = replay_ids(args.replay, args.replay_count, seed)
+        if replayed & dur.keys():
+            raise SystemExit(f"--replay {args.replay} shares cut ids with the pool {train_m}: "
+                             "replay the corpus the bundle was trained on, not the pool")
         base = work / f"s{seed}" / "r0"
         b0 = (train_on(seeded, round_manifest(train_m, start, base, args.replay, replayed), base,
                        args.init_from, f"al-{base.name}") if start else args.init_from)
@@ -89,7 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "init_from": str(args.init_from) if args.init_from else None,
             "replay": str(args.replay) if args.replay else None,
             "replay_count": args.replay_count if args.replay else 0,
-            "nbest": args.nbest, "start": args.start, "budget": args.budget,
+            "nbest": args.nbest, "recipe": str(args.recipe), "override": args.override,
+            "methods": args.methods, "start": args.start, "budget": args.budget,
             "rounds": args.rounds, "minutes_per_round": args.minutes, "seeds": args.seeds,
             "test_utterances": len(test), "date": time.strftime("%Y-%m-%d"), "rows": rows}
 
@@ -98,7 +112,8 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One curve from runs of the same settings on different seeds (calls side by side, or one
     after another): their rows together; runs of other settings or the same seed are refused."""
     keep = ("corpus", "pool", "pool_limit", "init_from", "replay", "replay_count", "nbest",
-            "start", "budget", "rounds", "minutes_per_round", "test_utterances")
+            "recipe", "override", "methods", "start", "budget", "rounds", "minutes_per_round",
+            "test_utterances")
     first = results[0]
     for r in results[1:]:
         other = {k: (first.get(k), r.get(k)) for k in keep if first.get(k) != r.get(k)}
@@ -125,15 +140,10 @@ def round_manifest(pool: Path, labelled: set[str], out: Path, replay: Path | Non
                    replayed: set[str]) -> Path:
     """A round's training manifest: the labelled cuts of `pool` (out/labelled.jsonl.gz), plus the
     `replayed` cuts of `replay` when there are any (then out/train.jsonl.gz holds both)."""
-    from lhotse import CutSet
-
     mine = subset_manifest(pool, labelled, out / "labelled.jsonl.gz")
     if not replayed or replay is None:
         return mine
-    both = CutSet.from_file(mine) + CutSet.from_file(
-        subset_manifest(replay, replayed, out / "replay.jsonl.gz"))
-    both.to_eager().to_file(out / "train.jsonl.gz")
-    return out / "train.jsonl.gz"
+    return concat_manifests([(pool, labelled), (replay, replayed)], out / "train.jsonl.gz")
 
 
 def summary(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -224,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     least = 0 if args.init_from else 1  # round 0 may be the --init-from bundle itself
     if (args.replay is None) != (args.replay_count < 1):
         raise SystemExit("--replay M and --replay-count N >= 1 go together")
-    if bad or args.start < least or args.budget < 1 or args.rounds < 1 or args.pool_limit < 0:
-        raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --budget and "
-                         f"--rounds >= 1, --start >= 1 (0 with --init-from), --pool-limit >= 0")
+    if (bad or args.start < least or args.budget < 1 or args.rounds < 1 or args.nbest < 1
+            or args.pool_limit < 0 or 0 < args.pool_limit < args.budget * args.rounds):
+        raise SystemExit(f"--methods from {METHODS} (got {bad or args.methods}); --budget, "
+                         f"--rounds and --nbest >= 1, --start >= 1 (0 with --init-from), "
+                         f"--pool-limit 0 (all) or >= budget x rounds")
     if args.merge:
         result = merge([json.loads(Path(j).read_text()) for j in args.merge])
     elif args.corpus is None:

@@ -6,8 +6,9 @@
 
 The LM half (`training.experiments.mind_lm`) compares text at equal tokens; this one asks the
 acoustic model. Rows, each fine-tuned from `--init-from` with the recipe and the same overrides
-(so the same steps: equal compute) on exactly `--hours` of audio (utterances drawn at random,
-seeded, until the hours are reached):
+(so the same steps: equal compute) on `--hours` of audio (whole utterances drawn at random,
+seeded, until the hours are reached; the mixed row's raw part fills what its dialogue part
+left, so both rows end within one utterance of the same hours):
 - `init`: the starting bundle itself, no training;
 - `raw`: the corpus's train split only (the monologue style the model was trained on: this row
   is the control for what fine-tuning alone does);
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.experiments import greedy_wer, train_on, write_report
+from training.experiments import concat_manifests, greedy_wer, train_on, with_seed, write_report
 
 ROWS = ("init", "raw", "raw+dialogues")
 
@@ -48,19 +49,6 @@ def draw_hours(utts: list[Any], hours: float, seed: int) -> list[str]:
     return out
 
 
-def mixed_manifest(parts: list[tuple[Path, list[str]]], out: Path) -> Path:
-    """The named cuts of each manifest, together, written to `out`."""
-    from lhotse import CutSet
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cuts = [CutSet.from_file(m).to_eager().subset(cut_ids=ids) for m, ids in parts if ids]
-    both = cuts[0]
-    for c in cuts[1:]:
-        both = both + c
-    both.to_eager().to_file(out)
-    return out
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.eval.run import load_manifest
 
@@ -72,10 +60,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "corpus_test": load_manifest(args.corpus_test or corpus / "cuts_test.jsonl.gz",
                                           args.test_limit)}
     share = args.dialogue_share
+    dlg_part = draw_hours(dlg, args.hours * share, args.seed)
+    dlg_h = sum(dur[i] for i in dlg_part) / 3600
     sets = {"raw": [(raw_m, draw_hours(raw, args.hours, args.seed))],
-            "raw+dialogues": [(dlg_m, draw_hours(dlg, args.hours * share, args.seed)),
-                              (raw_m, draw_hours(raw, args.hours * (1 - share), args.seed))]}
-    seeded = argparse.Namespace(**{**vars(args), "override": [f"seed={args.seed}", *args.override]})
+            "raw+dialogues": [(dlg_m, dlg_part),
+                              (raw_m, draw_hours(raw, args.hours - dlg_h, args.seed))]}
+    seeded = with_seed(args, args.seed)
     rows = []
     for name in ROWS:
         if name == "init":
@@ -83,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             ids = [i for _, part in sets[name] for i in part]
             out = work / name.replace("+", "-")
-            bundle = train_on(seeded, mixed_manifest(sets[name], out / "train.jsonl.gz"), out,
+            bundle = train_on(seeded, concat_manifests(sets[name], out / "train.jsonl.gz"), out,
                               args.init_from, f"mind-asr-{out.name}")
         dlg_ids = set(ids) & {u.id for u in dlg}
         rows.append({"run": name, "utterances": len(ids),

@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 < args.keep < 1:
         raise SystemExit(f"--keep must be a fraction in (0, 1), got {args.keep}")
+    if args.pool_limit is not None and args.pool_limit < 1:
+        raise SystemExit(f"--pool-limit must be >= 1 candidate, got {args.pool_limit}")
     result = run(args)
     write_report(args.out, result, markdown(result))
     print(markdown(result))
