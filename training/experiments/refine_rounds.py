@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"{result['pool']} candidates, keep {result['keep']:g}, "
-             f"{result['minutes_per_run']:g} min per run "
-             f"{'from ' + result['init_from'] if result.get('init_from') else 'from scratch'}, "
+             + (f"{result['minutes_per_run']:g} min per run " if result["minutes_per_run"]
+                else "training steps per run as the command's overrides, ")
+             + f"{'from ' + result['init_from'] if result.get('init_from') else 'from scratch'}, "
              f"greedy WER on "
              f"{result['test_utterances']} held-out utterances; scorer {result['scorer']}.", "",
              "| run | utterances | hours | overlap with filtered | test WER % |",
