@@ -155,12 +155,16 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None, worker: An
     return 0
 
 
+SIBLING_GRACE_S = 2.0  # past its own deadline, how long a worker waits for its siblings' drains
+
+
 async def drain(app: App, ws_server: Any, grpc_server: Any, vosk_server: Any = None) -> None:
     """Stop admitting while the listeners stay open, so load balancers and clients are told
     (/readyz and WebSocket upgrades 503, gRPC health NOT_SERVING) rather than refused: open
     streams deliver their owed finals and close, WebSocket connections end, in-flight RPCs
     finish; only then do the ports close. All within drain_timeout_s: what is still open at
-    the deadline is cut."""
+    the deadline is cut. A worker of several closes its ports only when every worker's drain
+    is done (server.workers.Slots.all_drained), so the server's port answers 503 throughout."""
     deadline = time.monotonic() + app.cfg.drain_timeout_s
     health = getattr(app, "grpc_health", None)
     if health is not None:
@@ -176,6 +180,12 @@ async def drain(app: App, ws_server: Any, grpc_server: Any, vosk_server: Any = N
         for conn, task in list(srv.handlers.items()):
             if not task.done():  # e.g. a client that never answers the close: cut it
                 conn.transport.abort()
+    slots = getattr(app, "slots", None)
+    if slots is not None:  # one of several workers: the port stays open until all drained
+        slots.drained()
+        while not slots.all_drained and time.monotonic() < deadline + SIBLING_GRACE_S:
+            await asyncio.sleep(0.05)  # new upgrades still get 503 here
+    for srv in ws_servers:
         srv.close()  # only now are the WebSocket ports closed
         await srv.wait_closed()
 

@@ -75,8 +75,8 @@ class Worker:
 
 class Slots:
     """Streams open and detached in every worker (a shared array: opens[0..N), detached[N..2N)),
-    for admission across processes. Each worker writes only its own two cells; `take` checks
-    the sum and counts in under the array's lock."""
+    for admission across processes, and whose drain is done (drained[2N..3N)). Each worker
+    writes only its own cells; `take` checks the sum and counts in under the array's lock."""
 
     def __init__(self, shared: Any, worker: Worker, max_streams: int):
         self.shared, self.worker, self.max_streams = shared, worker, max_streams
@@ -96,6 +96,19 @@ class Slots:
     def detached(self, delta: int) -> None:
         with self.shared.get_lock():
             self.shared[self.worker.count + self.worker.index] += delta
+
+    def drained(self) -> None:
+        """This worker's drain is done (its connections ended or were cut)."""
+        with self.shared.get_lock():
+            self.shared[2 * self.worker.count + self.worker.index] = 1
+
+    @property
+    def all_drained(self) -> bool:
+        """Every worker's drain is done: only then may a worker close its listeners (one that
+        closes earlier resets the connections the kernel queued on its SO_REUSEPORT socket)."""
+        with self.shared.get_lock():
+            n = self.worker.count
+            return all(self.shared[2 * n:3 * n])
 
     @property
     def open(self) -> int:
@@ -198,7 +211,7 @@ def supervise(cfg: Any, count: int) -> int:
     check_ports(cfg)
     ctx = multiprocessing.get_context("spawn")
     rundir = Path(tempfile.mkdtemp(prefix="chorus-workers-"))
-    shared = ctx.Array("i", 2 * count)
+    shared = ctx.Array("i", 3 * count)  # Slots: opens, detached, drained
     procs = [ctx.Process(target=_worker_main, args=(cfg, Worker(i, count, str(rundir)), shared),
                          name=f"chorus-worker-{i}", daemon=False) for i in range(count)]
     stopping = False

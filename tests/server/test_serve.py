@@ -321,3 +321,27 @@ def test_device_and_provider_combinations_are_checked_by_name() -> None:
                       "ort_provider must be")]:
         with pytest.raises(ValueError, match=msg):
             backend_config(bad)
+
+
+def test_every_worker_keeps_listening_until_the_whole_drain_ends(tmp_path) -> None:
+    """A server of two workers drains as one: the worker with nothing left to drain keeps its
+    SO_REUSEPORT listener open (answering 503) until its sibling's drain ends too, since a
+    listener that closes resets the connections the kernel had already queued on it."""
+    import psutil
+
+    def listeners() -> int:
+        return sum(1 for c in psutil.net_connections(kind="tcp")
+                   if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN)
+
+    drain_s = 6.0
+    proc, port = start_server(tmp_path, "--workers", "2",
+                              env={"CHORUS_DRAIN_TIMEOUT_S": str(drain_s)})
+    stuck = raw_ws_client(port)  # lands on one worker and holds its drain to the timeout
+    assert listeners() == 2
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(2.0)  # the idle worker's own drain is long over; its sibling's is not
+    assert listeners() == 2
+    assert proc.wait(30) == 0
+    assert time.monotonic() - t0 > drain_s - 0.5
+    stuck.close()

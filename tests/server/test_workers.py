@@ -89,7 +89,7 @@ def test_usable_cores_follow_a_cgroup_cpu_quota(tmp_path) -> None:
 
 
 def test_slots_admit_up_to_max_streams_over_all_workers() -> None:
-    shared = multiprocessing.get_context("spawn").Array("i", 4)
+    shared = multiprocessing.get_context("spawn").Array("i", 6)
     a = Slots(shared, Worker(0, 2, "/r"), max_streams=3)
     b = Slots(shared, Worker(1, 2, "/r"), max_streams=3)
     assert a.take() and a.take() and b.take()
@@ -99,7 +99,11 @@ def test_slots_admit_up_to_max_streams_over_all_workers() -> None:
     assert b.attached == 2 and not b.take()
     a.detached(-1)
     a.give()
-    assert b.take() and list(shared) == [1, 2, 0, 0]
+    assert b.take() and list(shared) == [1, 2, 0, 0, 0, 0]
+    a.drained()  # one worker's drain done is not the server's
+    assert not a.all_drained and not b.all_drained
+    b.drained()
+    assert a.all_drained and b.all_drained and list(shared)[4:] == [1, 1]
 
 
 def test_metrics_of_workers_merge_into_server_totals() -> None:
