@@ -17,7 +17,9 @@ must stay one across the workers:
   private socket (WebSocket: server.ws.relay; gRPC: server.grpc_native). Only reconnects pay
   the relay's copy of each message;
 - signals: the supervisor forwards SIGTERM / SIGINT to every worker; each drains as a single
-  server does (owed finals first); the supervisor exits 0 when all did. A worker that dies
+  server does (owed finals first) but closes its ports only once every worker has drained
+  (a shared flag each; a listener closed early resets the connections queued on it, so the
+  port answers 503 until the whole drain ends); the supervisor exits 0 when all did. A worker that dies
   on its own takes the others down (exit 1): an orchestrator restarts the whole server.
 
 Hand-written: gunicorn's and uvicorn's workers serve WSGI / ASGI apps; this server is three
