@@ -12,6 +12,7 @@ dynamo exporter of torch 2.13 needs onnxscript, which we do not depend on.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,10 @@ def state_names(model: Any) -> list[str]:
 
 
 def export_onnx(bundle: Any, out: str | Path | None = None, *, opset: int = OPSET) -> Path:
-    """Write the bundle's streaming step as ONNX (default: <bundle>/encoder.onnx)."""
+    """Write the bundle's streaming step as ONNX (default: <bundle>/encoder.onnx), atomically:
+    exported and given its metadata under a temporary name, then renamed into place, so a
+    reader (another server worker exporting the same bundle on first use) never opens a file
+    half written or still without its metadata."""
     try:
         import onnx
     except ImportError as exc:
@@ -83,14 +87,15 @@ def export_onnx(bundle: Any, out: str | Path | None = None, *, opset: int = OPSE
         axes[f"state_{n}"] = {0: "batch"}
         axes[f"new_state_{n}"] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about the chunk-size check and the RNN's batch handling: both are
         # covered by the dynamic axes and by the parity tests over other batch / chunk sizes
         warnings.simplefilter("ignore")
-        torch.onnx.export(_StepGraph(model, names).eval(), (feats, *(state[n] for n in names)), str(path),
+        torch.onnx.export(_StepGraph(model, names).eval(), (feats, *(state[n] for n in names)), str(tmp),
                           input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           opset_version=opset, dynamo=False)
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(tmp))
     meta = {"chunk_frames": chunk, "lookahead_frames": model.lookahead_frames,
             "subsampling": model.subsampling, "output_kind": model.output_kind,
             "state_names": json.dumps(names), "vocab_size": bundle.tokenizer.vocab_size,
@@ -99,5 +104,6 @@ def export_onnx(bundle: Any, out: str | Path | None = None, *, opset: int = OPSE
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, str(v)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)  # atomic on one filesystem
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,30 @@ def test_onnxruntime_carries_the_online_cmn_state_like_torch(tmp_path) -> None:
         s_ort = {k: got["new_" + k] for k in s_ort}
         s_torch = {k: ref["new_" + k] for k in s_torch}
     assert float(s_torch["state_cmn_count"][0, 0]) == 16 + 4 + 32 + 16
+
+
+def test_onnx_export_appears_only_whole(tmp_path, monkeypatch) -> None:
+    """encoder.onnx comes into being by one rename of a file that already holds its metadata
+    (two server workers exporting one bundle on first use raced: one read the other's file
+    before its metadata was written, KeyError 'state_names'); no temporary file is left."""
+    import os
+
+    import onnx
+
+    from models.export.onnx import export_onnx
+
+    bundle = load(tiny_bundle(tmp_path / "b"))
+    final = tmp_path / "b" / "encoder.onnx"
+    renames = []
+    real = os.replace
+
+    def replace(src, dst) -> None:
+        assert not final.exists()  # nothing was written under the final name before
+        meta = {p.key for p in onnx.load(str(src)).metadata_props}
+        renames.append((Path(src).name, Path(dst), {"state_names", "weights_sha256"} <= meta))
+        real(src, dst)
+
+    monkeypatch.setattr("models.export.onnx.os.replace", replace)
+    assert export_onnx(bundle) == final
+    assert len(renames) == 1 and renames[0][1] == final and renames[0][2]
+    assert sorted(p.name for p in final.parent.iterdir() if p.name.endswith(".tmp")) == []
