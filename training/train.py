@@ -31,6 +31,7 @@ from models.bundle import DecodingDefaults, save
 from models.features import FbankConfig
 from models.tokenizer import CharTokenizer
 from training.config import TrainConfig
+from training.data.manifests import check_distinct_ids
 from training.frontend import FRONTENDS, TrainablePcen, serving_features
 
 if TYPE_CHECKING:
@@ -47,14 +48,7 @@ def _cuts(paths: list[str]) -> Any:
     if not paths:
         raise ValueError("config data.train / data.dev: at least one manifest is needed")
     sets = [CutSet.from_file(p) for p in paths]
-    seen: dict[str, str] = {}
-    for path, cuts in zip(paths, sets, strict=True):
-        for cid in cuts.ids:
-            if cid in seen:
-                raise ValueError(f"cut id {cid!r} is in both {seen[cid]} and {path}: corpora "
-                                 "trained together need distinct ids (chorus data synth "
-                                 "--id-prefix)")
-            seen[cid] = path
+    check_distinct_ids((path, cuts.ids) for path, cuts in zip(paths, sets, strict=True))
     out = sets[0]
     for s in sets[1:]:
         out = out + s

@@ -6,16 +6,14 @@ import json
 
 import pytest
 
-from tests.training.test_train import overrides, tiny_corpus  # noqa: F401 (fixture)
+from tests.training.test_train import experiment_overrides, tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.active_learning import main, summary
 
 
 def test_rounds_grow_the_labels_by_the_budget_for_each_method(tiny_corpus, tmp_path) -> None:  # noqa: F811
     from lhotse import CutSet
 
-    small = [o for o in overrides(tiny_corpus, tmp_path, 20)
-             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
-             and not o.startswith(("data.train", "data.dev"))]
+    small = experiment_overrides(tiny_corpus, tmp_path, 20)
     out = tmp_path / "al"
     assert main(["--corpus", str(tiny_corpus), "--start", "4", "--budget", "2", "--rounds", "2",
                  "--seeds", "0", "--methods", "egl,random", "--minutes", "0.05",
@@ -46,9 +44,7 @@ def test_warm_start_from_a_bundle_with_no_start_set_chooses_only_from_the_drawn_
     on its labels plus the same K cuts of M."""
     from lhotse import CutSet
 
-    small = [o for o in overrides(tiny_corpus, tmp_path, 20)
-             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
-             and not o.startswith(("data.train", "data.dev"))]
+    small = experiment_overrides(tiny_corpus, tmp_path, 20)
     common = ["--corpus", str(tiny_corpus), "--seeds", "3", "--minutes", "0.05",
               "--test", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--no-progress",
               "--override", "optim.max_steps=10", "--override", "optim.val_every_steps=10",

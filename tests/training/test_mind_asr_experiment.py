@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_train import overrides, tiny_corpus  # noqa: F401 (fixture)
+from tests.training.test_train import experiment_overrides, overrides, tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.mind_asr import main
 
 ROOT = Path(__file__).parents[2]
@@ -34,9 +34,8 @@ def test_rows_fine_tune_equal_hours_raw_vs_dialogue_mix(tiny_corpus, dialogues, 
                     str(limit), "--engines", "flite,espeak-ng", "--jobs", "2", "--no-progress"],
                    cwd=ROOT, check=True, capture_output=True, timeout=300)
     init = train(load_config(None, overrides(tiny_corpus, tmp_path / "init", 5)), progress=False)
-    small = [o for o in overrides(tiny_corpus, tmp_path, 5)
-             if o.split("=")[0].split(".")[0] in ("model", "augment", "data", "optim")
-             and not o.startswith(("data.train", "data.dev"))]
+    small = experiment_overrides(tiny_corpus, tmp_path, 5,
+                                 ("model", "augment", "data", "optim"))
     out = tmp_path / "mind-asr"
     common = ["--corpus", str(tiny_corpus), "--dialogues", str(tmp_path / "dlg"),
               "--corpus-test", str(tiny_corpus / "cuts_dev.jsonl.gz"),  # the tiny one has no test

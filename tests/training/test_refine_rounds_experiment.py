@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import random
 
-from tests.training.test_train import overrides, tiny_corpus  # noqa: F401 (fixture)
+from tests.training.test_train import experiment_overrides, tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.refine_rounds import main
 
 
 def test_three_rows_of_equal_size_and_what_each_filter_removed(tiny_corpus, tmp_path) -> None:  # noqa: F811
     from lhotse import CutSet
 
-    small = [o for o in overrides(tiny_corpus, tmp_path, 10)
-             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
-             and not o.startswith(("data.train", "data.dev"))]
+    small = experiment_overrides(tiny_corpus, tmp_path, 10)
     out = tmp_path / "rr"
     assert main(["--corpus", str(tiny_corpus), "--keep", "0.5", "--minutes", "0.05",
                  "--test", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--work", str(tmp_path / "w"),
@@ -44,9 +42,7 @@ def test_warm_started_rows_fine_tune_one_bundle_on_a_drawn_pool(tiny_corpus, tmp
     holds keep * N of those."""
     from lhotse import CutSet
 
-    small = [o for o in overrides(tiny_corpus, tmp_path, 10)
-             if o.split("=")[0].split(".")[0] in ("model", "augment", "data")
-             and not o.startswith(("data.train", "data.dev"))]
+    small = experiment_overrides(tiny_corpus, tmp_path, 10)
     common = ["--corpus", str(tiny_corpus), "--keep", "0.5", "--minutes", "0.05",
               "--test", str(tiny_corpus / "cuts_dev.jsonl.gz"), "--no-progress",
               "--override", "optim.max_steps=5", "--override", "optim.val_every_steps=5",

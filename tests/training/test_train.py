@@ -35,6 +35,14 @@ def overrides(corpus: Path, out: Path, steps: int) -> list[str]:
             "augment.spec_time_masks=0", "augment.spec_freq_masks=0", "chunk_frames=16"]
 
 
+def experiment_overrides(corpus: Path, out: Path, steps: int,
+                         groups: tuple[str, ...] = ("model", "augment", "data")) -> list[str]:
+    """The tiny recipe's settings in `groups`, minus data.train / data.dev: what an experiment
+    command's --override takes (the command names its own manifests)."""
+    return [o for o in overrides(corpus, out, steps) if o.split("=")[0].split(".")[0] in groups
+            and not o.startswith(("data.train", "data.dev"))]
+
+
 def stream_equals_offline(bundle, audio, decoder: str | None = None) -> None:
     """The bundle's transcript of `audio` fed in 1234-sample pieces equals the offline one."""
     offline = transcribe(bundle, audio, decoder=decoder)

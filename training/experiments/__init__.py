@@ -91,17 +91,12 @@ def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
 
 def concat_manifests(parts: list[tuple[Path, list[str] | set[str]]], out: Path) -> Path:
     """The named cuts of each manifest, together, written to `out` (parents made); a cut id in
-    two parts is refused (lhotse would keep both silently, and training would see one twice)."""
+    two parts is refused (ValueError, training.data.manifests)."""
     from lhotse import CutSet
 
-    seen: dict[str, Path] = {}
-    for path, ids in parts:
-        for i in ids:
-            if i in seen:
-                raise SystemExit(f"cut id {i!r} is in both {seen[i]} and {path}: corpora "
-                                 "trained together need distinct ids (chorus data synth "
-                                 "--id-prefix)")
-            seen[i] = path
+    from training.data.manifests import check_distinct_ids
+
+    check_distinct_ids(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     cuts = [CutSet.from_file(m).to_eager().subset(cut_ids=sorted(ids)) for m, ids in parts if ids]
     both = cuts[0]
