@@ -129,6 +129,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     av.add_argument("--out", type=Path, required=True, help="the averaged bundle's directory")
     av.set_defaults(func=run_average)
 
+    wd = sub.add_parser("widen", help="a bundle whose recurrent CTC encoder is k times as wide, "
+                                      "computing the same function (Net2WiderNet), to train on")
+    wd.add_argument("--bundle", type=Path, required=True, help="a recurrent (GRU / LSTM) CTC bundle")
+    wd.add_argument("--out", type=Path, required=True, help="the widened bundle's directory")
+    wd.add_argument("--factor", type=int, default=2, help="integer width factor k >= 2 (default 2)")
+    wd.add_argument("--noise", type=float, default=0.0,
+                    help="Gaussian noise on the widened weights, relative to each tensor's std "
+                         "(default 0: exactly the same function; dropout breaks the symmetry)")
+    wd.add_argument("--seed", type=int, default=0)
+    wd.set_defaults(func=run_widen)
+
     ev = sub.add_parser("eval", help="WER/CER of a bundle on a manifest (per engine, domain, voice)")
     ev.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: shipped)")
     ev.add_argument("--manifest", type=Path, required=True, help="Lhotse cuts (.jsonl.gz)")
@@ -328,6 +339,19 @@ def run_average(args: argparse.Namespace) -> int:
     except (BundleError, ValueError, OSError) as exc:
         raise SystemExit(f"chorus average: {exc}") from exc
     print(json.dumps({"bundle": str(out), "averaged": [str(b) for b in args.bundles]}))
+    return 0
+
+
+def run_widen(args: argparse.Namespace) -> int:
+    from models.bundle import BundleError
+    from training.widen import widen_bundle
+
+    try:
+        out = widen_bundle(args.bundle, args.out, args.factor, args.noise, args.seed)
+    except (BundleError, ValueError, OSError) as exc:
+        raise SystemExit(f"chorus widen: {str(exc).removeprefix('widen: ')}") from exc
+    print(json.dumps({"bundle": str(out), "widened_from": str(args.bundle),
+                      "factor": args.factor}))
     return 0
 
 

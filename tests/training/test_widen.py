@@ -1,0 +1,91 @@
+"""Widening a recurrent CTC bundle (training.widen, `chorus widen`): the k-times-wider model
+computes the same outputs, offline and step by step; training separates the copies; what it
+cannot widen exactly is refused by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.acoustic import AcousticModel, ModelConfig
+from models.bundle import load, save
+from models.features import FbankConfig
+from models.nn.encoder import EncoderConfig
+from models.tokenizer import CharTokenizer
+from training.widen import widen_bundle
+
+
+def _bundle(path: Path, rnn: str = "gru", arch: str = "rnn", head: str = "ctc") -> Path:
+    torch.manual_seed(0)
+    enc = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=24, num_layers=2, rnn=rnn,
+                        arch=arch, heads=2, ff_mult=2, conv_kernel=3, left_context=8)
+    tok = CharTokenizer()
+    model = AcousticModel(ModelConfig(enc, tok.vocab_size, head=head))
+    with torch.no_grad():  # trained-looking weights: row convolution and norm off identity
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return save(path, model, features=FbankConfig(num_mel_bins=16), tokenizer=tok,
+                provenance={"recipe": "tiny", "steps": 1})
+
+
+@pytest.mark.parametrize(("rnn", "k"), [("gru", 2), ("lstm", 3)])
+def test_widened_model_gives_the_same_outputs_offline_and_streaming(tmp_path, rnn, k) -> None:
+    src = _bundle(tmp_path / "src", rnn)
+    (src / "encoder.onnx").write_bytes(b"an export of the narrow weights")
+    out = widen_bundle(src, tmp_path / "wide", k)
+    a, b = load(src).model.eval(), load(out).model.eval()
+    assert b.cfg.encoder.d_model == 24 * k and b.num_parameters() > 2 * a.num_parameters()
+    assert not (out / "encoder.onnx").exists()  # an export of the old shapes is not carried
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["provenance"]["widened_from"]["factor"] == k
+    x = 2 * torch.randn(2, 64, 16)
+    with torch.no_grad():
+        ya, la = a(x)
+        yb, lb = b(x)
+        assert torch.equal(la, lb)
+        assert torch.allclose(ya, yb, atol=1e-5), (ya - yb).abs().max()
+        # step by step: 16 frames a chunk (+ lookahead), states carried
+        la_frames = a.lookahead_frames
+        xs = torch.cat([x, a.encoder.pad_frame.expand(2, la_frames, -1)], dim=1)
+        sa, sb, outs_a, outs_b = a.init_state(2), b.init_state(2), [], []
+        for t in range(0, 64, 16):
+            oa, sa = a.step(xs[:, t:t + 16 + la_frames], sa)
+            ob, sb = b.step(xs[:, t:t + 16 + la_frames], sb)
+            outs_a.append(oa)
+            outs_b.append(ob)
+        assert torch.allclose(torch.cat(outs_a, 1), torch.cat(outs_b, 1), atol=1e-5)
+
+
+def test_training_separates_the_copies_and_noise_perturbs_them(tmp_path) -> None:
+    src = _bundle(tmp_path / "src")
+    wide = load(widen_bundle(src, tmp_path / "wide", 2)).model.train()  # dropout 0.1 on
+    w = wide.encoder.rnn.weight_hh_l1
+    assert torch.equal(w[:24], w[24:48])  # r gate: unit i and its copy i + 24, same row
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    for _ in range(3):
+        y, _ = wide(torch.randn(2, 32, 16))
+        y.pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert not torch.allclose(w[:24], w[24:48])  # dropout masks differ per copy
+    noisy = load(widen_bundle(src, tmp_path / "noisy", 2, noise=0.01, seed=1)).model
+    nw = noisy.encoder.rnn.weight_ih_l0
+    assert not torch.equal(nw[:24], nw[24:48])
+
+
+def test_what_cannot_be_widened_exactly_is_refused_by_name(tmp_path) -> None:
+    with pytest.raises(ValueError, match="only recurrent encoders.*conformer"):
+        widen_bundle(_bundle(tmp_path / "conf", arch="conformer"), tmp_path / "o1")
+    with pytest.raises(ValueError, match="CTC heads only.*rnnt"):
+        widen_bundle(_bundle(tmp_path / "rnnt", head="rnnt"), tmp_path / "o2")
+    src = _bundle(tmp_path / "src")
+    with pytest.raises(ValueError, match="factor must be an integer >= 2, got 1"):
+        widen_bundle(src, tmp_path / "o3", 1)
+    cmd = [sys.executable, "-m", "clients.cli", "widen", "--bundle", str(src), "--out", str(src)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "chorus widen: --out" in r.stderr and "is the input" in r.stderr
