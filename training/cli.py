@@ -191,7 +191,7 @@ def run_refine(args: argparse.Namespace) -> int:
     from lhotse import CutSet
 
     from models.bundle import BundleError, load
-    from models.lm.arpa import ArpaError, ArpaLM
+    from models.lm.arpa import ArpaError, ArpaLM, WordLM
     from training.eval.run import load_manifest
     from training.refine import RefineConfig, filter_pool, markdown, report, score_pool
 
@@ -201,6 +201,7 @@ def run_refine(args: argparse.Namespace) -> int:
         cfg.validate()
         utts = load_manifest(args.pool, args.limit)
         bundle = load(args.bundle)
+        lm: WordLM | None
         if args.lm is not None:
             lm = ArpaLM.load(args.lm)
         else:

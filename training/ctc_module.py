@@ -36,6 +36,7 @@ class CtcModule(L.LightningModule):
         self.spec = spec_augment
         self._spec_rng = np.random.default_rng(0)
         # training.robust: not a registered submodule (no DDP, checkpoint or bundle holds it)
+        self.robust: RobustObjective | None  # (declared here: the assignment bypasses nn.Module)
         self.__dict__["robust"] = (RobustObjective(robust, model_cfg.encoder.d_model)
                                    if robust is not None and robust.paired else None)
         self.optim = optim

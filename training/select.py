@@ -24,7 +24,7 @@ The report gives every utterance's scores and the Spearman correlation of EGL wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -117,12 +117,12 @@ def egl_scores(bundle: Any, enc: torch.Tensor, *, nbest: int = 8,
                length_norm: bool = False) -> Scores:
     """EGL of one utterance from its encoder frames `enc` ((T, D) for CTC, (T, J) in the
     joiner space for RNN-T: what score_pool's forward pass gives), over the output layer."""
-    from models.decoding import bundle_decoder
+    from models.decoding import NBestDecoder, bundle_decoder
 
     proj = head_of(bundle)
     rnnt = bundle.model.cfg.head == "rnnt"
     tok = bundle.tokenizer
-    dec = bundle_decoder(bundle, "beam", beam_size=nbest, lm=None)
+    dec = cast(NBestDecoder, bundle_decoder(bundle, "beam", beam_size=nbest, lm=None))
     if rnnt:
         dec.update(enc)
     else:

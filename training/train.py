@@ -208,7 +208,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         max_time=datetime.timedelta(minutes=budget) if budget > 0 else None,
         accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
-        precision=cfg.precision, gradient_clip_val=cfg.optim.grad_clip,
+        precision=cfg.precision,  # type: ignore[arg-type]  # a str validated by Lightning
+        gradient_clip_val=cfg.optim.grad_clip,
         val_check_interval=cfg.optim.val_every_steps,
         check_val_every_n_epoch=None, logger=loggers,
         callbacks=[ckpt, *recent, LearningRateMonitor(logging_interval="step"), *audit],

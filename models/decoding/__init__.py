@@ -31,6 +31,12 @@ class Decoder(Protocol):
     def finalize(self) -> Hypothesis: ...
 
 
+class NBestDecoder(Decoder, Protocol):
+    """A beam decoder that also lists its hypotheses' token ids (CTC prefix / RNN-T beam)."""
+
+    def nbest_ids(self) -> list[tuple[list[int], float]]: ...
+
+
 def make_decoder(name: str, tokenizer: CharTokenizer, *, frame_seconds: float,
                  beam_size: int = 8, hotwords: list[tuple[str, float]] | None = None,
                  lm: LmFusion | None = None, transducer: Any = None) -> Decoder:

@@ -36,7 +36,8 @@ class PcenConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PcenConfig:
         """JSON lists (per-channel values) back to tuples, so the config stays hashable."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
 
     def channels(self) -> int | None:
         """The number of channels the per-channel values give (None: all are scalars); they

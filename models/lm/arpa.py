@@ -28,6 +28,8 @@ class WordLM:
     the lexicon prefixes and sentence scores follow from those."""
 
     vocab: frozenset[str]
+    order: int  # words of context + 1
+    unk_logprob: float  # ln P(<unk>): what an out-of-vocabulary word costs
     _prefixes: frozenset[str] | None = None
     batched = False  # True: `prefetch` batches work (a neural LM); decoders skip it otherwise
 

@@ -140,8 +140,11 @@ class TopicLstm(nn.Module):
 class NeuralLm(nn.Module):
     """Word LSTM LM (type lstm) or TCNLM (type tcnlm) over `cfg.vocab`."""
 
+    path: Path | None  # the directory it was loaded from (reports); None when built in code
+
     def __init__(self, cfg: NeuralLmConfig):
         super().__init__()
+        self.path = None
         cfg.validate()
         self.cfg = cfg
         v = len(cfg.vocab)

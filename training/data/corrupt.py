@@ -43,7 +43,7 @@ class RoomConfig:
 
 
 def room_impulse_response(rng: np.random.Generator, cfg: RoomConfig | None = None
-                          ) -> tuple[np.ndarray, dict[str, float]]:
+                          ) -> tuple[np.ndarray, dict[str, Any]]:
     """A random shoebox room's impulse response (16 kHz) and what was drawn."""
     try:
         import pyroomacoustics as pra

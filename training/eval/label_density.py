@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def longest_match(grams: Iterable[str]) -> Callable[[str], list[str]]:
 
 
 def densities(manifest: str, subsampling: int = 4,
-              segment: Callable[[str], list[str]] = list) -> np.ndarray:
+              segment: Callable[[str], Sequence[object]] = list) -> np.ndarray:
     ratios = []
     with gzip.open(manifest, "rt") as f:
         for line in f:

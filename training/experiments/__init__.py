@@ -6,7 +6,7 @@ import argparse
 import fcntl
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "override": [f"seed={seed}", *args.override]})
 
 
-def concat_manifests(parts: list[tuple[Path, list[str] | set[str]]], out: Path) -> Path:
+def concat_manifests(parts: Sequence[tuple[Path, Collection[str]]], out: Path) -> Path:
     """The named cuts of each manifest, together, written to `out` (parents made); a cut id in
     two parts is refused (ValueError, training.data.manifests)."""
     from lhotse import CutSet

@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                                   limit=args.limit)
     for step in steps:  # each row lands in the table as soon as it is made: a stopped chain
         if step == "rescore":  # keeps the rows it finished
-            for row in rescore_rows(args):
-                merge_runs(settings, [row], markdown)
+            for rescored in rescore_rows(args):
+                merge_runs(settings, [rescored], markdown)
             continue
         row = run_step(step, args)
         if row is not None:
