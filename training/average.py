@@ -55,6 +55,23 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def copy_bundle_except_weights(src: Path, dest: Path) -> None:
+    """Copy a bundle's files into `dest` (made) but its weights and any exported ONNX /
+    TensorRT files (they would hold other weights): the decoding side (LM, rescorer, tokens)
+    and bundle.json, for a bundle of new weights of the same tokens and features."""
+    from models.bundle import WEIGHTS
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.name == WEIGHTS or item.suffix in (".onnx", ".plan", ".engine"):
+            continue
+        target = dest / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+
+
 def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     """Write a bundle at `out` whose weights are the mean of `bundles`' (same model, features
     and tokens); everything else (decoding defaults, LM, rescorer) is the first bundle's.
@@ -80,15 +97,7 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     dest = Path(out)
     if dest.resolve() in {b.path.resolve() for b in loaded}:
         raise ValueError(f"average: --out {dest} is one of the inputs")
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in first.path.iterdir():  # decoding side: LM, rescorer, tokens, bundle.json
-        if item.name == WEIGHTS or item.suffix in (".onnx", ".plan", ".engine"):
-            continue
-        target = dest / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, target)
+    copy_bundle_except_weights(first.path, dest)  # decoding side: LM, rescorer, tokens
     save_file(mean, str(dest / WEIGHTS))
     meta: dict[str, Any] = json.loads((first.path / BUNDLE_JSON).read_text())
     prov = dict(meta.get("provenance", {}))

@@ -25,7 +25,6 @@ this for our layer layout.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +83,7 @@ def widen_bundle(bundle: str | Path, out: str | Path, k: int = 2, noise: float =
     from safetensors.torch import load_file, save_file
 
     from models.bundle import BUNDLE_JSON, WEIGHTS, load
+    from training.average import copy_bundle_except_weights
 
     src = load(bundle)  # validates the bundle
     if src.model.cfg.head != "ctc":
@@ -94,15 +94,7 @@ def widen_bundle(bundle: str | Path, out: str | Path, k: int = 2, noise: float =
     meta: dict[str, Any] = json.loads((src.path / BUNDLE_JSON).read_text())
     enc = meta["model"]["encoder"]
     wide = widen_state_dict(load_file(str(src.path / WEIGHTS)), enc, k, noise, seed)
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in src.path.iterdir():
-        if item.name == WEIGHTS or item.suffix in (".onnx", ".plan", ".engine"):
-            continue
-        target = dest / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, target)
+    copy_bundle_except_weights(src.path, dest)
     save_file(wide, str(dest / WEIGHTS))
     meta["model"]["encoder"] = {**enc, "d_model": enc["d_model"] * k}
     meta["provenance"] = {**meta.get("provenance", {}),
