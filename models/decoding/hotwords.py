@@ -63,6 +63,7 @@ class Hotwords:
                 node = nxt
                 self.trie.boost[node] = max(self.trie.boost[node], boost)
             self.trie.is_end[node] = True
+        self.max_boost = max(self.trie.boost)  # the most one character can add to a score
 
     def advance(self, ctx: Context, token: int) -> Context:
         tr = self.trie

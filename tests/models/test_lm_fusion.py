@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -111,3 +112,33 @@ def test_bundle_carries_its_lm(tmp_path, lm: ArpaLM) -> None:
     (root / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="decoding.lm 'lm/missing.arpa': language model not found"):
         load(root)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("lexicon", [False, True])
+def test_bounded_expansion_keeps_the_beam_of_scoring_every_extension(lm: ArpaLM, seed: int,
+                                                                   lexicon: bool) -> None:
+    """The beam makes a new prefix's node (and its LM and hotword states) only while the bound
+    on its score can beat the beam's worst; with the bound disabled (every extension made and
+    scored, as before the bound existed) the surviving prefixes, their scores, token frames and
+    the final text are identical, with an LM, hotwords and the lexicon on or off."""
+    from models.decoding import Hotwords
+    from models.decoding.ctc_beam import BeamConfig
+
+    tok = CharTokenizer()
+    lp = random_log_probs(40, tok.vocab_size, seed, sharp=4.0)
+    decs = []
+    for bounded in (True, False):
+        dec = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
+                                   config=BeamConfig(beam_size=6, top_k=10, token_floor=-12.0),
+                                   hotwords=Hotwords([("cat", 2.0), ("the mat", 1.5)]),
+                                   lm=LmFusion(lm, LmConfig(0.7, 2.0, 5.0, lexicon=lexicon)))
+        if not bounded:
+            dec._gain = [math.inf] * tok.vocab_size  # every bound beats the beam: make them all
+        for a, b in itertools.pairwise(range(0, 41, 10)):
+            dec.update(lp[a:b])
+        decs.append(dec)
+    bounded_dec, every = decs
+    assert every.nbest_ids() == bounded_dec.nbest_ids()
+    assert [n.emissions() for n in every.beam] == [n.emissions() for n in bounded_dec.beam]
+    assert bounded_dec.finalize().text == every.finalize().text
