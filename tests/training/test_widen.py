@@ -89,3 +89,26 @@ def test_what_cannot_be_widened_exactly_is_refused_by_name(tmp_path) -> None:
     cmd = [sys.executable, "-m", "clients.cli", "widen", "--bundle", str(src), "--out", str(src)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "chorus widen: --out" in r.stderr and "is the input" in r.stderr
+
+
+def test_a_recipe_warm_started_from_a_widened_bundle_takes_its_architecture(tmp_path) -> None:
+    """Experiments that continue a bundle (`init_from`) with a recipe pass the bundle's encoder
+    fields as overrides: the recipe's 256-wide model would not load a widened bundle's weights
+    (refused by name), with the overrides it builds and loads it; a later override still wins."""
+    from training.config import load_config
+    from training.experiments import encoder_overrides
+    from training.train import make_module, warm_start
+
+    wide = widen_bundle(_bundle(tmp_path / "src"), tmp_path / "wide", 2)
+    recipe = "training/recipes/small.yaml"
+    tok = CharTokenizer()
+    plain = load_config(recipe, [f"init_from={wide}"])
+    with pytest.raises(ValueError, match="differs from the config"):
+        warm_start(make_module(plain, tok), str(wide))
+    later = load_config(recipe, [*encoder_overrides(wide), "model.dropout=0.2"])
+    assert (later.model.d_model, later.model.num_mel_bins, later.model.dropout) == (48, 16, 0.2)
+    module = make_module(load_config(recipe, [f"init_from={wide}", *encoder_overrides(wide)]),
+                         tok)
+    warm_start(module, str(wide))
+    assert torch.equal(module.model.encoder.rnn.weight_hh_l0,
+                       load(wide).model.encoder.rnn.weight_hh_l0)

@@ -106,10 +106,23 @@ def concat_manifests(parts: Sequence[tuple[Path, Collection[str]]], out: Path) -
     return out
 
 
+def encoder_overrides(bundle_dir: str | Path) -> list[str]:
+    """`model.FIELD=value` for every encoder field of a bundle: a recipe warm-started from that
+    bundle (`init_from`) builds its architecture (a widened default, say) whatever the recipe
+    says; overrides given after these still win."""
+    import dataclasses
+
+    from models.bundle import load
+
+    enc = load(bundle_dir).model.cfg.encoder
+    return [f"model.{f.name}={getattr(enc, f.name)}" for f in dataclasses.fields(enc)]
+
+
 def train_on(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None,
              name: str) -> Path:
     """Train the recipe at args.recipe on `manifest` for args.minutes (dev: the corpus's),
-    warm-started from `init` when given, with args.override; -> the bundle's path."""
+    warm-started from `init` when given (its architecture: `encoder_overrides`), with
+    args.override; -> the bundle's path."""
     from training.config import load_config
     from training.train import train
 
@@ -117,7 +130,7 @@ def train_on(args: argparse.Namespace, manifest: Path, out: Path, init: Path | N
     cfg = load_config(args.recipe, [
         f"name={name}", f"out_dir={out}", f"optim.max_minutes={args.minutes}",
         f"data.train=[{manifest}]", f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]",
-        *([f"init_from={init}"] if init else []), *args.override])
+        *([f"init_from={init}", *encoder_overrides(init)] if init else []), *args.override])
     return train(cfg, progress=not args.no_progress)
 
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.experiments import locked_table, write_report
+from training.experiments import encoder_overrides, locked_table, write_report
 
 SHIPPED = Path("models/pretrained/default")
 L1, GAN = "robust.l1_weight=2.0", "robust.gan_weight=0.3"
@@ -54,7 +54,8 @@ def train_variant(name: str, args: argparse.Namespace) -> Path:
     corpus = Path(args.corpus)
     cfg = load_config(args.recipe, [
         f"name=robust-{name}", f"out_dir={Path(args.work) / name}",
-        f"init_from={args.init_from}", "optim.lr=0.001", "optim.warmup_steps=150",
+        f"init_from={args.init_from}", *encoder_overrides(args.init_from),
+        "optim.lr=0.001", "optim.warmup_steps=150",
         f"optim.max_minutes={args.minutes}", f"data.train=[{corpus / 'cuts_train.jsonl.gz'}]",
         f"data.dev=[{corpus / 'cuts_dev.jsonl.gz'}]", *VARIANTS[name], *args.override])
     return train(cfg, progress=not args.no_progress)
