@@ -419,27 +419,48 @@ def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+def grow_lookahead(state: dict[str, Any], lookahead: int) -> dict[str, Any]:
+    """A model state dict with its row convolution (Deep Speech 2's lookahead) extended to
+    `lookahead` future frames: the new taps are zero, so the model computes exactly what it did
+    (the body's extra frames are weighted by zero) until training learns to use them."""
+    key = "encoder.rowconv.conv.weight"
+    w = state[key]  # (D, 1, tau + 1): tap j weighs frame t + j
+    if w.shape[-1] == lookahead + 1:
+        return state
+    grown = w.new_zeros(w.shape[0], 1, lookahead + 1)
+    grown[..., : w.shape[-1]] = w
+    return {**state, key: grown}
+
+
 def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[str, Any]]:
     """Load a bundle's weights (and normaliser) into `module`, all of them or (scope
-    "encoder") the encoder's only; return the runs behind it."""
+    "encoder") the encoder's only; return the runs behind it. The config may differ from the
+    bundle in the normaliser's mode and in a longer lookahead (`grow_lookahead`)."""
     from models.bundle import load
 
     if scope not in INIT_SCOPES:
         raise ValueError(f"config init_scope must be one of {INIT_SCOPES}, got {scope!r}")
     bundle = load(bundle_dir)
-    # the feature normaliser's mode (global / online CMN) may change: the weights are the same
-    mine = dataclasses.replace(module.model.cfg.encoder, cmn=bundle.model.cfg.encoder.cmn,
-                               cmn_prior_frames=bundle.model.cfg.encoder.cmn_prior_frames)
+    theirs, wanted = bundle.model.cfg.encoder, module.model.cfg.encoder
+    if wanted.lookahead < theirs.lookahead:
+        raise ValueError(f"init_from {bundle_dir}: model.lookahead {wanted.lookahead} is shorter "
+                         f"than the bundle's {theirs.lookahead} (a lookahead can grow, not shrink)")
+    # the feature normaliser's mode (global / online CMN) may change: the weights are the same;
+    # a longer lookahead starts with its new future taps at zero (the same function)
+    mine = dataclasses.replace(wanted, cmn=theirs.cmn, cmn_prior_frames=theirs.cmn_prior_frames,
+                               lookahead=theirs.lookahead)
+    state = grow_lookahead(bundle.model.state_dict(), wanted.lookahead)
     if scope == "encoder":
-        if bundle.model.cfg.encoder != mine:
-            raise ValueError(f"init_from {bundle_dir}: its encoder {bundle.model.cfg.encoder} "
-                             f"differs from the config's {module.model.cfg.encoder}")
-        module.model.encoder.load_state_dict(bundle.model.encoder.state_dict())
+        if theirs != mine:
+            raise ValueError(f"init_from {bundle_dir}: its encoder {theirs} "
+                             f"differs from the config's {wanted}")
+        module.model.encoder.load_state_dict(
+            {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")})
     else:
         if bundle.model.cfg != dataclasses.replace(module.model.cfg, encoder=mine):
             raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from "
                              f"the config's {module.model.cfg}")
-        module.model.load_state_dict(bundle.model.state_dict())
+        module.model.load_state_dict(state)
     prov = dict(bundle.provenance)
     earlier = prov.pop("history", [])
     prov.pop("config", None)

@@ -1,6 +1,7 @@
-"""Widening a recurrent CTC bundle (training.widen, `chorus widen`): the k-times-wider model
-computes the same outputs, offline and step by step; training separates the copies; what it
-cannot widen exactly is refused by name."""
+"""Growing a trained bundle without changing what it computes: widening a recurrent CTC bundle
+(training.widen, `chorus widen`: the k-times-wider model gives the same outputs, offline and step
+by step; training separates the copies; what it cannot widen exactly is refused by name), a
+recipe taking a widened bundle's architecture, and a longer lookahead by warm start."""
 
 from __future__ import annotations
 
@@ -112,3 +113,41 @@ def test_a_recipe_warm_started_from_a_widened_bundle_takes_its_architecture(tmp_
     warm_start(module, str(wide))
     assert torch.equal(module.model.encoder.rnn.weight_hh_l0,
                        load(wide).model.encoder.rnn.weight_hh_l0)
+
+
+@pytest.mark.parametrize("scope", ["all", "encoder"])
+def test_warm_start_grows_the_lookahead_with_zero_taps_and_the_same_outputs(tmp_path,
+                                                                            scope) -> None:
+    """`init_from` a bundle with a longer `model.lookahead`: the row convolution's new future
+    taps start at zero, so the encoder's outputs are unchanged (the whole model's with scope
+    "all"), and step by step with the longer lookahead equals offline; a shorter lookahead is
+    refused by name."""
+    from training.config import load_config
+    from training.experiments import encoder_overrides
+    from training.train import make_module, warm_start
+
+    src = _bundle(tmp_path / "src")  # lookahead 2
+    over = [*encoder_overrides(src), f"init_from={src}", f"init_scope={scope}"]
+    module = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=5"]),
+                         CharTokenizer())
+    warm_start(module, str(src), scope)
+    a, b = load(src).model.eval(), module.model.eval()
+    taps = b.encoder.rowconv.conv.weight
+    assert taps.shape[-1] == 6 and not taps[..., 3:].any()
+    x = 2 * torch.randn(2, 64, 16)
+    with torch.no_grad():
+        assert torch.allclose(a.encoder(x)[0], b.encoder(x)[0], atol=1e-6)
+        yb, _ = b(x)
+        if scope == "all":  # the head came too
+            assert torch.allclose(a(x)[0], yb, atol=1e-6)
+        la = b.lookahead_frames  # 5 frames of 4 input frames each
+        xs = torch.cat([x, b.encoder.pad_frame.expand(2, la, -1)], dim=1)
+        state, outs = b.init_state(2), []
+        for t in range(0, 64, 16):
+            o, state = b.step(xs[:, t:t + 16 + la], state)
+            outs.append(o)
+        assert torch.allclose(torch.cat(outs, 1), yb, atol=1e-5)
+    short = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=1"]),
+                        CharTokenizer())
+    with pytest.raises(ValueError, match="lookahead 1 is shorter than the bundle's 2"):
+        warm_start(short, str(src), scope)
