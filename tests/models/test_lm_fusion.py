@@ -116,22 +116,28 @@ def test_bundle_carries_its_lm(tmp_path, lm: ArpaLM) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("lexicon", [False, True])
-def test_bounded_expansion_keeps_the_beam_of_scoring_every_extension(lm: ArpaLM, seed: int,
-                                                                   lexicon: bool) -> None:
+@pytest.mark.parametrize("units", ["chars", "multi"])
+@pytest.mark.parametrize("hotwords", [True, False])
+def test_bounded_expansion_keeps_the_beam_of_scoring_every_extension(
+        lm: ArpaLM, seed: int, lexicon: bool, units: str, hotwords: bool) -> None:
     """The beam makes a new prefix's node (and its LM and hotword states) only while the bound
     on its score can beat the beam's worst; with the bound disabled (every extension made and
     scored, as before the bound existed) the surviving prefixes, their scores, token frames and
-    the final text are identical, with an LM, hotwords and the lexicon on or off."""
+    the final text are identical, with an LM, with and without hotwords, the lexicon on or off, for
+    characters and for tokens that spell several characters and spaces (grams, subwords)."""
     from models.decoding import Hotwords
     from models.decoding.ctc_beam import BeamConfig
+    from models.tokenizer import DEFAULT_SYMBOLS
 
-    tok = CharTokenizer()
+    tok = (CharTokenizer() if units == "chars" else
+           CharTokenizer((*DEFAULT_SYMBOLS, "ca", " the", "at ", " mat ")))
     lp = random_log_probs(40, tok.vocab_size, seed, sharp=4.0)
     decs = []
     for bounded in (True, False):
         dec = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
                                    config=BeamConfig(beam_size=6, top_k=10, token_floor=-12.0),
-                                   hotwords=Hotwords([("cat", 2.0), ("the mat", 1.5)]),
+                                   hotwords=(Hotwords([("cat", 2.0), ("the mat", 1.5)])
+                                             if hotwords else None),
                                    lm=LmFusion(lm, LmConfig(0.7, 2.0, 5.0, lexicon=lexicon)))
         if not bounded:
             dec._gain = [math.inf] * tok.vocab_size  # every bound beats the beam: make them all
