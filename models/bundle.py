@@ -166,5 +166,9 @@ def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:
     except (ArpaError, OSError, UnicodeDecodeError) as exc:
         which = repr(names[0]) if len(names) == 1 else f"{names!r} (mixed)"
         raise BundleError(f"bundle.json: decoding.lm {which}: {exc}") from exc
-    return LmFusion(lm, LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty,
-                                 decoding.lexicon))
+    try:
+        cfg = LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty,
+                       decoding.lexicon)
+    except ValueError as exc:
+        raise BundleError(f"bundle.json: decoding.lm_weight / oov_penalty: {exc}") from exc
+    return LmFusion(lm, cfg)

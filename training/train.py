@@ -428,14 +428,17 @@ def grow_lookahead(state: dict[str, Any], lookahead: int) -> dict[str, Any]:
     if w.shape[-1] == lookahead + 1:
         return state
     grown = w.new_zeros(w.shape[0], 1, lookahead + 1)
-    grown[..., : w.shape[-1]] = w
+    if w.shape[-1] == 1:  # lookahead 0 ignores its weight (RowConv.forward): the identity
+        grown[:, 0, 0] = 1.0
+    else:
+        grown[..., : w.shape[-1]] = w
     return {**state, key: grown}
 
 
 def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[str, Any]]:
     """Load a bundle's weights (and normaliser) into `module`, all of them or (scope
     "encoder") the encoder's only; return the runs behind it. The config may differ from the
-    bundle in the normaliser's mode and in a longer lookahead (`grow_lookahead`)."""
+    bundle in the normaliser's mode, the dropout and a longer lookahead (`grow_lookahead`)."""
     from models.bundle import load
 
     if scope not in INIT_SCOPES:
@@ -445,10 +448,11 @@ def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[st
     if wanted.lookahead < theirs.lookahead:
         raise ValueError(f"init_from {bundle_dir}: model.lookahead {wanted.lookahead} is shorter "
                          f"than the bundle's {theirs.lookahead} (a lookahead can grow, not shrink)")
-    # the feature normaliser's mode (global / online CMN) may change: the weights are the same;
-    # a longer lookahead starts with its new future taps at zero (the same function)
+    # the feature normaliser's mode (global / online CMN) and the dropout may change: the
+    # weights are the same; a longer lookahead starts with its new future taps at zero (the
+    # same function)
     mine = dataclasses.replace(wanted, cmn=theirs.cmn, cmn_prior_frames=theirs.cmn_prior_frames,
-                               lookahead=theirs.lookahead)
+                               lookahead=theirs.lookahead, dropout=theirs.dropout)
     state = grow_lookahead(bundle.model.state_dict(), wanted.lookahead)
     if scope == "encoder":
         if theirs != mine:

@@ -114,13 +114,14 @@ class CtcPrefixBeamDecoder:
         return [n.lm for n in self.beam]
 
     def _step(self, frame: int, blank_lp: float, cands: list[tuple[int, float]]) -> None:
-        # live prefixes: (acoustic log p ending in blank, ending in its last token)
+        # live prefixes: (acoustic log p ending in blank, ending in its last token, the order
+        # it was first reached in: ties in score keep that order)
         nxt: dict[_Node, list[float]] = {}
         # prefixes one token longer than a live one and not live themselves, as (bound on the
-        # ranking score, parent, token, acoustic log p, emission log p): one path each this
-        # frame. Their nodes (and LM / hotword states, the costly part) are only made for those
+        # ranking score, parent, token, acoustic log p, emission log p, order reached): one
+        # path each this frame. Their nodes (and LM / hotword states, the costly part) are only made for those
         # that can still enter the beam: see _select.
-        new: list[tuple[float, _Node, int, float, float]] = []
+        new: list[tuple[float, _Node, int, float, float, int]] = []
         gain = self._gain
         # live prefixes by (parent, token), so re-extending a parent finds its existing child
         index: dict[tuple[_Node | None, int], _Node] = {(n.parent, n.token): n for n in self.beam}
@@ -128,7 +129,7 @@ class CtcPrefixBeamDecoder:
         def slot(node: _Node) -> list[float]:
             s = nxt.get(node)
             if s is None:
-                s = nxt[node] = [NEG_INF, NEG_INF]
+                s = nxt[node] = [NEG_INF, NEG_INF, len(nxt) + len(new)]
             return s
 
         for node, (pb, pnb) in self.beam.items():
@@ -146,7 +147,7 @@ class CtcPrefixBeamDecoder:
                     continue
                 child = index.get((node, c))
                 if child is None:
-                    new.append((via + open_bias + gain[c], node, c, via, lp))
+                    new.append((via + open_bias + gain[c], node, c, via, lp, len(nxt) + len(new)))
                     continue
                 if lp > child.peak:
                     child.peak, child.frame = lp, frame
@@ -155,38 +156,40 @@ class CtcPrefixBeamDecoder:
         self._select(frame, nxt, new)
 
     def _select(self, frame: int, nxt: dict[_Node, list[float]],
-                new: list[tuple[float, _Node, int, float, float]]) -> None:
+                new: list[tuple[float, _Node, int, float, float, int]]) -> None:
         """Keep the `beam_size` best prefixes by acoustic score + bias.
 
         A new prefix's bias is at most its parent's without the provisional partial-word
         penalty (`open_bias`), plus for each character it spells the largest hotword boost and
-        for each space the word bonus (a well-formed LM's log prob is <= 0; see `_gain`). So
-        candidates are made best bound first, and once a bound falls below the `beam_size`-th
-        best exact score the rest cannot enter: the same beam as making and scoring every
-        extension, for a fraction of the work (the shipped model at beam 16 with its 3-gram
-        proposes ~60 extensions a frame and makes ~18; decoding is ~1.9x faster)."""
+        for each space the word bonus (`_gain`; it rests on LM weight and OOV penalty >= 0,
+        which LmConfig enforces, and on a well-formed LM's log probs being <= 0). So candidates
+        are made best bound first, and once a bound falls below the `beam_size`-th best exact
+        score (less a rounding margin) the rest cannot enter: the same beam, in the same order
+        (a tie goes to the prefix reached first), as making and scoring every extension, for a
+        fraction of the work (the shipped model at beam 16 with its 3-gram proposes ~60
+        extensions a frame and makes ~18; decoding ~1.7x faster)."""
         k = self.cfg.beam_size
-        scored: list[tuple[float, _Node, float, float]] = [
-            (logadd(s[0], s[1]) + n.bias, n, s[0], s[1]) for n, s in nxt.items()
+        scored: list[tuple[float, int, _Node, float, float]] = [
+            (logadd(s[0], s[1]) + n.bias, int(s[2]), n, s[0], s[1]) for n, s in nxt.items()
             if n.bias != NEG_INF]  # a prefix the lexicon rules out (bias -inf) leaves the beam
         floor = heapq.nlargest(k, (e[0] for e in scored))
         heapq.heapify(floor)  # the k best exact scores so far, smallest first
         new.sort(key=lambda e: e[0], reverse=True)
-        for bound, parent, c, via, lp in new:
-            if len(floor) >= k and bound < floor[0]:
+        for bound, parent, c, via, lp, order in new:
+            if len(floor) >= k and bound < floor[0] - 1e-9:
                 break
             child = _Node(c, parent, *self.scoring.extend(parent.ctx, parent.lm, c))
             child.peak, child.frame = lp, frame
             if child.bias == NEG_INF:
                 continue
             score = via + child.bias
-            scored.append((score, child, NEG_INF, via))
+            scored.append((score, order, child, NEG_INF, via))
             if len(floor) < k:
                 heapq.heappush(floor, score)
             elif score > floor[0]:
                 heapq.heapreplace(floor, score)
-        scored.sort(key=lambda e: e[0], reverse=True)
-        self.beam = {n: (pb, pnb) for _, n, pb, pnb in scored[:k]}
+        scored.sort(key=lambda e: (-e[0], e[1]))  # best first; a tie: the first reached
+        self.beam = {n: (pb, pnb) for _, _, n, pb, pnb in scored[:k]}
 
     def _final(self, node: _Node, scores: tuple[float, float]) -> float:
         """Ranking score of a finished prefix: acoustic + completed hotwords + LM (with </s>)."""

@@ -33,6 +33,13 @@ class LmConfig:
     oov_penalty: float = 10.0  # subtracted per word outside the LM's vocabulary (natural log)
     lexicon: bool = False  # only words of the LM's vocabulary (a hard constraint, not a penalty)
 
+    def __post_init__(self) -> None:
+        # a negative weight would reward unlikely words, a negative penalty unknown ones; the
+        # beam's bound on a prefix's score (models.decoding.ctc_beam) also rests on both
+        if not self.weight >= 0 or not self.oov_penalty >= 0:
+            raise ValueError(f"LM weight and oov_penalty must be >= 0, got weight {self.weight}, "
+                             f"oov_penalty {self.oov_penalty}")
+
 
 @dataclass(frozen=True)
 class LmState:

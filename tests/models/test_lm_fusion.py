@@ -3,6 +3,7 @@ streams like the whole utterance, and travels inside a bundle."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -112,39 +113,91 @@ def test_bundle_carries_its_lm(tmp_path, lm: ArpaLM) -> None:
     (root / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="decoding.lm 'lm/missing.arpa': language model not found"):
         load(root)
+    meta["decoding"].update(lm="lm/words.arpa.gz", lm_weight=-0.2)
+    (root / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="decoding.lm_weight / oov_penalty: LM weight"):
+        load(root)
 
 
-@pytest.mark.parametrize("seed", range(4))
+def build_every_extension(dec: CtcPrefixBeamDecoder, frame: int, blank_lp: float,
+                          cands: list[tuple[int, float]]) -> None:
+    """The oracle: one frame of prefix beam search that builds and scores every extension (the
+    beam before the bound existed), then keeps the best by a stable sort (ties: first reached)."""
+    from models.decoding.ctc_beam import _Node
+    from models.decoding.scoring import NEG_INF, logadd
+
+    nxt: dict = {}
+    index = {(n.parent, n.token): n for n in dec.beam}
+    for node, (pb, pnb) in dec.beam.items():
+        total = logadd(pb, pnb)
+        s = nxt.setdefault(node, [NEG_INF, NEG_INF])
+        s[0] = logadd(s[0], total + blank_lp)
+        for c, lp in cands:
+            if c == node.token:
+                s[1] = logadd(s[1], pnb + lp)
+                via = pb + lp
+            else:
+                via = total + lp
+            if via == NEG_INF:
+                continue
+            child = index.get((node, c))
+            if child is None:
+                child = index[(node, c)] = _Node(c, node, *dec.scoring.extend(node.ctx, node.lm, c))
+            if lp > child.peak:
+                child.peak, child.frame = lp, frame
+            cs = nxt.setdefault(child, [NEG_INF, NEG_INF])
+            cs[1] = logadd(cs[1], via)
+    ranked = sorted((kv for kv in nxt.items() if kv[0].bias != NEG_INF),
+                    key=lambda kv: logadd(*kv[1]) + kv[0].bias, reverse=True)
+    dec.beam = {n: (s[0], s[1]) for n, s in ranked[: dec.cfg.beam_size]}
+
+
+@pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("lexicon", [False, True])
 @pytest.mark.parametrize("units", ["chars", "multi"])
 @pytest.mark.parametrize("hotwords", [True, False])
-def test_bounded_expansion_keeps_the_beam_of_scoring_every_extension(
-        lm: ArpaLM, seed: int, lexicon: bool, units: str, hotwords: bool) -> None:
+@pytest.mark.parametrize("ties", [False, True])
+def test_bounded_expansion_keeps_the_beam_of_building_every_extension(
+        lm: ArpaLM, seed: int, lexicon: bool, units: str, hotwords: bool, ties: bool) -> None:
     """The beam makes a new prefix's node (and its LM and hotword states) only while the bound
-    on its score can beat the beam's worst; with the bound disabled (every extension made and
-    scored, as before the bound existed) the surviving prefixes, their scores, token frames and
-    the final text are identical, with an LM, with and without hotwords, the lexicon on or off, for
-    characters and for tokens that spell several characters and spaces (grams, subwords)."""
+    on its score can beat the beam's worst; against the oracle that builds and scores every
+    extension, the surviving prefixes in order, their scores, token frames and the final text
+    are identical: with an LM, with and without hotwords, the lexicon on or off, for characters
+    and for tokens that spell several characters and spaces (grams, subwords), and with exact
+    score ties (log probs on a grid of ln 2: the first prefix reached wins a tie)."""
     from models.decoding import Hotwords
     from models.decoding.ctc_beam import BeamConfig
     from models.tokenizer import DEFAULT_SYMBOLS
 
     tok = (CharTokenizer() if units == "chars" else
            CharTokenizer((*DEFAULT_SYMBOLS, "ca", " the", "at ", " mat ")))
-    lp = random_log_probs(40, tok.vocab_size, seed, sharp=4.0)
+    if ties:
+        g = torch.Generator().manual_seed(seed)
+        lp = -math.log(2) * torch.randint(1, 6, (40, tok.vocab_size), generator=g).double()
+    else:
+        lp = random_log_probs(40, tok.vocab_size, seed, sharp=4.0)
     decs = []
-    for bounded in (True, False):
+    for oracle in (False, True):
         dec = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
-                                   config=BeamConfig(beam_size=6, top_k=10, token_floor=-12.0),
+                                   config=BeamConfig(beam_size=4 if ties else 6, top_k=10,
+                                                     token_floor=-12.0),
                                    hotwords=(Hotwords([("cat", 2.0), ("the mat", 1.5)])
                                              if hotwords else None),
                                    lm=LmFusion(lm, LmConfig(0.7, 2.0, 5.0, lexicon=lexicon)))
-        if not bounded:
-            dec._gain = [math.inf] * tok.vocab_size  # every bound beats the beam: make them all
+        if oracle:
+            dec._step = functools.partial(build_every_extension, dec)  # type: ignore[method-assign]
         for a, b in itertools.pairwise(range(0, 41, 10)):
             dec.update(lp[a:b])
         decs.append(dec)
-    bounded_dec, every = decs
-    assert every.nbest_ids() == bounded_dec.nbest_ids()
-    assert [n.emissions() for n in every.beam] == [n.emissions() for n in bounded_dec.beam]
-    assert bounded_dec.finalize().text == every.finalize().text
+    bounded, every = decs
+    assert ([(n.emissions(), s) for n, s in every.beam.items()]
+            == [(n.emissions(), s) for n, s in bounded.beam.items()])  # in order, exact scores
+    assert every.nbest_ids() == bounded.nbest_ids()
+    assert bounded.finalize().text == every.finalize().text
+
+
+@pytest.mark.parametrize(("weight", "penalty"), [(-0.1, 10.0), (0.5, -1.0), (math.nan, 10.0)])
+def test_negative_lm_weight_or_oov_penalty_is_refused_by_name(weight: float,
+                                                             penalty: float) -> None:
+    with pytest.raises(ValueError, match="LM weight and oov_penalty must be >= 0"):
+        LmConfig(weight, 1.0, penalty)

@@ -21,10 +21,12 @@ from models.tokenizer import CharTokenizer
 from training.widen import widen_bundle
 
 
-def _bundle(path: Path, rnn: str = "gru", arch: str = "rnn", head: str = "ctc") -> Path:
+def _bundle(path: Path, rnn: str = "gru", arch: str = "rnn", head: str = "ctc",
+            lookahead: int = 2) -> Path:
     torch.manual_seed(0)
     enc = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=24, num_layers=2, rnn=rnn,
-                        arch=arch, heads=2, ff_mult=2, conv_kernel=3, left_context=8)
+                        arch=arch, heads=2, ff_mult=2, conv_kernel=3, left_context=8,
+                        lookahead=lookahead)
     tok = CharTokenizer()
     model = AcousticModel(ModelConfig(enc, tok.vocab_size, head=head))
     with torch.no_grad():  # trained-looking weights: row convolution and norm off identity
@@ -116,19 +118,22 @@ def test_a_recipe_warm_started_from_a_widened_bundle_takes_its_architecture(tmp_
 
 
 @pytest.mark.parametrize("scope", ["all", "encoder"])
-def test_warm_start_grows_the_lookahead_with_zero_taps_and_the_same_outputs(tmp_path,
-                                                                            scope) -> None:
-    """`init_from` a bundle with a longer `model.lookahead`: the row convolution's new future
-    taps start at zero, so the encoder's outputs are unchanged (the whole model's with scope
-    "all"), and step by step with the longer lookahead equals offline; a shorter lookahead is
-    refused by name."""
+@pytest.mark.parametrize("start", [2, 0])
+def test_warm_start_grows_the_lookahead_with_zero_taps_and_the_same_outputs(tmp_path, scope,
+                                                                            start) -> None:
+    """`init_from` a bundle with a longer `model.lookahead` (and another dropout): the row
+    convolution's new future taps start at zero (from lookahead 0, whose stored weight the model
+    never used, the identity), so the encoder's outputs are unchanged (the whole model's with
+    scope "all"), and step by step with the longer lookahead equals offline; a shorter lookahead
+    is refused by name."""
     from training.config import load_config
     from training.experiments import encoder_overrides
     from training.train import make_module, warm_start
 
-    src = _bundle(tmp_path / "src")  # lookahead 2
+    src = _bundle(tmp_path / "src", lookahead=start)  # every weight perturbed, rowconv's too
     over = [*encoder_overrides(src), f"init_from={src}", f"init_scope={scope}"]
-    module = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=5"]),
+    module = make_module(load_config("training/recipes/small.yaml",
+                                     [*over, "model.lookahead=5", "model.dropout=0.3"]),
                          CharTokenizer())
     warm_start(module, str(src), scope)
     a, b = load(src).model.eval(), module.model.eval()
@@ -147,7 +152,9 @@ def test_warm_start_grows_the_lookahead_with_zero_taps_and_the_same_outputs(tmp_
             o, state = b.step(xs[:, t:t + 16 + la], state)
             outs.append(o)
         assert torch.allclose(torch.cat(outs, 1), yb, atol=1e-5)
-    short = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=1"]),
-                        CharTokenizer())
-    with pytest.raises(ValueError, match="lookahead 1 is shorter than the bundle's 2"):
-        warm_start(short, str(src), scope)
+    if start:
+        short = make_module(load_config("training/recipes/small.yaml",
+                                        [*over, f"model.lookahead={start - 1}"]), CharTokenizer())
+        with pytest.raises(ValueError, match=f"lookahead {start - 1} is shorter than the "
+                                             f"bundle's {start}"):
+            warm_start(short, str(src), scope)

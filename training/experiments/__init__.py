@@ -106,16 +106,20 @@ def concat_manifests(parts: Sequence[tuple[Path, Collection[str]]], out: Path) -
     return out
 
 
+# the encoder fields that fix its weights' shapes (not dropout, the normaliser mode or the
+# lookahead, which a warm start may change: training.train.warm_start)
+ARCHITECTURE = ("num_mel_bins", "conv_channels", "d_model", "num_layers", "rnn", "subsampling",
+                "arch", "heads", "ff_mult", "conv_kernel", "left_context")
+
+
 def encoder_overrides(bundle_dir: str | Path) -> list[str]:
-    """`model.FIELD=value` for every encoder field of a bundle: a recipe warm-started from that
-    bundle (`init_from`) builds its architecture (a widened default, say) whatever the recipe
-    says; overrides given after these still win."""
-    import dataclasses
+    """`model.FIELD=value` for a bundle's encoder architecture (`ARCHITECTURE`, read from its
+    bundle.json): a recipe warm-started from that bundle (`init_from`) builds its shape (a
+    widened default, say) whatever the recipe says; overrides given after these still win."""
+    from models.bundle import BUNDLE_JSON
 
-    from models.bundle import load
-
-    enc = load(bundle_dir).model.cfg.encoder
-    return [f"model.{f.name}={getattr(enc, f.name)}" for f in dataclasses.fields(enc)]
+    enc = json.loads((Path(bundle_dir) / BUNDLE_JSON).read_text())["model"]["encoder"]
+    return [f"model.{k}={enc[k]}" for k in ARCHITECTURE if k in enc]
 
 
 def train_on(args: argparse.Namespace, manifest: Path, out: Path, init: Path | None,

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.experiments import SHIPPED_LM, merge_runs, subset_manifest
+from training.experiments import SHIPPED_LM, encoder_overrides, merge_runs, subset_manifest
 
 SOURCE = ("fortunes",)
 TARGET = ("addresses", "commands", "dates", "money", "numbers", "times")
@@ -126,14 +126,16 @@ def train_model(step: str, args: argparse.Namespace) -> Path:
     if parts[0] == "ft":
         frac = parts[2]
         init = args.work / kind / "bundle"
-        over = [f"init_from={init}", "init_scope=all", f"optim.max_minutes={args.ft_minutes}",
+        over = [f"init_from={init}", *encoder_overrides(init), "init_scope=all",
+                f"optim.max_minutes={args.ft_minutes}",
                 f"data.train=[{p[f'target_train_{frac}']}]", f"data.dev=[{p['target_dev']}]",
                 f"optim.lr={args.ft_lr}", "optim.warmup_steps=30",
                 f"optim.val_every_steps={args.ft_val_every}"]
         if kind == "cold":
             over.append(f"head.cold_fusion_lm={p['lm_target']}")
     else:
-        over = [f"init_from={args.init_from}", "init_scope=encoder",
+        over = [f"init_from={args.init_from}", *encoder_overrides(args.init_from),
+                "init_scope=encoder",
                 f"optim.max_minutes={args.minutes}", f"data.train=[{p['source_train']}]",
                 f"data.dev=[{p['source_dev']}]", f"optim.lr={args.lr}", "optim.warmup_steps=150"]
         if kind == "cold":
