@@ -60,8 +60,12 @@ class BeamConfig:
     beam_size: int = 8
     top_k: int = 8  # tokens tried per frame
     # tokens below this log prob are not tried (1e-3: the same dev WER as 1e-4 with the shipped
-    # model at beam 16 and 32, for ~20 % less decoding CPU; docs/RESULTS.md, session 17)
+    # model at beam 16 and 32, for ~20 % less decoding CPU; docs/RESULTS.md, session 17) ...
     token_floor: float = math.log(1e-3)
+    # ... but a stream with hotwords tries tokens down to this one: a boost can only lift a
+    # letter the beam tries (oracle hotwords on dev's rare words, boost 4: recall 87.9 % at
+    # 1e-3, 89.8 at 1e-4, no gain below; training.experiments.hotword_recall)
+    hotword_token_floor: float = math.log(1e-4)
 
 
 class CtcPrefixBeamDecoder:
@@ -74,6 +78,8 @@ class CtcPrefixBeamDecoder:
         self.hotwords = hotwords
         self.lm = lm
         self.scoring = PrefixBias(tokenizer, hotwords, lm)
+        self.floor = (min(self.cfg.token_floor, self.cfg.hotword_token_floor) if hotwords
+                      else self.cfg.token_floor)
         # per token: the most a new prefix's bias can gain over its parent's open bias
         boost = hotwords.max_boost if hotwords else 0.0
         bonus = max(lm.cfg.word_bonus, 0.0) if lm is not None else 0.0
@@ -101,7 +107,7 @@ class CtcPrefixBeamDecoder:
         top_lp, top_id = log_probs.topk(k, dim=-1)
         blank = self.tok.blank_id
         return [(row, [(c, lp) for c, lp in zip(ids, lps, strict=True)
-                       if c != blank and lp >= self.cfg.token_floor])
+                       if c != blank and lp >= self.floor])
                 for lps, ids, row in zip(top_lp.tolist(), top_id.tolist(),
                                          log_probs[:, blank].tolist(), strict=True)]
 

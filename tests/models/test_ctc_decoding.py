@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.decoding import BeamConfig, CtcGreedyDecoder, CtcPrefixBeamDecoder, make_decoder
+from models.decoding import BeamConfig, CtcGreedyDecoder, CtcPrefixBeamDecoder, Hotwords, make_decoder
 from models.tokenizer import CharTokenizer
 
 SMALL = CharTokenizer(("<blk>", " ", "a", "b"))
@@ -141,6 +141,20 @@ def test_hotword_tips_an_ambiguous_word() -> None:
     assert decode(lp) == "call stela now"
     assert decode(lp, [("stella", 1.0)]) == "call stella now"
     assert decode(lp, [("kitchen lights", 1.0)]) == "call stela now"  # unrelated: no effect
+
+
+def test_a_hotword_reaches_letters_below_the_plain_token_floor() -> None:
+    """Without hotwords the beam tries tokens above 1e-3 a frame; with hotwords down to 1e-4,
+    so a boost can lift a letter the acoustics gave 5e-4 ("cat" in "the cut sat")."""
+    tok = CharTokenizer()
+    lp = ambiguous("the cut sat", {5: ("a", 5e-4)}, tok)
+    assert decode(lp) == "the cut sat"
+    assert decode(lp, [("cat", 4.0)]) == "the cat sat"
+    plain = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
+                                 config=BeamConfig(hotword_token_floor=math.log(1e-3)),
+                                 hotwords=Hotwords([("cat", 4.0)]))
+    plain.update(lp)
+    assert plain.finalize().text == "the cut sat"  # at 1e-3 the "a" is never tried
 
 
 def test_partial_hotword_match_earns_nothing() -> None:
