@@ -96,7 +96,7 @@ def test_what_cannot_be_widened_exactly_is_refused_by_name(tmp_path) -> None:
 
 def test_a_recipe_warm_started_from_a_widened_bundle_takes_its_architecture(tmp_path) -> None:
     """Experiments that continue a bundle (`init_from`) with a recipe pass the bundle's encoder
-    fields as overrides: the recipe's 256-wide model would not load a widened bundle's weights
+    architecture as overrides: the recipe's 256-wide model would not load a widened bundle's weights
     (refused by name), with the overrides it builds and loads it; a later override still wins."""
     from training.config import load_config
     from training.experiments import encoder_overrides
