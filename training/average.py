@@ -9,6 +9,7 @@ kept. Hand-written: a dozen lines over safetensors / torch state dicts, no libra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -72,6 +73,12 @@ def copy_bundle_except_weights(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
+def _inference_config(cfg: Any) -> Any:
+    """The model config without what only training reads (encoder dropout): bundles that
+    differ only there compute the same function at inference and may be averaged."""
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, dropout=0.0))
+
+
 def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     """Write a bundle at `out` whose weights are the mean of `bundles`' (same model, features
     and tokens); everything else (decoding defaults, LM, rescorer) is the first bundle's.
@@ -85,7 +92,7 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     loaded = [load(b) for b in bundles]  # validates each bundle
     first = loaded[0]
     for b in loaded[1:]:
-        if b.model.cfg != first.model.cfg:
+        if _inference_config(b.model.cfg) != _inference_config(first.model.cfg):
             raise ValueError(f"average: {b.path} model {b.model.cfg} differs from "
                              f"{first.path}'s {first.model.cfg}")
         if b.features != first.features:

@@ -72,3 +72,22 @@ def test_cli_refuses_bundles_of_another_model_naming_it(tmp_path) -> None:
                          "--out", str(tmp_path / "same")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["bundle"] == str(tmp_path / "same")
+
+
+def test_bundles_that_differ_only_in_dropout_average_and_keep_the_first_config(tmp_path) -> None:
+    """Dropout is training-only (the same function at inference), so a run continued without
+    dropout soups with its start; the soup records the first bundle's encoder config."""
+    a = _bundle(tmp_path / "a", 1)
+    torch.manual_seed(2)
+    enc = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32, num_layers=1, dropout=0.0)
+    tok = CharTokenizer()
+    b = save(tmp_path / "b", AcousticModel(ModelConfig(enc, tok.vocab_size)),
+             features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "nodrop"})
+    out = average_bundles([a, b], tmp_path / "avg")
+    assert load(out).model.cfg == load(a).model.cfg
+    lookahead = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32, num_layers=1,
+                              lookahead=3)
+    c = save(tmp_path / "c", AcousticModel(ModelConfig(lookahead, tok.vocab_size)),
+             features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "la3"})
+    with pytest.raises(ValueError, match="differs"):  # another function: still refused
+        average_bundles([a, c], tmp_path / "avg2")
