@@ -155,6 +155,11 @@ def test_a_hotword_reaches_letters_below_the_plain_token_floor() -> None:
                                  hotwords=Hotwords([("cat", 4.0)]))
     plain.update(lp)
     assert plain.finalize().text == "the cut sat"  # at 1e-3 the "a" is never tried
+    no_hot = CtcPrefixBeamDecoder(tok, frame_seconds=0.04,
+                                  config=BeamConfig(hotword_token_floor=math.log(1e-9)))
+    no_hot.update(lp)
+    assert no_hot.floor == math.log(1e-3)  # without hotwords the hotword floor is not read
+    assert no_hot.finalize().text == "the cut sat"
 
 
 def test_partial_hotword_match_earns_nothing() -> None:

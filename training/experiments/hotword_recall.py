@@ -33,17 +33,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{args.manifest}: no utterances of domain {args.domain!r}")
     log_probs, _ = forward_all(bundle, utts, progress=not args.no_progress)
     refs = [u.ref for u in utts]
+
+    def decode(floor: float, boost: float) -> list[str]:
+        hyps = []
+        for u, lp in zip(utts, log_probs, strict=True):
+            hot = Hotwords([(w, boost) for w in sorted(set(u.ref.split()))]) if boost else None
+            cfg = BeamConfig(args.beam_size, hotword_token_floor=math.log(floor))
+            dec = CtcPrefixBeamDecoder(bundle.tokenizer, frame_seconds=bundle.frame_seconds,
+                                       config=cfg, hotwords=hot, lm=bundle.lm)
+            dec.update(lp)
+            hyps.append(dec.finalize().text)
+        return hyps
+
     rows = []
+    plain: list[str] | None = None  # without hotwords the floor is never read: decoded once
     for floor in args.floors:
         for boost in args.boosts:
-            hyps = []
-            for u, lp in zip(utts, log_probs, strict=True):
-                hot = Hotwords([(w, boost) for w in sorted(set(u.ref.split()))]) if boost else None
-                cfg = BeamConfig(args.beam_size, hotword_token_floor=math.log(floor))
-                dec = CtcPrefixBeamDecoder(bundle.tokenizer, frame_seconds=bundle.frame_seconds,
-                                           config=cfg, hotwords=hot, lm=bundle.lm)
-                dec.update(lp)
-                hyps.append(dec.finalize().text)
+            if boost:
+                hyps = decode(floor, boost)
+            else:
+                plain = hyps = plain if plain is not None else decode(floor, boost)
             r = error_rates(refs, hyps)
             found = sum(len(set(a.split()) & set(h.split())) for a, h in zip(refs, hyps, strict=True))
             rows.append({"hotword_token_floor": floor, "boost": boost,
