@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.harness import write_report
-from loadtest.timing import percentiles_ms
+from loadtest.timing import across_runs, percentiles_ms
 from server.dispatch import Overloaded, StreamError
 
 
@@ -49,6 +49,7 @@ class BenchDispatchConfig:
     latency_target_ms: float = 250.0
     decoder: str = "greedy"
     device: str = "cpu"  # cpu | cuda (torch; onnxruntime's CUDA provider where installed)
+    repeats: int = 1  # runs per point: the row is their median, with min / max (spread)
 
 
 # ---- model cost and machine peak -------------------------------------------------------------
@@ -226,6 +227,26 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
     }
 
 
+SPREAD_KEYS = ("p50_ms", "p95_ms", "p99_ms", "max_lag_ms", "mean_batch", "cpu_cores")
+
+
+def _merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repeated runs of one point -> one row: the median of each latency / batch / CPU figure
+    with its min and max (loadtest.timing.across_runs), errors and chunks summed, the time
+    breakdown averaged, each run kept under `runs`. One run is its own row."""
+    if len(runs) == 1:
+        return runs[0]
+    stages = runs[0]["ms_per_chunk"]
+    return {**runs[0], **across_runs(runs, SPREAD_KEYS),
+            "rtf": round(float(np.mean([r["rtf"] or 0.0 for r in runs])), 4),
+            "errors": sum(r["errors"] for r in runs),
+            "error_examples": [e for r in runs for e in r["error_examples"]][:3],
+            "chunks": sum(r["chunks"] for r in runs),
+            "ms_per_chunk": {k: round(float(np.mean([r["ms_per_chunk"][k] for r in runs])), 3)
+                             for k in stages},
+            "runs": [{k: r[k] for k in (*SPREAD_KEYS, "errors", "chunks")} for r in runs]}
+
+
 def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
                   manifest: Path | None = None, progress: bool = True,
                   pool: list[np.ndarray] | None = None) -> dict[str, Any]:
@@ -242,6 +263,8 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
                              f"output frame), got {cfg.chunk_ms}")
         bundle.decoding = dataclasses.replace(bundle.decoding, chunk_frames=cfg.chunk_ms // 10)
     cfg = dataclasses.replace(cfg, chunk_ms=bundle.decoding.chunk_frames * 10)
+    if cfg.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {cfg.repeats}")
     if cfg.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
     pool = pool if pool is not None else load_audio_pool(manifest)
@@ -251,7 +274,9 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
     for backend_name in cfg.backends:
         for policy in cfg.policies:
             for n in cfg.streams:
-                row = asyncio.run(_run_streams(bundle, backend_name, policy, n, pool, cfg))
+                row = _merge_runs([asyncio.run(_run_streams(bundle, backend_name, policy, n,
+                                                            pool, cfg))
+                                   for _ in range(cfg.repeats)])
                 row["backend"] = backend_name
                 row["roofline"] = round(flops * n / peak, 4) if cfg.device == "cpu" else None
                 row["ok"] = (row["errors"] == 0 and row["p99_ms"] <= cfg.latency_target_ms)
@@ -274,16 +299,20 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
 
 
 def markdown(result: dict[str, Any]) -> str:
+    repeats = result["config"].get("repeats", 1)
+    p99 = f"p99 ms (min-max), median of {repeats} runs" if repeats > 1 else "p99 ms"
     lines = [f"bundle {result['bundle']} ({result['parameters'] / 1e6:.2f} M params), "
              f"{result['model_mflops_per_audio_second']} MFLOP per audio second, matmul peak "
              f"{result['matmul_peak_gflops']} GFLOP/s ({result['config']['threads']} thread(s)), "
              f"chunk {result['config']['chunk_ms']} ms, target p99 <= "
              f"{result['config']['latency_target_ms']} ms", "",
-             "| backend | policy | streams | p50 ms | p95 ms | p99 ms | mean batch | RTF | CPU cores "
-             "| roofline | errors | ok |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| backend | policy | streams | p50 ms | p95 ms | {p99} | mean batch | RTF "
+             "| CPU cores | roofline | errors | ok |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        spread = f" ({r['p99_ms_min']}-{r['p99_ms_max']})" if "p99_ms_min" in r else ""
         lines.append(f"| {r['backend']} | {r['policy']} | {r['streams']} | {r['p50_ms']} | "
-                     f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['rtf']} | "
+                     f"{r['p95_ms']} | {r['p99_ms']}{spread} | {r['mean_batch']} | {r['rtf']} | "
                      f"{r['cpu_cores']} | {_percent(r['roofline'])} | {r['errors']} | "
                      f"{'yes' if r['ok'] else 'no'} |")
     lines += ["", "Where the time goes (ms per chunk; on the event loop: the session's input "

@@ -116,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
                    help="per-stream decoder (beam fuses the bundle's LM)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per point: a row is their median, with min-max (default 1)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model runs (cuda: torch's, or onnxruntime's CUDA provider)")
@@ -135,7 +137,7 @@ def run_bench_dispatch(args: argparse.Namespace) -> int:
     cfg = BenchDispatchConfig(streams=args.streams, policies=args.policy, backends=args.backend,
                               chunk_ms=args.chunk_ms, seconds=args.seconds, threads=args.threads,
                               latency_target_ms=args.target_ms, decoder=args.decoder,
-                              device=args.device)
+                              device=args.device, repeats=args.repeats)
     try:
         result = run_benchmark(args.bundle, cfg, args.manifest)
     except (BundleError, BackendUnavailable, ValueError) as exc:

@@ -271,6 +271,28 @@ def test_bench_dispatch_cli_writes_json_table_and_plot(bundle, tmp_path) -> None
     assert "| capacity (eager) |" in (tmp_path / "dispatch.md").read_text().replace("| backend ", "")
 
 
+def test_bench_dispatch_repeats_give_the_median_run_and_its_spread(bundle, tmp_path) -> None:
+    """`--repeats 3`: each point runs three times; the row's p99 is the runs' median, with
+    their min / max beside it, and a point passes on the median (as `loadtest capacity`)."""
+    import json
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "bench", "dispatch", "--bundle", str(bundle.path),
+         "--streams", "2", "--policy", "eager", "--backend", "onnxruntime", "--repeats", "3",
+         "--seconds", "1", "--out", str(tmp_path), "--stem", "rep"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads((tmp_path / "rep.json").read_text())["rows"]
+    runs = row["runs"]
+    assert len(runs) == 3 and all(r["chunks"] > 0 for r in runs)
+    p99s = sorted(r["p99_ms"] for r in runs)
+    assert row["p99_ms"] == round(p99s[1], 2)
+    assert (row["p99_ms_min"], row["p99_ms_max"]) == (round(p99s[0], 2), round(p99s[2], 2))
+    assert row["chunks"] == sum(r["chunks"] for r in runs)
+    assert "p99 ms (min-max)" in (tmp_path / "rep.md").read_text()
+
+
 class CloseDuringStep:
     """A real backend that, inside its first step, has the event loop close one stream (what a
     client that goes away does while a batch computes) and waits until it is closed."""
