@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if boost:
                 hyps = decode(floor, boost)
             else:
-                plain = hyps = plain if plain is not None else decode(floor, boost)
+                if plain is None:
+                    plain = decode(floor, boost)
+                hyps = plain
             r = error_rates(refs, hyps)
             found = sum(len(set(a.split()) & set(h.split())) for a, h in zip(refs, hyps, strict=True))
             rows.append({"hotword_token_floor": floor, "boost": boost,
