@@ -73,33 +73,41 @@ def copy_bundle_except_weights(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
-def _inference_config(cfg: Any) -> Any:
-    """The model config without what only training reads (encoder dropout): bundles that
-    differ only there compute the same function at inference and may be averaged."""
-    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, dropout=0.0))
+def _inference_config(cfg: Any, lookahead: int | None = None) -> Any:
+    """The model config without what only training reads (encoder dropout), at `lookahead`
+    (default: its own): bundles that differ only there compute the same function at inference
+    once their row convolutions are grown to one lookahead (new taps zero), and may be
+    averaged."""
+    tau = cfg.encoder.lookahead if lookahead is None else lookahead
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, dropout=0.0,
+                                                                lookahead=tau))
 
 
 def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     """Write a bundle at `out` whose weights are the mean of `bundles`' (same model, features
     and tokens); everything else (decoding defaults, LM, rescorer) is the first bundle's.
+    Bundles may differ in dropout and lookahead: every row convolution is grown to the longest
+    lookahead first (`grow_lookahead`: zero taps, the same function), and the soup has it.
     Any exported ONNX / TensorRT files are not copied: they would hold other weights."""
     from safetensors.torch import load_file, save_file
 
     from models.bundle import BUNDLE_JSON, TOKENS, WEIGHTS, load
+    from training.train import grow_lookahead
 
     if len(bundles) < 2:
         raise ValueError(f"average: give at least two bundles, got {len(bundles)}")
     loaded = [load(b) for b in bundles]  # validates each bundle
     first = loaded[0]
+    tau = max(b.model.cfg.encoder.lookahead for b in loaded)
     for b in loaded[1:]:
-        if _inference_config(b.model.cfg) != _inference_config(first.model.cfg):
+        if _inference_config(b.model.cfg, tau) != _inference_config(first.model.cfg, tau):
             raise ValueError(f"average: {b.path} model {b.model.cfg} differs from "
                              f"{first.path}'s {first.model.cfg}")
         if b.features != first.features:
             raise ValueError(f"average: {b.path} features differ from {first.path}'s")
         if (b.path / TOKENS).read_text() != (first.path / TOKENS).read_text():
             raise ValueError(f"average: {b.path}/{TOKENS} differs from {first.path}'s")
-    states = [load_file(str(b.path / WEIGHTS)) for b in loaded]
+    states = [grow_lookahead(load_file(str(b.path / WEIGHTS)), tau) for b in loaded]
     mean = average_state_dicts(states, [str(b.path) for b in loaded])
     dest = Path(out)
     if dest.resolve() in {b.path.resolve() for b in loaded}:
@@ -107,6 +115,7 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     copy_bundle_except_weights(first.path, dest)  # decoding side: LM, rescorer, tokens
     save_file(mean, str(dest / WEIGHTS))
     meta: dict[str, Any] = json.loads((first.path / BUNDLE_JSON).read_text())
+    meta["model"]["encoder"]["lookahead"] = tau
     prov = dict(meta.get("provenance", {}))
     prov["averaged_from"] = [{"bundle": str(b.path), "recipe": b.provenance.get("recipe"),
                               "steps": b.provenance.get("steps")} for b in loaded]

@@ -85,9 +85,49 @@ def test_bundles_that_differ_only_in_dropout_average_and_keep_the_first_config(t
              features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "nodrop"})
     out = average_bundles([a, b], tmp_path / "avg")
     assert load(out).model.cfg == load(a).model.cfg
-    lookahead = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32, num_layers=1,
-                              lookahead=3)
-    c = save(tmp_path / "c", AcousticModel(ModelConfig(lookahead, tok.vocab_size)),
-             features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "la3"})
+
+
+def test_a_longer_lookahead_soups_with_its_start_grown_to_it(tmp_path) -> None:
+    """A run continued with a longer lookahead (training grows the row convolution with zero
+    future taps) averages with its start: the start is grown the same way first, the soup has
+    the longer lookahead, and its row convolution is the mean of the grown weights (the start's
+    new taps counted as zero). Averaging a bundle with itself grown computes its own outputs."""
+    from training.train import grow_lookahead
+
+    tok = CharTokenizer()
+    torch.manual_seed(1)
+    start = AcousticModel(ModelConfig(EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32,
+                                                    num_layers=1), tok.vocab_size))  # lookahead 2
+    with torch.no_grad():  # trained-looking: every row convolution tap nonzero
+        for prm in start.parameters():
+            prm.add_(0.2 * torch.randn_like(prm))
+    a = save(tmp_path / "a", start, features=FbankConfig(num_mel_bins=16), tokenizer=tok,
+             provenance={"recipe": "la2"})
+    torch.manual_seed(3)
+    long = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32, num_layers=1, lookahead=5)
+    c = save(tmp_path / "c", AcousticModel(ModelConfig(long, tok.vocab_size)),
+             features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "la5"})
+    out = average_bundles([a, c], tmp_path / "avg")
+    assert load(out).model.cfg.encoder.lookahead == 5
+    wa, wc, wo = (load_file(str(p / "model.safetensors")) for p in (a, c, out))
+    key = "encoder.rowconv.conv.weight"
+    assert wo[key].shape == (32, 1, 6)
+    assert torch.allclose(wo[key], (grow_lookahead(wa, 5)[key] + wc[key]) / 2, atol=1e-7)
+    assert torch.count_nonzero(grow_lookahead(wa, 5)[key][..., 3:]) == 0
+
+    grown = load(a).model
+    grown_cfg = ModelConfig(EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=32,
+                                          num_layers=1, lookahead=5), tok.vocab_size)
+    g = AcousticModel(grown_cfg)
+    g.load_state_dict(grow_lookahead(grown.state_dict(), 5))
+    gpath = save(tmp_path / "g", g, features=FbankConfig(num_mel_bins=16), tokenizer=tok,
+                 provenance={"recipe": "grown"})
+    same = load(average_bundles([a, gpath], tmp_path / "same")).model.eval()
+    x = torch.randn(2, 40, 16)
+    with torch.no_grad():
+        assert torch.allclose(same(x)[0], load(a).model.eval()(x)[0], atol=1e-5)
+    wide = EncoderConfig(num_mel_bins=16, conv_channels=4, d_model=48, num_layers=1, lookahead=5)
+    d = save(tmp_path / "d", AcousticModel(ModelConfig(wide, tok.vocab_size)),
+             features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "w"})
     with pytest.raises(ValueError, match="differs"):  # another function: still refused
-        average_bundles([a, c], tmp_path / "avg2")
+        average_bundles([a, d], tmp_path / "avg2")
