@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--id-prefix", default="",
                        help="prepended to every utterance id, so that this corpus can be trained "
                             "together with another (e.g. derived-; default none)")
+    synth.add_argument("--voice-seed", type=int, default=None,
+                       help="seed of the voice split (default: --seed); give a first corpus's "
+                            "seed to add new sentences under its held-out voices (e.g. --seed 1 "
+                            "--voice-seed 0 --id-prefix s1-)")
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=run_synth)
 
@@ -307,7 +311,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise SystemExit("--hours must be positive")
     cfg = SynthConfig(out=args.out, hours=args.hours, seed=args.seed,
                       jobs=args.jobs or os.cpu_count() or 1,
-                      min_voices_per_engine=args.min_voices_per_engine, id_prefix=args.id_prefix)
+                      min_voices_per_engine=args.min_voices_per_engine, id_prefix=args.id_prefix,
+                      voice_seed=args.voice_seed)
     if args.engines:
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
         cfg = dataclasses.replace(cfg, engines=engines)

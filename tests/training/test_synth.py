@@ -78,6 +78,29 @@ def test_deterministic_for_a_seed_whatever_the_jobs(corpus, tmp_path) -> None:
     assert digest(out) == digest(tmp_path)
 
 
+def test_a_corpus_of_new_sentences_keeps_the_first_corpus_held_out_voices(corpus, tmp_path) -> None:
+    """`voice_seed` (`chorus data synth --voice-seed`): a second corpus drawn with another seed
+    (other sentences) but the first corpus's voice split has the first's voice pools, so none
+    of its training speech is spoken by a voice of the first corpus's test split; its own seed
+    alone would split the voices another way."""
+    out, _ = corpus
+    first = json.loads((out / "voices.json").read_text())
+    cfg = SynthConfig(out=tmp_path / "more", hours=0.01, seed=12, voice_seed=11, jobs=2,
+                      split_weights=SPLIT_WEIGHTS, block=16, id_prefix="s12-")
+    stats = synthesize_corpus(cfg, progress=False)
+    assert stats["command"]["voice_seed"] == 11
+    assert json.loads((tmp_path / "more" / "voices.json").read_text()) == first
+    train = load_cuts(tmp_path / "more", "train")
+    assert len(train) > 0 and all(c.id.startswith("s12-") for c in train)
+    assert not {c.supervisions[0].speaker for c in train} & set(first["test"])
+    assert {c.supervisions[0].text for c in train} != {
+        c.supervisions[0].text for c in load_cuts(out, "train")}  # other sentences
+    from training.data.synth.split import split_voices
+
+    own = split_voices(available_voices(SynthConfig(out=tmp_path, hours=0.01)), seed=12)
+    assert sorted(v.id for v in own["test"]) != sorted(first["test"])
+
+
 def test_missing_engine_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog) -> None:
     class Missing(engines_mod.Engine):
         name = "missing-tts"

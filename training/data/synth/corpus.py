@@ -59,6 +59,14 @@ class SynthConfig:
     # prepended to every utterance id: corpora trained together need distinct ids (a second
     # corpus of the same seed numbers its utterances the same way)
     id_prefix: str = ""
+    # the seed of the train / dev / test voice split (None: `seed`). A second corpus of new
+    # sentences (another `seed`) keeps the first corpus's held-out voices with voice_seed set
+    # to the first one's seed: its train split then holds no voice of the first's test split.
+    voice_seed: int | None = None
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.voice_seed is None else self.voice_seed
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def synthesize_corpus(cfg: SynthConfig, *, progress: bool = True) -> dict:
     start = time.monotonic()
     cfg.out.mkdir(parents=True, exist_ok=True)
     voices = available_voices(cfg)
-    pools = split_voices(voices, seed=cfg.seed)
+    pools = split_voices(voices, seed=cfg.split_seed)
     texts = TextPool()
     plans = plan_utterances(cfg, pools, texts)
     target_s = cfg.hours * 3600.0
@@ -263,7 +271,7 @@ def corpus_stats(done: list[tuple[UttPlan, float]], pools: dict[str, list[Voice]
     return {
         "command": {"hours": cfg.hours, "seed": cfg.seed, "jobs": cfg.jobs,
                     "min_voices_per_engine": cfg.min_voices_per_engine,
-                    "id_prefix": cfg.id_prefix},
+                    "id_prefix": cfg.id_prefix, "voice_seed": cfg.split_seed},
         "hours": round(audio_s / 3600, 4),
         "utterances": len(done),
         "distinct_voices": sum(len(v) for v in all_voices.values()),
