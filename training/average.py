@@ -2,9 +2,11 @@
 
 What WeNet's `average_model.py` and icefall's `--avg N` do: the last N checkpoints of a run
 (or the endpoints of runs continued from one another, a "model soup") lie in one basin, and
-their mean usually decodes better than any one of them at no decoding cost. Floating-point
-tensors are averaged in float64 and cast back; integer buffers (counters) must agree and are
-kept. Hand-written: a dozen lines over safetensors / torch state dicts, no library needed.
+their mean usually decodes better than any one of them at no decoding cost. Weights other than
+equal interpolate in weight space (WiSE-FT, Wortsman et al. 2022: 0.7 of a clean model with 0.3
+of its noise-trained continuation picks a point between the two on the clean / noisy trade-off).
+Floating-point tensors are averaged in float64 and cast back; integer buffers (counters) must
+agree and are kept. Hand-written: a dozen lines over safetensors / torch state dicts, no library needed.
 """
 
 from __future__ import annotations
@@ -19,12 +21,25 @@ from typing import Any
 import torch
 
 
+def _mixing_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """Equal weights by default; given ones must be n non-negative numbers summing to 1."""
+    if weights is None:
+        return [1.0 / n] * n
+    w = [float(x) for x in weights]
+    if len(w) != n or min(w) < 0 or abs(sum(w) - 1.0) > 1e-6:
+        raise ValueError(f"average: weights must be {n} non-negative numbers summing to 1 (one "
+                         f"per checkpoint), got {list(weights)}")
+    return w
+
+
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
-                        names: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-    """The element-wise mean of state dicts with the same keys and shapes. `names` label the
-    members in errors (default: their positions)."""
+                        names: Sequence[str] = (),
+                        weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with the same keys and shapes, weighted by
+    `weights` (default equal). `names` label the members in errors (default: positions)."""
     if not states:
         raise ValueError("average: no checkpoints given")
+    mix = _mixing_weights(weights, len(states))
     labels = list(names) or [f"#{i}" for i in range(len(states))]
     first = states[0]
     out: dict[str, torch.Tensor] = {}
@@ -39,9 +54,9 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
                                  f"{sd[key].dtype}, {labels[0]} has {tuple(ref.shape)} {ref.dtype}")
         if ref.is_floating_point():
             total = torch.zeros(ref.shape, dtype=torch.float64)
-            for sd in states:
-                total += sd[key].detach().cpu().double()
-            out[key] = (total / len(states)).to(ref.dtype)
+            for w, sd in zip(mix, states, strict=True):
+                total += w * sd[key].detach().cpu().double()
+            out[key] = total.to(ref.dtype)
         else:
             for label, sd in zip(labels[1:], states[1:], strict=True):
                 if not torch.equal(sd[key].cpu(), ref.cpu()):
@@ -83,9 +98,11 @@ def _inference_config(cfg: Any, lookahead: int | None = None) -> Any:
                                                                 lookahead=tau))
 
 
-def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
+def average_bundles(bundles: Sequence[str | Path], out: str | Path,
+                    weights: Sequence[float] | None = None) -> Path:
     """Write a bundle at `out` whose weights are the mean of `bundles`' (same model, features
-    and tokens); everything else (decoding defaults, LM, rescorer) is the first bundle's.
+    and tokens), weighted by `weights` (default equal, else one per bundle summing to 1);
+    everything else (decoding defaults, LM, rescorer) is the first bundle's.
     Bundles may differ in dropout and lookahead: every row convolution is grown to the longest
     lookahead first (`grow_lookahead`: zero taps, the same function), and the soup has it.
     Any exported ONNX / TensorRT files are not copied: they would hold other weights."""
@@ -96,6 +113,7 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
 
     if len(bundles) < 2:
         raise ValueError(f"average: give at least two bundles, got {len(bundles)}")
+    mix = _mixing_weights(weights, len(bundles))
     loaded = [load(b) for b in bundles]  # validates each bundle
     first = loaded[0]
     tau = max(b.model.cfg.encoder.lookahead for b in loaded)
@@ -108,7 +126,7 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
         if (b.path / TOKENS).read_text() != (first.path / TOKENS).read_text():
             raise ValueError(f"average: {b.path}/{TOKENS} differs from {first.path}'s")
     states = [grow_lookahead(load_file(str(b.path / WEIGHTS)), tau) for b in loaded]
-    mean = average_state_dicts(states, [str(b.path) for b in loaded])
+    mean = average_state_dicts(states, [str(b.path) for b in loaded], mix)
     dest = Path(out)
     if dest.resolve() in {b.path.resolve() for b in loaded}:
         raise ValueError(f"average: --out {dest} is one of the inputs")
@@ -118,7 +136,8 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path) -> Path:
     meta["model"]["encoder"]["lookahead"] = tau
     prov = dict(meta.get("provenance", {}))
     prov["averaged_from"] = [{"bundle": str(b.path), "recipe": b.provenance.get("recipe"),
-                              "steps": b.provenance.get("steps")} for b in loaded]
+                              "steps": b.provenance.get("steps"), "weight": w}
+                             for b, w in zip(loaded, mix, strict=True)]
     meta["provenance"] = prov
     (dest / BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     load(dest)  # the result must load like any bundle

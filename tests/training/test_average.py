@@ -131,3 +131,27 @@ def test_a_longer_lookahead_soups_with_its_start_grown_to_it(tmp_path) -> None:
              features=FbankConfig(num_mel_bins=16), tokenizer=tok, provenance={"recipe": "w"})
     with pytest.raises(ValueError, match="differs"):  # another function: still refused
         average_bundles([a, d], tmp_path / "avg2")
+
+
+def test_weighted_soup_interpolates_and_records_its_weights(tmp_path) -> None:
+    """`chorus average A B --weights 0.25 0.75`: every float tensor is 0.25 A + 0.75 B (weight
+    space interpolation, WiSE-FT), the provenance records each member's weight, and weights
+    that are not one non-negative number per bundle summing to 1 are refused by name."""
+    a, b = _bundle(tmp_path / "a", 1), _bundle(tmp_path / "b", 2)
+    run = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(b),
+                          "--weights", "0.25", "0.75", "--out", str(tmp_path / "mix")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["weights"] == [0.25, 0.75]
+    wa, wb, wo = (load_file(str(p / "model.safetensors")) for p in (a, b, tmp_path / "mix"))
+    for k, v in wo.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.25 * wa[k] + 0.75 * wb[k], atol=1e-7), k
+            assert not torch.allclose(v, (wa[k] + wb[k]) / 2, atol=1e-7) or torch.equal(wa[k], wb[k])
+    assert [m["weight"] for m in load(tmp_path / "mix").provenance["averaged_from"]] == [0.25, 0.75]
+    for bad in (["0.5"], ["0.6", "0.6"], ["-0.5", "1.5"]):
+        run = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(b),
+                              "--weights", *bad, "--out", str(tmp_path / "bad")],
+                             capture_output=True, text=True)
+        assert run.returncode != 0 and "weights must be 2 non-negative numbers" in run.stderr
+    assert not (tmp_path / "bad").exists()
