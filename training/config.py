@@ -96,6 +96,32 @@ class RobustConfig:
             raise ValueError("config robust.critic_steps must be >= 1 and critic_frames >= 2")
 
 
+ADVERSARY_TARGETS = ("none", "engine", "voice")
+
+
+@dataclass
+class AdversaryConfig:
+    """Voice-invariant training (training.adversary): a classifier on the encoder's frame
+    embeddings learns which engine or voice spoke each frame, and the encoder learns to leave it
+    at chance (the confusion loss: cross-entropy to the uniform distribution), so what the
+    encoder keeps is what all voices share. Training-only: bundles stay ordinary."""
+
+    target: str = "none"  # "engine" (cut.custom["engine"]) | "voice" (the supervision speaker)
+    weight: float = 0.1  # the encoder's confusion term, against the ASR loss
+    lr: float = 1e-3  # the classifier's own Adam
+    dim: int = 256  # the classifier's hidden width
+    frames: int = 2048  # frames sampled per step from the batch's valid frames
+
+    def validate(self) -> None:
+        if self.target not in ADVERSARY_TARGETS:
+            raise ValueError(f"config adversary.target must be one of {ADVERSARY_TARGETS}, got "
+                             f"{self.target!r}")
+        if self.weight < 0 or self.lr <= 0 or self.dim < 1 or self.frames < 2:
+            raise ValueError(f"config adversary: weight >= 0, lr > 0, dim >= 1 and frames >= 2, "
+                             f"got weight={self.weight} lr={self.lr} dim={self.dim} "
+                             f"frames={self.frames}")
+
+
 @dataclass
 class OptimConfig:
     lr: float = 2e-3
@@ -153,6 +179,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     robust: RobustConfig = field(default_factory=RobustConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     # the front end: "log" (log-mel) or "pcen" (trainable per-channel PCEN: training.frontend;
     # the bundle records the learned values and serving computes the same PCEN)
@@ -177,7 +204,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         ftype = fields[name].type
         sub = {"model": EncoderConfig, "head": HeadConfig, "data": DataConfig,
                "augment": AugmentConfig, "robust": RobustConfig,
-               "optim": OptimConfig}.get(name) if cls is TrainConfig else None
+               "adversary": AdversaryConfig, "optim": OptimConfig}.get(name) if cls is TrainConfig else None
         if sub is not None:
             if not isinstance(value, dict):
                 raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")

@@ -8,7 +8,7 @@ bundle by train.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -24,11 +24,15 @@ from training.frontend import TrainablePcen
 from training.losses.gram_ctc import gram_ctc_loss, gram_lattice
 from training.robust import RobustObjective
 
+if TYPE_CHECKING:
+    from training.adversary import VoiceAdversary
+
 
 class CtcModule(L.LightningModule):
     def __init__(self, model_cfg: ModelConfig, optim: OptimConfig, tokenizer: CharTokenizer,
                  robust: RobustConfig | None = None, frontend: TrainablePcen | None = None,
-                 spec_augment: AugmentConfig | None = None):
+                 spec_augment: AugmentConfig | None = None,
+                 adversary: VoiceAdversary | None = None):
         super().__init__()
         self.model = AcousticModel(model_cfg)
         # trainable PCEN: batches carry mel energies; SpecAugment runs here, after PCEN
@@ -39,6 +43,9 @@ class CtcModule(L.LightningModule):
         self.robust: RobustObjective | None  # (declared here: the assignment bypasses nn.Module)
         self.__dict__["robust"] = (RobustObjective(robust, model_cfg.encoder.d_model)
                                    if robust is not None and robust.paired else None)
+        # training.adversary's voice classifier: training-only like the critic
+        self.adversary: VoiceAdversary | None
+        self.__dict__["adversary"] = adversary
         self.optim = optim
         self.tok = tokenizer
         self._refs: list[str] = []
@@ -85,6 +92,14 @@ class CtcModule(L.LightningModule):
         enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=True)
         loss, _, _ = self.head_loss(enc, out_lengths, batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
+        if self.adversary is not None:
+            from training.adversary import utterance_labels
+
+            names = utterance_labels(batch, self.adversary.cfg.target)
+            confusion, logs = self.adversary(enc, out_lengths, names)
+            for key, value in logs.items():
+                self.log(key, value, batch_size=n)
+            loss = loss + self.adversary.cfg.weight * confusion
         if self.robust is None or "clean_features" not in batch:
             return loss
         encoder = self.model.encoder
@@ -100,6 +115,8 @@ class CtcModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.robust is not None:
             self.robust.to(self.device)
+        if self.adversary is not None:
+            self.adversary.to(self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, log_probs, out_lengths = self.loss(batch)

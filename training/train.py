@@ -148,6 +148,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     from training.data.dataset import feature_stats
 
     cfg.robust.validate()
+    cfg.adversary.validate()
     cfg.augment.validate()
     if cfg.optim.average_last < 0:
         raise ValueError(f"config optim.average_last must be >= 0, got {cfg.optim.average_last}")
@@ -329,15 +330,30 @@ def make_module(cfg: TrainConfig, tok: CharTokenizer,
                          f"{cfg.head.type!r}")
     model_cfg = ModelConfig(cfg.model, tok.vocab_size, head=cfg.head.type,  # type: ignore[arg-type]
                             transducer=transducer)
+    adversary = make_adversary(cfg)
     if cfg.head.type == "rnnt":
         from training.rnnt_module import RnntModule
 
         return RnntModule(model_cfg, cfg.optim, tok, loss=cfg.head.rnnt_loss,
                           prune_range=cfg.head.prune_range,
                           simple_loss_scale=cfg.head.simple_loss_scale, robust=cfg.robust,
-                          frontend=frontend, spec_augment=cfg.augment)
+                          frontend=frontend, spec_augment=cfg.augment, adversary=adversary)
     return CtcModule(model_cfg, cfg.optim, tok, robust=cfg.robust, frontend=frontend,
-                     spec_augment=cfg.augment)
+                     spec_augment=cfg.augment, adversary=adversary)
+
+
+def make_adversary(cfg: TrainConfig) -> Any:
+    """training.adversary's voice classifier over the training manifests' engines or voices,
+    or None (adversary.target none)."""
+    if cfg.adversary.target == "none":
+        return None
+    from training.adversary import VoiceAdversary, label_vocabulary
+
+    if _packed(cfg.data.train):
+        raise ValueError("config adversary.target needs engine / voice labels; packs (.npz) "
+                         "hold features only: use Lhotse manifests")
+    labels = label_vocabulary(_cuts(cfg.data.train), cfg.adversary.target)
+    return VoiceAdversary(cfg.adversary, cfg.model.d_model, labels, seed=cfg.seed)
 
 
 def _cold_fusion_lm(cfg: TrainConfig) -> Any:

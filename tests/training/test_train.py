@@ -43,6 +43,17 @@ def experiment_overrides(corpus: Path, out: Path, steps: int,
             and not o.startswith(("data.train", "data.dev"))]
 
 
+def assert_logged(out: Path, keys: tuple[str, ...]) -> None:
+    """Each of `keys` has at least one finite value in the run's metrics.csv."""
+    import math
+
+    rows = (out / "logs/version_0/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for key in keys:
+        values = [r.split(",")[header.index(key)] for r in rows[1:]]
+        assert any(v and math.isfinite(float(v)) for v in values), key
+
+
 def stream_equals_offline(bundle, audio, decoder: str | None = None) -> None:
     """The bundle's transcript of `audio` fed in 1234-sample pieces equals the offline one."""
     offline = transcribe(bundle, audio, decoder=decoder)

@@ -76,9 +76,19 @@ class AsrDataset(torch.utils.data.Dataset):
             if self.paired:
                 clean.append(self.features(audio, warp))  # (T, F), T as f's
         batch = collate(items, self.tok, self.fill)
+        batch["engines"] = [cut_label(c, "engine") for c in cuts]  # training.adversary's labels
+        batch["speakers"] = [cut_label(c, "voice") for c in cuts]
         if self.paired:
             batch["clean_features"] = pad(clean, self.fill)
         return batch
+
+
+def cut_label(cut: Any, target: str) -> str:
+    """A cut's engine (cut.custom["engine"], "" when absent) or, for "voice", its first
+    supervision's speaker ("" when absent): what training.adversary classifies."""
+    if target == "engine":
+        return str((getattr(cut, "custom", None) or {}).get("engine", ""))
+    return str(getattr(cut.supervisions[0], "speaker", None) or "")
 
 
 def collate(items: list[tuple[torch.Tensor, str, str]], tok: CharTokenizer,
