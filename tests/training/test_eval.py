@@ -72,6 +72,40 @@ def test_eval_cli_with_peer(tmp_path) -> None:
     # the peer is a working recogniser: far better than the random-weight bundle
     assert r["systems"]["pocketsphinx"]["overall"]["wer"] < r["systems"]["chorus"]["overall"]["wer"]
     assert "| engine |" in (tmp_path / "r.md").read_text()
+    # the test split holds out its voices: voices.json beside it marks every utterance unseen
+    assert {h["heard"] for h in r["hypotheses"]} == {"unseen"}
+    assert r["systems"]["chorus"]["per_heard"]["unseen"]["utterances"] == n
+    assert "| voice in training |" in (tmp_path / "r.md").read_text()
+
+
+def test_load_manifest_labels_voices_heard_in_training(tmp_path) -> None:
+    """Dev mixes training voices with dev-held-out ones: each utterance is labelled by the
+    corpus's voices.json (or an explicit one); a missing or malformed file is named."""
+    from training.data.synth.corpus import SynthConfig, synthesize_corpus
+    from training.eval.run import load_manifest
+
+    synthesize_corpus(SynthConfig(out=tmp_path / "c", hours=0.01, seed=3, jobs=2,
+                                  engines=("espeak-ng",),
+                                  split_weights={"train": 0.0, "dev": 1.0, "test": 0.0}),
+                      progress=False)
+    manifest = tmp_path / "c/cuts_dev.jsonl.gz"
+    train = set(json.loads((tmp_path / "c/voices.json").read_text())["train"])
+    utts = load_manifest(manifest)
+    assert {u.heard for u in utts} == {"heard", "unseen"}  # seed 3: 11 heard, 2 unseen
+    assert all((u.heard == "heard") == (u.voice in train) for u in utts)
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"train": [utts[0].voice]}))
+    relabelled = load_manifest(manifest, voices=one)
+    assert [u.heard for u in relabelled] == ["heard" if u.voice == utts[0].voice else "unseen"
+                                             for u in utts]
+    with pytest.raises(FileNotFoundError, match="voices file not found"):
+        load_manifest(manifest, voices=tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"test": []}))
+    with pytest.raises(ValueError, match='"train" list'):
+        load_manifest(manifest, voices=bad)
+    (tmp_path / "c/voices.json").unlink()  # a corpus without one: unknown, not guessed
+    assert {u.heard for u in load_manifest(manifest)} == {"?"}
 
 
 def test_eval_cli_missing_manifest(tmp_path) -> None:

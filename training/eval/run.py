@@ -9,6 +9,7 @@ CPU seconds per audio second (process CPU time, robust to the two sharing the ma
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from training.eval.metrics import Rates, breakdown, error_rates, markdown_table
 
-GROUPS = ("engine", "domain", "voice")
+GROUPS = ("engine", "domain", "voice", "heard")
 
 
 @dataclass(frozen=True)
@@ -31,25 +32,48 @@ class Utterance:
     voice: str
     duration: float
     cut: Any = field(repr=False, compare=False)
+    heard: str = "?"  # "heard": the voice is one the corpus trained on; "unseen"; "?" unknown
 
     def audio(self) -> np.ndarray:
         return self.cut.load_audio()[0].astype(np.float32)
 
 
-def load_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]:
+def training_voices(manifest: Path, voices: str | Path | None = None) -> frozenset[str] | None:
+    """The voice ids a synthetic corpus trained on: the "train" list of its voices.json (given,
+    or found beside the manifest); None when there is none (a real or corrupted corpus)."""
+    path = Path(voices) if voices is not None else manifest.parent / "voices.json"
+    if not path.is_file():
+        if voices is not None:
+            raise FileNotFoundError(f"voices file not found: {path}")
+        return None
+    try:
+        train = json.loads(path.read_text())["train"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: expected a corpus's voices.json with a \"train\" list of "
+                         f"voice ids ({exc})") from exc
+    return frozenset(train)
+
+
+def load_manifest(path: str | Path, limit: int | None = None,
+                  voices: str | Path | None = None) -> list[Utterance]:
+    """`voices`: a corpus's voices.json, to label each utterance's voice heard in training or
+    unseen (default: the voices.json beside the manifest, if any)."""
     from lhotse import CutSet
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"manifest not found: {p}")
+    heard = training_voices(p, voices)
     out = []
     for cut in CutSet.from_file(p):
         if cut.sampling_rate != 16_000:
             raise ValueError(f"{p}: cut {cut.id} is {cut.sampling_rate} Hz; eval expects 16 kHz")
         sup = cut.supervisions[0]
         custom = sup.custom or {}
+        voice = sup.speaker or "?"
         out.append(Utterance(cut.id, sup.text, custom.get("engine", "?"),
-                             custom.get("domain", "?"), sup.speaker or "?", cut.duration, cut))
+                             custom.get("domain", "?"), voice, cut.duration, cut,
+                             "?" if heard is None else "heard" if voice in heard else "unseen"))
         if limit and len(out) >= limit:
             break
     if not out:
@@ -155,16 +179,17 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
              lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
              lexicon: bool | None = None, rescore: Any = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, voices: str | Path | None = None) -> dict[str, Any]:
     """`lm`: ARPA files to fuse instead of the bundle's (several: interpolated with
-    `lm_mix_weights`), or ["none"] for no LM; `rescore`: a Rescorer for the beam's n-best."""
+    `lm_mix_weights`), or ["none"] for no LM; `rescore`: a Rescorer for the beam's n-best;
+    `voices`: the voices.json that says which voices training heard (per_heard)."""
     from models.bundle import load
 
     bundle = load(bundle_path)
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
     fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon, lm_mix_weights)
-    utts = load_manifest(manifest, limit)
+    utts = load_manifest(manifest, limit, voices)
     audio_s = sum(u.duration for u in utts)
     texts: dict[str, list[str]] = {}
     cpu: dict[str, float] = {}
@@ -201,7 +226,7 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         "utterances": len(utts), "audio_hours": round(audio_s / 3600, 4),
         "wall_seconds": round(time.monotonic() - start, 1), "systems": systems,
         "hypotheses": [{"id": u.id, "engine": u.engine, "domain": u.domain, "voice": u.voice,
-                        "ref": u.ref, **{n: texts[n][i] for n in texts}}
+                        "heard": u.heard, "ref": u.ref, **{n: texts[n][i] for n in texts}}
                        for i, u in enumerate(utts)],
     }
 
@@ -236,12 +261,15 @@ def report_markdown(result: dict[str, Any]) -> str:
     overall = {n: {"all": Rates(**s["overall"])} for n, s in systems.items()}
     cost = " · ".join(f"{n}: {s['cpu_seconds_per_audio_second']:.3f} CPU-s per audio-s"
                       for n, s in systems.items())
-    return "\n\n".join([
+    tables = [
         f"{result['utterances']} utterances, {result['audio_hours']} h, decoder "
         f"{result['decoder']}{_lm_words(result.get('lm'))}; {cost}",
         markdown_table("overall", overall), markdown_table("engine", cols("per_engine")),
         markdown_table("domain", cols("per_domain")),
-    ]) + "\n"
+    ]
+    if any(set(s.get("per_heard", {})) - {"?"} for s in systems.values()):
+        tables.append(markdown_table("voice in training", cols("per_heard")))
+    return "\n\n".join(tables) + "\n"
 
 
 def _lm_words(lm: dict[str, Any] | None) -> str:
