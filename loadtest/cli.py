@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_ints, default=(1,),
                    help="server processes (chorus serve --workers) to measure, e.g. 1,2: each "
                         "count with each policy")
-    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--backend", default="onnxruntime",
+                   help="the server's backend; torch+int8: chorus serve --backend torch --int8")
     p.add_argument("--bundle", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--decoder", choices=("greedy", "beam"), default=None,

@@ -90,6 +90,10 @@ class ServerProcess:
                  prefix: str = "chorus-server-", workers: int = 1):
         import yaml
 
+        name, _, precision = backend.partition("+")  # "torch+int8": chorus serve --int8
+        if precision not in ("", "int8"):
+            raise ValueError(f"backend {backend!r}: the only precision suffix is '+int8' "
+                             "(e.g. torch+int8)")
         self.ws_port, self.grpc_port = free_port(), free_port()
         self.config = dict(config or {})
         fd, cfg_path = tempfile.mkstemp(prefix=prefix, suffix=".yaml")
@@ -98,9 +102,10 @@ class ServerProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-m", "clients.cli", "serve", "--config", str(self.config_path),
                "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port),
-               "--policy", policy, "--backend", backend, "--threads", str(threads),
-               "--workers", str(workers), *extra]  # one process unless asked: faults, fuzz
-               # and soak watch that process (the server's default is one per core)
+               "--policy", policy, "--backend", name, "--threads", str(threads),
+               "--workers", str(workers), *(["--int8"] if precision else []), *extra]
+        # one process unless asked: faults, fuzz and soak watch that process (the server's
+        # default is one per core)
         if bundle:
             cmd += ["--bundle", bundle]
         if decoder:

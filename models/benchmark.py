@@ -34,6 +34,7 @@ class BenchConfig:
     repeats: int = 5
     batches: tuple[int, ...] = BATCHES
     decoder: str = "greedy"  # or "beam" (the bundle's beam size and LM, on real speech)
+    int8: bool = False  # the model step in dynamic int8 (models/quantize.py), as serve --int8
 
 
 SPEECH = ("please set an alarm for seven thirty tomorrow morning and remind me to call "
@@ -82,6 +83,10 @@ def bench_model(bundle: Any, cfg: BenchConfig | None = None) -> dict[str, Any]:
     cfg = cfg or BenchConfig()
     torch.set_num_threads(cfg.threads)
     model = bundle.model
+    if cfg.int8:
+        from models.quantize import quantize_int8
+
+        model = quantize_int8(model)
     chunk = bundle.decoding.chunk_frames
     chunk_s = chunk * bundle.features.hop_ms / 1000
     frames = chunk + model.lookahead_frames
@@ -146,7 +151,8 @@ def bench_model(bundle: Any, cfg: BenchConfig | None = None) -> dict[str, Any]:
         if total > 2 * chunk_s:
             break
     capacity = max((r["batch"] for r in rows if r["real_time"]), default=0)
-    return {"bundle": str(bundle.path), "parameters": model.num_parameters(),
+    return {"bundle": str(bundle.path), "int8": cfg.int8,
+            "parameters": bundle.model.num_parameters(),
             "decoder": cfg.decoder, "chunk_ms": round(1000 * chunk_s), "threads": cfg.threads,
             "per_stream_ms": round(1000 * t_stream, 4), "sweep": rows,
             # beam: decoding alone per stream-chunk, the streams together vs one by one
@@ -168,7 +174,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 if r.get("beam_decode_ms") is not None else "-")
         if r.get("beam_decode_unbatched_lm_ms") is not None:
             beam += f" (LM unbatched: {r['beam_decode_unbatched_lm_ms']:.3f})"
-        lines.append(f"| {r['bundle']} | {r['parameters'] / 1e6:.2f} M | "
+        name = r["bundle"] + (" (int8)" if r.get("int8") else "")
+        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f} M | "
                      f"{r.get('decoder', 'greedy')} | {r['chunk_ms']} | "
                      f"{r['realtime_streams_per_core']} | {r['max_audio_s_per_cpu_s']} | {beam} |")
     return "\n".join(lines) + "\n"

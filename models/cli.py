@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--threads", type=int, default=1)
     bm.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
                     help="beam: the bundle's beam + LM, timed on eight streams of real speech")
+    bm.add_argument("--int8", action="store_true",
+                    help="also time each bundle's model in dynamic int8 (serve --int8), side by "
+                         "side with fp32")
     bm.add_argument("--json", type=Path, default=None)
     bm.add_argument("--markdown", type=Path, default=None)
     bm.set_defaults(func=run_bench_model)
@@ -158,8 +161,9 @@ def run_bench_model(args: argparse.Namespace) -> int:
         except BundleError as exc:
             raise SystemExit(f"chorus bench model: {exc}") from exc
         try:
-            results.append(bench_model(bundle, BenchConfig(threads=args.threads,
-                                                           decoder=args.decoder)))
+            for int8 in (False, True) if args.int8 else (False,):
+                results.append(bench_model(bundle, BenchConfig(threads=args.threads,
+                                                               decoder=args.decoder, int8=int8)))
         except RuntimeError as exc:
             raise SystemExit(f"chorus bench model: {exc}") from exc
     table = markdown(results)

@@ -55,6 +55,9 @@ class ServerConfig:
     # onnxruntime's execution provider: None follows `device` (CPU / CUDA); "tensorrt": the
     # TensorRT provider (engines cached in the bundle's trt_cache/), which needs device cuda
     ort_provider: str | None = None
+    # torch on CPU: the model's GRU / LSTM / Linear layers in dynamic int8 (models/quantize.py):
+    # about twice the streams per core, outputs close to fp32's but not bit-equal
+    int8: bool = False
     threads: int = 1
     policy: str = "eager"
     max_wait_ms: float = 10.0  # policy "timeout": how long a batch waits for more chunks
@@ -109,8 +112,12 @@ def backend_config(cfg: ServerConfig) -> BackendConfig:
             cfg.device != "cuda":
         raise ValueError(f"ort_provider {provider!r} needs device "
                          f"{'cpu' if provider == 'cpu' else 'cuda'} (device is {cfg.device!r})")
+    if cfg.int8 and (cfg.backend != "torch" or cfg.device != "cpu"):
+        raise ValueError(f"int8 needs backend 'torch' and device 'cpu' (backend is "
+                         f"{cfg.backend!r}, device {cfg.device!r})")
     return BackendConfig(device=cfg.device, threads=cfg.threads,  # type: ignore[arg-type]
-                         max_batch=cfg.max_batch, ort_tensorrt=provider == "tensorrt")
+                         max_batch=cfg.max_batch, ort_tensorrt=provider == "tensorrt",
+                         int8=cfg.int8)
 
 
 class Stream:

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--ort-provider", dest="ort_provider", choices=("cpu", "cuda", "tensorrt"),
                     default=None, help="onnxruntime's execution provider (None: the device's); "
                                        "tensorrt caches its engines in the bundle's trt_cache/")
+    sv.add_argument("--int8", action="store_true", default=None,
+                    help="backend torch on CPU: run the GRU / LSTM / Linear layers in dynamic "
+                         "int8 (about twice the streams per core; close to fp32, not equal)")
     sv.add_argument("--policy", choices=("eager", "timeout", "none"), default=None,
                     help="Batch Dispatch: eager batches whatever is ready, timeout waits up to "
                          "max_wait_ms for more, none steps one stream at a time")
@@ -110,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, default=None, help="default: the shipped bundle")
     p.add_argument("--streams", type=_ints, default=(1, 8, 32, 64), help="e.g. 1,8,32,64")
     p.add_argument("--policy", type=_names, default=("eager", "none"), help="eager,timeout,none")
-    p.add_argument("--backend", type=_names, default=("onnxruntime", "torch"))
+    p.add_argument("--backend", type=_names, default=("onnxruntime", "torch"),
+                   help="e.g. onnxruntime,torch,torch+int8 (+int8: dynamic int8 on CPU)")
     p.add_argument("--chunk-ms", type=int, default=None,
                    help="model chunk and piece size (default: the bundle's, as served)")
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",

@@ -128,7 +128,8 @@ async def serve(cfg: ServerConfig, *, ready_file: Path | None = None, worker: An
     http_server = await serve_http(app, ssl=tls_context(cfg)) if cfg.http_port else None
     scheme = "wss" if cfg.tls_cert else "ws"
     log.info("serving %s (%s on %s, policy %s) on %s://%s:%d/v1/stream", app.bundle.path,
-             cfg.backend, cfg.device, cfg.policy, scheme, cfg.host, cfg.ws_port)
+             cfg.backend + (" int8" if cfg.int8 else ""), cfg.device, cfg.policy, scheme,
+             cfg.host, cfg.ws_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a signal right away drains

@@ -173,6 +173,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--rescore-nbest", type=int, default=8, help="hypotheses rescored")
     ev.add_argument("--json", type=Path, default=None, help="write the full result here")
     ev.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    ev.add_argument("--int8", action="store_true",
+                    help="run the model in dynamic int8 (GRU / LSTM / Linear), as `chorus serve "
+                         "--int8` does")
     ev.add_argument("--voices", type=Path, default=None,
                     help="a synthetic corpus's voices.json: report WER for voices heard in "
                          "training vs unseen (default: the voices.json beside the manifest)")
@@ -429,7 +432,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           lm_weight=args.lm_weight, word_bonus=args.word_bonus,
                           oov_penalty=args.oov_penalty, lexicon=args.lexicon,
                           rescore=_rescorer(args), progress=not args.no_progress,
-                          voices=args.voices)
+                          voices=args.voices, int8=args.int8)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"chorus eval: {exc}") from exc
     table = report_markdown(result)

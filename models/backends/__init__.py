@@ -16,6 +16,10 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 def make_backend(name: str, bundle: Any, config: BackendConfig | None = None) -> Backend:
     cfg = config or BackendConfig()
+    if cfg.int8 and (name != "torch" or cfg.device != "cpu"):
+        raise ValueError(f"int8 needs backend torch on device cpu (got backend {name!r}, device "
+                         f"{cfg.device!r}): onnxruntime's quantizer has no GRU kernel, and on a "
+                         "GPU TensorRT fp16 is the faster path")
     if name == "torch":
         from models.backends.torch_backend import TorchBackend
 

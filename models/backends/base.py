@@ -24,6 +24,7 @@ class BackendConfig:
     max_batch: int = 64  # TensorRT optimisation profile upper bound
     fp16: bool = False  # TensorRT only
     ort_tensorrt: bool = False  # onnxruntime: TensorRT execution provider (needs onnxruntime-gpu)
+    int8: bool = False  # torch on CPU: dynamic int8 GRU / LSTM / Linear (models/quantize.py)
 
 
 class Backend(Protocol):

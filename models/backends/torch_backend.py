@@ -1,4 +1,5 @@
-"""PyTorch backend: the bundle's model in eval mode on CPU (or CUDA when asked and present)."""
+"""PyTorch backend: the bundle's model in eval mode on CPU (or CUDA when asked and present);
+with `int8`, a dynamically quantized copy of it (models/quantize.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class TorchBackend:
         self.bundle = bundle
         self.device = torch.device(cfg.device)
         self.model = bundle.model.to(self.device).eval()
+        if cfg.int8:
+            from models.quantize import quantize_int8
+
+            self.model = quantize_int8(self.model)
         self.state_names = list(self.model.init_state(1))
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:

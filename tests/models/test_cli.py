@@ -105,6 +105,19 @@ def test_bench_model_cli(tmp_path) -> None:
     assert r["realtime_streams_per_core"] >= 1 and "| real-time streams / core |" in proc.stdout
 
 
+def test_bench_model_int8_times_fp32_and_int8_side_by_side(tmp_path) -> None:
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run([sys.executable, "-m", "clients.cli", "bench", "model", "--bundle",
+                           str(bundle), "--int8", "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    fp32, int8 = json.loads((tmp_path / "r.json").read_text())
+    assert (fp32["int8"], int8["int8"]) == (False, True)
+    assert fp32["parameters"] == int8["parameters"]  # the model's size, not its storage
+    assert all(r["sweep"] and r["realtime_streams_per_core"] >= 1 for r in (fp32, int8))
+    assert f"| {bundle} (int8) |" in proc.stdout and f"| {bundle} |" in proc.stdout
+
+
 def test_bench_model_beam_times_the_bundles_beam_and_lm_on_speech(tmp_path) -> None:
     """--decoder beam: the shipped bundle's beam + 3-gram is timed over the model's outputs for
     real (espeak-ng) speech, every chunk of it, and the report says which decoder it timed.

@@ -293,6 +293,26 @@ def test_bench_dispatch_repeats_give_the_median_run_and_its_spread(bundle, tmp_p
     assert "p99 ms (min-max)" in (tmp_path / "rep.md").read_text()
 
 
+def test_bench_dispatch_runs_torch_in_int8_beside_fp32(bundle, tmp_path) -> None:
+    """`--backend torch,torch+int8`: one row each, the int8 one through the server's own path
+    with ServerConfig(int8=True); an unknown precision suffix is named before anything runs."""
+    import json
+    import sys
+
+    cmd = [sys.executable, "-m", "clients.cli", "bench", "dispatch", "--bundle", str(bundle.path),
+           "--streams", "2", "--policy", "eager", "--seconds", "1", "--out", str(tmp_path)]
+    proc = subprocess.run([*cmd, "--backend", "torch,torch+int8"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "dispatch.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["torch", "torch+int8"]
+    assert all(r["errors"] == 0 and r["chunks"] > 0 for r in rows)
+    bad = subprocess.run([*cmd, "--backend", "torch+fp16"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "only precision suffix is '+int8'" in bad.stderr
+    assert "[bench]" not in bad.stdout
+
+
 def test_merged_runs_take_the_median_sum_the_counts_and_average_the_breakdown() -> None:
     """The row of a repeated point (what `ok` is then judged on): median p99 of the runs, not
     the worst or the first; errors and chunks summed; the time breakdown averaged."""

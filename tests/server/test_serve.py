@@ -22,10 +22,13 @@ from tests.server.conftest import free_port
 
 
 def start_server(tmp_path: Path, *extra: str, grpc_port: int | None = None,
-                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+                 env: dict[str, str] | None = None, bundle: Path | None = None
+                 ) -> tuple[subprocess.Popen, int]:
+    """`chorus serve` on free ports with `bundle` (default: a tiny random one), once listening;
+    the lines it logged until then are kept as `proc.startup_lines`."""
     import os
 
-    bundle = tiny_bundle(tmp_path / "b")
+    bundle = bundle or tiny_bundle(tmp_path / "b")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle),
                              "--ws-port", str(port), "--grpc-port", str(grpc_port or free_port()),
@@ -34,8 +37,11 @@ def start_server(tmp_path: Path, *extra: str, grpc_port: int | None = None,
                             env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
+    lines: list[str] = []
+    proc.startup_lines = lines  # type: ignore[attr-defined]
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
+        lines.append(line)
         if "chorus: listening on" in line:
             return proc, port
         if proc.poll() is not None:
@@ -302,6 +308,37 @@ def test_gpu_serving_fails_at_start_up_with_one_line_where_there_is_no_gpu(
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("chorus serve: ") and says in err[0], proc.stderr
     assert "listening" not in proc.stdout
+
+
+def test_int8_server_transcribes_speech_like_fp32(tmp_path) -> None:
+    """`chorus serve --int8` with the shipped model: a flite sentence streamed over WebSocket by
+    the real client gets a final as good as the fp32 model's on the same audio."""
+    from models.audio import load_audio
+    from models.backends import make_backend
+    from models.bundle import DEFAULT_BUNDLE, load
+    from training.eval.metrics import error_rates
+    from training.eval.parity import stream_through
+
+    text = "please call stella and ask her to bring these things with her from the store"
+    wav = tmp_path / "a.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(wav)], check=True)
+    bundle = load(DEFAULT_BUNDLE)
+    _, fp32 = stream_through(make_backend("torch", bundle), bundle,
+                             load_audio(wav, sample_rate=16_000))
+    proc, port = start_server(tmp_path, "--int8", "--decoder", "greedy", "--workers", "1",
+                              bundle=DEFAULT_BUNDLE)
+    assert any("(torch int8 on cpu" in line for line in proc.startup_lines)  # type: ignore[attr-defined]
+    try:
+        out = subprocess.run([sys.executable, "-m", "clients.cli", "client", "stream", str(wav),
+                              "--url", f"ws://127.0.0.1:{port}/v1/stream", "--fast", "--json"],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert out.returncode == 0, out.stderr
+    finals = [m["text"] for m in map(json.loads, out.stdout.splitlines()) if m["type"] == "final"]
+    got = " ".join(t for t in finals if t)
+    assert error_rates([text], [got]).wer <= error_rates([text], [fp32]).wer + 0.15, (got, fp32)
 
 
 def test_device_and_provider_combinations_are_checked_by_name() -> None:

@@ -179,13 +179,21 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
              lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
              lexicon: bool | None = None, rescore: Any = None,
-             progress: bool = True, voices: str | Path | None = None) -> dict[str, Any]:
+             progress: bool = True, voices: str | Path | None = None,
+             int8: bool = False) -> dict[str, Any]:
     """`lm`: ARPA files to fuse instead of the bundle's (several: interpolated with
     `lm_mix_weights`), or ["none"] for no LM; `rescore`: a Rescorer for the beam's n-best;
-    `voices`: the voices.json that says which voices training heard (per_heard)."""
+    `voices`: the voices.json that says which voices training heard (per_heard); `int8`: the
+    model's GRU / LSTM / Linear layers in dynamic int8, as `chorus serve --int8` runs them."""
+    import dataclasses
+
     from models.bundle import load
 
     bundle = load(bundle_path)
+    if int8:
+        from models.quantize import quantize_int8
+
+        bundle = dataclasses.replace(bundle, model=quantize_int8(bundle.model))  # type: ignore[arg-type]
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
     fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon, lm_mix_weights)
@@ -212,7 +220,7 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
                for g in GROUPS},
         }
     return {
-        "bundle": str(bundle.path), "manifest": str(manifest), "decoder": decoder,
+        "bundle": str(bundle.path), "manifest": str(manifest), "decoder": decoder, "int8": int8,
         "beam_size": beam_size if decoder == "beam" else None,
         "lm": ({"order": fusion.lm.order, "weight": fusion.cfg.weight,
                 "word_bonus": fusion.cfg.word_bonus, "oov_penalty": fusion.cfg.oov_penalty,
