@@ -131,9 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="bundles of one model, features and tokens (e.g. runs continued from "
                          "one another); decoding, LM and rescorer come from the first")
     av.add_argument("--out", type=Path, required=True, help="the averaged bundle's directory")
-    av.add_argument("--weights", type=float, nargs="+", default=None,
-                    help="one weight per bundle, summing to 1 (default: equal); e.g. 0.7 0.3 "
-                         "interpolates between a model and its continuation (WiSE-FT)")
+    av.add_argument("--weights", default=None,
+                    help="comma-separated, one weight per bundle, summing to 1 (default: "
+                         "equal); e.g. 0.7,0.3 interpolates between a model and its "
+                         "continuation (WiSE-FT)")
     av.set_defaults(func=run_average)
 
     wd = sub.add_parser("widen", help="a bundle whose recurrent CTC encoder is k times as wide, "
@@ -348,13 +349,15 @@ def run_train(args: argparse.Namespace) -> int:
 def run_average(args: argparse.Namespace) -> int:
     from models.bundle import BundleError
     from training.average import average_bundles
+    from training.lm.cli import _floats
 
+    weights = None if args.weights is None else _floats(args.weights, "chorus average: --weights")
     try:
-        out = average_bundles(args.bundles, args.out, args.weights)
+        out = average_bundles(args.bundles, args.out, weights)
     except (BundleError, ValueError, OSError) as exc:
         raise SystemExit(f"chorus average: {exc}") from exc
     print(json.dumps({"bundle": str(out), "averaged": [str(b) for b in args.bundles],
-                      "weights": args.weights}))
+                      "weights": weights}))
     return 0
 
 

@@ -134,12 +134,13 @@ def test_a_longer_lookahead_soups_with_its_start_grown_to_it(tmp_path) -> None:
 
 
 def test_weighted_soup_interpolates_and_records_its_weights(tmp_path) -> None:
-    """`chorus average A B --weights 0.25 0.75`: every float tensor is 0.25 A + 0.75 B (weight
+    """`chorus average --weights 0.25,0.75 A B`: every float tensor is 0.25 A + 0.75 B (weight
     space interpolation, WiSE-FT), the provenance records each member's weight, and weights
-    that are not one non-negative number per bundle summing to 1 are refused by name."""
+    that are not one non-negative number per bundle summing to 1 are refused by name. The
+    weights are one comma-separated value, so bundles may follow them on the command line."""
     a, b = _bundle(tmp_path / "a", 1), _bundle(tmp_path / "b", 2)
-    run = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(b),
-                          "--weights", "0.25", "0.75", "--out", str(tmp_path / "mix")],
+    run = subprocess.run([sys.executable, "-m", "clients.cli", "average", "--weights",
+                          "0.25,0.75", "--out", str(tmp_path / "mix"), str(a), str(b)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["weights"] == [0.25, 0.75]
@@ -149,9 +150,12 @@ def test_weighted_soup_interpolates_and_records_its_weights(tmp_path) -> None:
             assert torch.allclose(v, 0.25 * wa[k] + 0.75 * wb[k], atol=1e-7), k
             assert not torch.allclose(v, (wa[k] + wb[k]) / 2, atol=1e-7) or torch.equal(wa[k], wb[k])
     assert [m["weight"] for m in load(tmp_path / "mix").provenance["averaged_from"]] == [0.25, 0.75]
-    for bad in (["0.5"], ["0.6", "0.6"], ["-0.5", "1.5"]):
+    for bad, says in (("0.5", "weights must be 2 non-negative numbers"),
+                      ("0.6,0.6", "weights must be 2 non-negative numbers"),
+                      ("-0.5,1.5", "weights must be 2 non-negative numbers"),
+                      ("0.5,half", "--weights: expected comma-separated numbers")):
         run = subprocess.run([sys.executable, "-m", "clients.cli", "average", str(a), str(b),
-                              "--weights", *bad, "--out", str(tmp_path / "bad")],
+                              f"--weights={bad}", "--out", str(tmp_path / "bad")],
                              capture_output=True, text=True)
-        assert run.returncode != 0 and "weights must be 2 non-negative numbers" in run.stderr
+        assert run.returncode != 0 and says in run.stderr, run.stderr
     assert not (tmp_path / "bad").exists()
