@@ -3,8 +3,8 @@
 What it is: weights stored as int8 (per tensor), activations quantized on the fly at each call,
 products accumulated in int32 by fbgemm / oneDNN (torch's `quantize_dynamic`). It is what
 sherpa-onnx's `*.int8.onnx` models are, for the recurrent encoder this repository ships: a
-training-free conversion, 4x smaller weights and, measured in docs/RESULTS.md, a model step
-about twice as fast as onnxruntime's fp32 GRU at serving batch sizes.
+training-free conversion, 4x smaller weights and, measured in docs/RESULTS.md (session 20), a
+model step 2-4x cheaper than fp32 and 1.25-1.5x the streams per core of onnxruntime's fp32.
 
 Why torch and not onnxruntime: onnxruntime's dynamic quantizer has kernels for MatMul, Conv and
 LSTM but none for GRU, so an int8 ONNX export would leave the GRU (most of the FLOPs) in fp32.
