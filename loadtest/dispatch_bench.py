@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.harness import write_report
+from loadtest.harness import backend_spec, write_report
 from loadtest.timing import across_runs, percentiles_ms
 from server.dispatch import Overloaded, StreamError
 
@@ -148,8 +148,8 @@ async def _run_streams(bundle: Any, backend: str, policy: str, n: int, pool: lis
     clock = _StageClock()
     wait = [0.0]  # seconds the streams spent awaiting the dispatcher (queue + model step)
     lag = [0.0]
-    name, _, precision = backend.partition("+")  # "torch+int8": the torch backend in int8
-    app = App(ServerConfig(backend=name, int8=precision == "int8", threads=cfg.threads,
+    name, int8 = backend_spec(backend)
+    app = App(ServerConfig(backend=name, int8=int8, threads=cfg.threads,
                            policy=policy, device=cfg.device,
                            max_batch=cfg.max_batch, max_streams=n + 1, decoder=cfg.decoder,
                            max_wait_ms=chunk_s * 1000 / 4), bundle=bundle)
@@ -269,10 +269,8 @@ def run_benchmark(bundle_path: str | Path | None, cfg: BenchDispatchConfig,
         raise ValueError(f"--repeats must be >= 1, got {cfg.repeats}")
     if cfg.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
-    for backend in cfg.backends:
-        if backend.partition("+")[2] not in ("", "int8"):
-            raise ValueError(f"backend {backend!r}: the only precision suffix is '+int8' "
-                             "(e.g. torch+int8)")
+    for backend in cfg.backends:  # every name checked before anything runs
+        backend_spec(backend)
     pool = pool if pool is not None else load_audio_pool(manifest)
     peak = matmul_peak_flops(cfg.threads)
     flops = model_flops_per_audio_second(bundle, bundle.decoding.chunk_frames)

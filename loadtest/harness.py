@@ -79,6 +79,16 @@ def auth_metadata(key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),) if key else ()
 
 
+def backend_spec(backend: str) -> tuple[str, bool]:
+    """A load tool's backend name -> (chorus serve's --backend, int8): "torch+int8" is the torch
+    backend with --int8; any other suffix is a ValueError naming it."""
+    name, _, precision = backend.partition("+")
+    if precision not in ("", "int8"):
+        raise ValueError(f"backend {backend!r}: the only precision suffix is '+int8' "
+                         "(e.g. torch+int8)")
+    return name, precision == "int8"
+
+
 class ServerProcess:
     """`chorus serve` as a separate process on free loopback ports, with `config` (ServerConfig
     fields, `limits:` as a mapping) written to a YAML file; its log goes to a file (a pipe
@@ -90,10 +100,7 @@ class ServerProcess:
                  prefix: str = "chorus-server-", workers: int = 1):
         import yaml
 
-        name, _, precision = backend.partition("+")  # "torch+int8": chorus serve --int8
-        if precision not in ("", "int8"):
-            raise ValueError(f"backend {backend!r}: the only precision suffix is '+int8' "
-                             "(e.g. torch+int8)")
+        name, int8 = backend_spec(backend)
         self.ws_port, self.grpc_port = free_port(), free_port()
         self.config = dict(config or {})
         fd, cfg_path = tempfile.mkstemp(prefix=prefix, suffix=".yaml")
@@ -103,7 +110,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "clients.cli", "serve", "--config", str(self.config_path),
                "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port),
                "--policy", policy, "--backend", name, "--threads", str(threads),
-               "--workers", str(workers), *(["--int8"] if precision else []), *extra]
+               "--workers", str(workers), *(["--int8"] if int8 else []), *extra]
         # one process unless asked: faults, fuzz and soak watch that process (the server's
         # default is one per core)
         if bundle:
