@@ -167,8 +167,9 @@ class TrainConfig:
     out_dir: str = "runs/ctc"
     seed: int = 0
     # warm start: a bundle directory whose weights (and feature normaliser) training continues
-    # from; its model config must equal `model` but for the normaliser mode, the dropout and a
-    # longer lookahead (training.train.warm_start). The summary chains the earlier runs' history.
+    # from; its model config must equal `model` but for the normaliser mode, the dropout, a
+    # longer lookahead and the frame rate from x4 to x2 (training.train.warm_start). The
+    # summary chains the earlier runs' history.
     init_from: str | None = None
     # what init_from loads: "all" (the whole model), or "encoder" (encoder + normaliser only:
     # the head, its units and the tokenizer start fresh, e.g. subword units on a character

@@ -451,25 +451,48 @@ def grow_lookahead(state: dict[str, Any], lookahead: int) -> dict[str, Any]:
     return {**state, key: grown}
 
 
+def spread_lookahead(state: dict[str, Any], factor: int) -> dict[str, Any]:
+    """A state dict for `factor` times the frame rate: row-convolution tap j (frame t + j)
+    becomes tap factor * j, so each tap still weighs the frame the same time ahead."""
+    key = "encoder.rowconv.conv.weight"
+    w = state[key]  # (D, 1, tau + 1)
+    if factor == 1 or w.shape[-1] == 1:
+        return state
+    spread = w.new_zeros(w.shape[0], 1, factor * (w.shape[-1] - 1) + 1)
+    spread[..., ::factor] = w
+    return {**state, key: spread}
+
+
 def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[str, Any]]:
     """Load a bundle's weights (and normaliser) into `module`, all of them or (scope
     "encoder") the encoder's only; return the runs behind it. The config may differ from the
-    bundle in the normaliser's mode, the dropout and a longer lookahead (`grow_lookahead`)."""
+    bundle in the normaliser's mode, the dropout, a longer lookahead (`grow_lookahead`) and,
+    from x4 to x2, the frame rate: the convolutions keep their kernels (the second one's time
+    stride becomes 1, `models.nn.subsampling`), the body runs twice as many frames, and the
+    row convolution's taps are spread (`spread_lookahead`) so the lookahead keeps its time."""
     from models.bundle import load
 
     if scope not in INIT_SCOPES:
         raise ValueError(f"config init_scope must be one of {INIT_SCOPES}, got {scope!r}")
     bundle = load(bundle_dir)
     theirs, wanted = bundle.model.cfg.encoder, module.model.cfg.encoder
-    if wanted.lookahead < theirs.lookahead:
+    rate = {(4, 4): 1, (2, 2): 1, (8, 8): 1, (4, 2): 2}.get(
+        (theirs.subsampling, wanted.subsampling))
+    if rate is None:
+        raise ValueError(f"init_from {bundle_dir}: model.subsampling {wanted.subsampling} from "
+                         f"the bundle's {theirs.subsampling}: only the same, or 4 -> 2")
+    if wanted.lookahead < rate * theirs.lookahead:
         raise ValueError(f"init_from {bundle_dir}: model.lookahead {wanted.lookahead} is shorter "
-                         f"than the bundle's {theirs.lookahead} (a lookahead can grow, not shrink)")
+                         f"than the bundle's {theirs.lookahead}"
+                         + (f" x {rate} frames at the new frame rate" if rate > 1 else "")
+                         + " (a lookahead can grow, not shrink)")
     # the feature normaliser's mode (global / online CMN) and the dropout may change: the
     # weights are the same; a longer lookahead starts with its new future taps at zero (the
     # same function)
     mine = dataclasses.replace(wanted, cmn=theirs.cmn, cmn_prior_frames=theirs.cmn_prior_frames,
-                               lookahead=theirs.lookahead, dropout=theirs.dropout)
-    state = grow_lookahead(bundle.model.state_dict(), wanted.lookahead)
+                               lookahead=theirs.lookahead, dropout=theirs.dropout,
+                               subsampling=theirs.subsampling)
+    state = grow_lookahead(spread_lookahead(bundle.model.state_dict(), rate), wanted.lookahead)
     if scope == "encoder":
         if theirs != mine:
             raise ValueError(f"init_from {bundle_dir}: its encoder {theirs} "

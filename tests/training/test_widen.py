@@ -158,3 +158,55 @@ def test_warm_start_grows_the_lookahead_with_zero_taps_and_the_same_outputs(tmp_
         with pytest.raises(ValueError, match=f"lookahead {start - 1} is shorter than the "
                                              f"bundle's {start}"):
             warm_start(short, str(src), scope)
+
+
+@pytest.mark.parametrize("scope", ["all", "encoder"])
+def test_warm_start_from_x4_to_x2_keeps_every_weight_and_spreads_the_lookahead_taps(
+        tmp_path, scope) -> None:
+    """`init_from` an x4 bundle with `model.subsampling=2`: every weight but the row
+    convolution's is the bundle's (the convolutions keep their kernels, only a stride changes),
+    its taps move from frame t + j to t + 2j (zero between: the lookahead keeps its time, 2
+    frames of 40 ms = 4 of 20 ms), and the x2 model steps chunk by chunk as it runs offline; a
+    lookahead shorter than the bundle's in time, and x2 -> x4, are refused by name."""
+    from training.config import load_config
+    from training.experiments import encoder_overrides
+    from training.train import make_module, warm_start
+
+    src = _bundle(tmp_path / "src", lookahead=2)
+    over = [*encoder_overrides(src), f"init_from={src}", f"init_scope={scope}",
+            "model.subsampling=2"]
+    module = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=4"]),
+                         CharTokenizer())
+    warm_start(module, str(src), scope)
+    a, b = load(src).model.eval(), module.model.eval()
+    theirs, mine = a.state_dict(), b.state_dict()
+    tap = "encoder.rowconv.conv.weight"
+    assert mine[tap].shape[-1] == 5 and torch.equal(mine[tap][..., ::2], theirs[tap])
+    assert not mine[tap][..., 1::2].any()
+    for k, v in theirs.items():
+        if k != tap and (scope == "all" or k.startswith("encoder.")):
+            assert torch.equal(mine[k], v), k
+    assert b.subsampling == 2 and b.lookahead_frames == 8
+    x = 2 * torch.randn(2, 64, 16)
+    with torch.no_grad():
+        yb, lengths = b(x)
+        assert yb.shape[1] == 32 and lengths.tolist() == [32, 32]
+        xs = torch.cat([x, b.encoder.pad_frame.expand(2, 8, -1)], dim=1)
+        state, outs = b.init_state(2), []
+        for t in range(0, 64, 16):
+            o, state = b.step(xs[:, t:t + 16 + 8], state)
+            outs.append(o)
+        assert torch.allclose(torch.cat(outs, 1), yb, atol=1e-5)
+    short = make_module(load_config("training/recipes/small.yaml", [*over, "model.lookahead=3"]),
+                        CharTokenizer())
+    with pytest.raises(ValueError, match="lookahead 3 is shorter than the bundle's 2 x 2 frames"):
+        warm_start(short, str(src), scope)
+    x2 = save(tmp_path / "x2", b, features=FbankConfig(num_mel_bins=16), tokenizer=CharTokenizer())
+    back = make_module(load_config("training/recipes/small.yaml",
+                                   [*encoder_overrides(x2), f"init_from={x2}", "model.lookahead=4"]),
+                       CharTokenizer())
+    back_cfg = load_config("training/recipes/small.yaml",
+                           [*encoder_overrides(x2), "model.subsampling=4", "model.lookahead=4"])
+    with pytest.raises(ValueError, match="model.subsampling 4 from the bundle's 2: only the same"):
+        warm_start(make_module(back_cfg, CharTokenizer()), str(x2), scope)
+    warm_start(back, str(x2), scope)  # x2 -> x2 loads as it is
