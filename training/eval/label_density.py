@@ -32,6 +32,12 @@ def longest_match(grams: Iterable[str]) -> Callable[[str], list[str]]:
     return segment
 
 
+def label_count(toks: Sequence[object]) -> int:
+    """The fewest CTC output frames a token sequence needs: a frame per token, and a blank
+    between adjacent repeats."""
+    return len(toks) + sum(1 for a, b in zip(toks, toks[1:], strict=False) if a == b)
+
+
 def densities(manifest: str, subsampling: int = 4,
               segment: Callable[[str], Sequence[object]] = list) -> np.ndarray:
     ratios = []
@@ -39,8 +45,7 @@ def densities(manifest: str, subsampling: int = 4,
         for line in f:
             cut = json.loads(line)
             toks = segment(cut["supervisions"][0]["text"])
-            repeats = sum(1 for a, b in zip(toks, toks[1:], strict=False) if a == b)
-            ratios.append((len(toks) + repeats) / (cut["duration"] * 100 / subsampling))
+            ratios.append(label_count(toks) / (cut["duration"] * 100 / subsampling))
     return np.asarray(ratios)
 
 
