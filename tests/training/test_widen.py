@@ -203,10 +203,10 @@ def test_warm_start_from_x4_to_x2_keeps_every_weight_and_spreads_the_lookahead_t
         warm_start(short, str(src), scope)
     x2 = save(tmp_path / "x2", b, features=FbankConfig(num_mel_bins=16), tokenizer=CharTokenizer())
     back = make_module(load_config("training/recipes/small.yaml",
-                                   [*encoder_overrides(x2), f"init_from={x2}", "model.lookahead=4"]),
-                       CharTokenizer())
+                                   [*encoder_overrides(x2), f"init_from={x2}"]), CharTokenizer())
     back_cfg = load_config("training/recipes/small.yaml",
                            [*encoder_overrides(x2), "model.subsampling=4", "model.lookahead=4"])
     with pytest.raises(ValueError, match="model.subsampling 4 from the bundle's 2: only the same"):
         warm_start(make_module(back_cfg, CharTokenizer()), str(x2), scope)
+    assert back.model.cfg.encoder.lookahead == 4  # encoder_overrides carries the lookahead
     warm_start(back, str(x2), scope)  # x2 -> x2 loads as it is

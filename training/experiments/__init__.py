@@ -106,16 +106,17 @@ def concat_manifests(parts: Sequence[tuple[Path, Collection[str]]], out: Path) -
     return out
 
 
-# the encoder fields that fix its weights' shapes (not dropout, the normaliser mode or the
-# lookahead, which a warm start may change: training.train.warm_start)
+# the encoder fields that fix its weights' shapes, and the lookahead, which a warm start can
+# lengthen but not shorten (training.train.warm_start); not dropout or the normaliser mode
 ARCHITECTURE = ("num_mel_bins", "conv_channels", "d_model", "num_layers", "rnn", "subsampling",
-                "arch", "heads", "ff_mult", "conv_kernel", "left_context")
+                "arch", "heads", "ff_mult", "conv_kernel", "left_context", "lookahead")
 
 
 def encoder_overrides(bundle_dir: str | Path) -> list[str]:
     """`model.FIELD=value` for a bundle's encoder architecture (`ARCHITECTURE`, read from its
     bundle.json): a recipe warm-started from that bundle (`init_from`) builds its shape (a
-    widened default, say) whatever the recipe says; overrides given after these still win."""
+    widened default, an x2 one with its longer lookahead, say) whatever the recipe says;
+    overrides given after these still win (a longer lookahead, say)."""
     from models.bundle import BUNDLE_JSON
 
     enc = json.loads((Path(bundle_dir) / BUNDLE_JSON).read_text())["model"]["encoder"]
