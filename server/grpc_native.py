@@ -1,7 +1,8 @@
 """The native gRPC service `chorus.asr.v1.Asr` (protos/chorus/asr/v1/asr.proto).
 
 StreamingRecognize supports resume after reconnect: the first response carries the stream's
-resume_token, every response and result the `acked` audio bytes; a call cancelled before the
+resume_token, every response and result the `acked` audio bytes (a half-closed call's last
+response carries all of them, even when the last bytes made no result); a call cancelled before the
 stream ended (client cancel, connection lost) detaches its stream (App.detach) instead of
 closing it, and a new call whose first request is `resume` continues it.
 """
@@ -196,6 +197,7 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
             return streaming_response(stream, events, **extra)
 
         ended = False  # the stream ended by the protocol (half-close, error): not resumable
+        told = 0  # the `acked` of the last response sent
         try:
             async with contextlib.aclosing(requests_of(self.app, requests, conv.owner)) as reqs:
                 async for req in reqs:
@@ -207,13 +209,20 @@ class NativeAsr(pb_grpc.AsrServicer):  # type: ignore[misc,name-defined]
                             yield resp
                         return
                     if (resp := response(await conv.handle(cmd))) is not None:
+                        told = resp.acked
                         yield resp
             if conv.stream is not None and conv.stream.token is not None:
                 await asyncio.sleep(HALF_CLOSE_GRACE_S)  # a half-close, or a cut call?
             # a call with no request at all ends quietly (there is no stream to stop)
+            stream = conv.stream
             outs = await conv.handle(Stop()) if conv.phase != "idle" else []
             ended = True
-            if (resp := response([o for o in outs if not isinstance(o, End)])) is not None:
+            resp = response([o for o in outs if not isinstance(o, End)])
+            if resp is None and stream is not None and stream.acked > told:
+                # audio taken since the last response made no result (silence, less than a
+                # chunk): the last response still tells the client every byte was taken
+                resp = streaming_response(stream, [])
+            if resp is not None:
                 yield resp
         except GeneratorExit:  # closed by bounded_responses (client_too_slow)
             ended = True

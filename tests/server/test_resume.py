@@ -710,3 +710,35 @@ def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(
 
     got, want = asyncio.run(run())
     assert want[0] and got == want
+
+
+def test_grpc_half_close_reports_the_last_bytes_taken_when_no_result_comes_of_them(speech) -> None:
+    """With the shipped model: speech, its final back, then 332 bytes of digital silence and a
+    half-close. Those bytes make no result (no text, not a whole chunk), yet the client must
+    learn that the server took them: the call's last response carries `acked` == every byte
+    sent (a client resuming or auditing its audio relies on it)."""
+    from server.grpc_codegen import generated
+
+    pb, pb_grpc = generated()
+    main = speech + bytes(48_000)  # 1.5 s of silence: the endpoint closes the utterance
+    tail = bytes(332)
+    with running_server(load()) as app:
+        with grpc.insecure_channel(f"127.0.0.1:{app.cfg.grpc_port}") as ch:
+            got_final = threading.Event()
+
+            def requests():
+                yield pb.StreamingRecognizeRequest(streaming_config=grpc_config(pb))
+                for i in range(0, len(main), FRAME):
+                    yield pb.StreamingRecognizeRequest(audio=main[i : i + FRAME])
+                assert got_final.wait(30)
+                time.sleep(0.5)  # the rest of the silence is taken
+                yield pb.StreamingRecognizeRequest(audio=tail)
+
+            responses = []
+            for resp in pb_grpc.AsrStub(ch).StreamingRecognize(requests()):
+                responses.append(resp)
+                if any(r.is_final and r.text for r in resp.results):
+                    got_final.set()
+    finals = [r.text for resp in responses for r in resp.results if r.is_final and r.text]
+    assert finals and "garage" in finals[-1], finals
+    assert responses[-1].acked == len(main) + len(tail), [r.acked for r in responses[-3:]]
