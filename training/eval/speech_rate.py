@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from training.eval.label_density import label_count
-from training.eval.metrics import error_rates
+from training.eval.metrics import Rates, breakdown, error_rates
 
 SAMPLE_RATE = 16_000
 
@@ -59,10 +59,14 @@ class _Stretched:
         return stretch(self.utt.audio(), self.factor)
 
 
+def _with_deletions(r: Rates) -> dict[str, Any]:
+    """Pooled rates as a dict, with deletions per reference word."""
+    return {**r.to_dict(), "deletion_rate": round(r.deletions / max(r.words, 1), 4)}
+
+
 def _rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, Any]:
     """Pooled rates of a group of utterances, with deletions per reference word."""
-    r = error_rates(refs, hyps)
-    return {**r.to_dict(), "deletion_rate": round(r.deletions / max(r.words, 1), 4)}
+    return _with_deletions(error_rates(refs, hyps))
 
 
 def density_quartiles(utts: Sequence[Any], hyps: Sequence[str],
@@ -102,18 +106,16 @@ def measure(bundle_path: str | Path | None, manifest: str | Path, tempos: Sequen
     if bundle.model.output_kind != "log_probs":
         raise ValueError("speech_rate measures CTC bundles (greedy over log-probs)")
     utts = load_manifest(manifest, limit)
+    refs, engines = [u.ref for u in utts], [u.engine for u in utts]
     rows: dict[str, Any] = {}
     quartiles = None
     for f in tempos:
         lps, _ = forward_all(bundle, [_Stretched(u, f) for u in utts],  # type: ignore[misc]
                              progress=progress, desc=f"tempo {f}")
         hyps, _ = decode_all(bundle, lps, decoder="greedy", beam_size=1)
-        per_engine: dict[str, list[int]] = {}
-        for i, u in enumerate(utts):
-            per_engine.setdefault(u.engine, []).append(i)
-        rows[str(f)] = {"overall": _rates([u.ref for u in utts], hyps),
-                        "per_engine": {e: _rates([utts[i].ref for i in v], [hyps[i] for i in v])
-                                       for e, v in sorted(per_engine.items())},
+        rows[str(f)] = {"overall": _rates(refs, hyps),
+                        "per_engine": {e: _with_deletions(r)
+                                       for e, r in breakdown(refs, hyps, engines).items()},
                         "output_frames": int(sum(lp.shape[0] for lp in lps)),
                         "hypotheses": hyps}
         if f == 1.0:
