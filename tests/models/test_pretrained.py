@@ -63,8 +63,8 @@ def test_quality_on_held_out_speech(bundle, test_split) -> None:
     measured WER 0.251 / CER 0.131 on these 52 utterances (synthesis is deterministic for a
     seed) for the session-22 model (2026-12-07; session 21's x2 model measured 0.268 / 0.140,
     session 17's 0.298 / 0.154, session 16's 0.317 / 0.183 at beam 16, session 15's 0.360 /
-    0.186, session 11's 0.383 / 0.201); the bounds leave about two points of WER (10 words) and two of CER. Tighten them
-    when a better model ships."""
+    0.186, session 11's 0.383 / 0.201); the bounds leave about two points of WER (10 words)
+    and two of CER. Tighten them when a better model ships."""
     from training.eval.metrics import error_rates
     from training.eval.run import load_manifest, transcribe_ours
 
