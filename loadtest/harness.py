@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from loadtest.timing import FRAME_BYTES, FRAME_S, RATE, SendLog, frames, paced
+from loadtest.timing import FRAME_BYTES, FRAME_S, RATE, SendLog, frames, paced, paced_sync
 
 START = {"type": "start", "continuous": True, "interim_results": True}
 
@@ -250,15 +250,18 @@ class Utterance:
     error: str | None = None  # what went wrong, one line
     close_code: int | None = None  # WebSocket: the server's close code
     seconds: float = 0.0
+    admitted: bool = False  # the server took the stream: `ready` (WebSocket), a response (gRPC)
 
 
 async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: bool = True,
-                       start: dict[str, Any] | None = None, timeout: float = 60.0) -> Utterance:
-    """Stream `pcm` on a new WebSocket connection: start, frames, stop; collect the finals."""
+                       start: dict[str, Any] | None = None, timeout: float = 60.0,
+                       utt: Utterance | None = None) -> Utterance:
+    """Stream `pcm` on a new WebSocket connection: start, frames, stop; collect the finals
+    (`utt`: the record to fill)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    utt = Utterance("ws", index)
+    utt = utt or Utterance("ws", index)
     t_begin = time.perf_counter()
     try:
         async with connect(target.ws_url, additional_headers=target.ws_headers(), max_size=None,
@@ -268,6 +271,7 @@ async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: 
             if ready.get("type") != "ready":
                 utt.error = f"{ready.get('code')}: {ready.get('message')}"
                 return utt
+            utt.admitted = True
 
             async def reader() -> None:
                 async for raw in ws:
@@ -315,42 +319,60 @@ def pcm_config(pb: Any, *, continuous: bool = True, interim: bool = True) -> Any
 
 
 async def grpc_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: bool = True,
-                         timeout: float = 60.0) -> Utterance:
-    """Stream `pcm` over native gRPC StreamingRecognize: config, audio, half-close."""
+                         timeout: float = 60.0, utt: Utterance | None = None) -> Utterance:
+    """Stream `pcm` over native gRPC StreamingRecognize: config, audio, half-close (`utt`: the
+    record to fill; `admitted` once the first response came).
+
+    The call runs on its own thread with grpc's blocking client, as Riva's Python client does,
+    not grpc.aio: an aio client whose write is still in flight when the server's status
+    arrives reports INTERNAL "Internal error from Core" in place of that status (the failed
+    write overwrites it; 13 of 48 fast writers ended by a SIGTERM drain read it), so an error
+    the server sent on purpose would read as a server bug. The blocking client reads the
+    status the server sent (56 of 56)."""
+    import threading
+
     import grpc
 
     pb, pb_grpc = native_pb()
-    utt = Utterance("grpc", index)
+    utt = utt or Utterance("grpc", index)
     t_begin = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
 
-    async def requests() -> Any:
+    def requests() -> Any:
         yield pb.StreamingRecognizeRequest(streaming_config=pcm_config(pb))
-        async for f in paced(frames(pcm), SendLog(), realtime=realtime):
+        for f in paced_sync(frames(pcm), SendLog(), realtime=realtime):
             yield pb.StreamingRecognizeRequest(audio=f)
 
-    async def run() -> None:
+    def run() -> None:
         assert target.grpc is not None
-        async with grpc.aio.insecure_channel(target.grpc) as ch:
-            call = pb_grpc.AsrStub(ch).StreamingRecognize(requests(), metadata=target.grpc_metadata())
-            async for resp in call:
-                utt.finals += [r.text for r in resp.results if r.is_final]
-        utt.ended = True
+        try:
+            with grpc.insecure_channel(target.grpc) as ch:
+                responses = pb_grpc.AsrStub(ch).StreamingRecognize(
+                    requests(), metadata=target.grpc_metadata(),
+                    timeout=timeout + len(pcm) / 2 / RATE)
+                for resp in responses:
+                    utt.admitted = True
+                    utt.finals += [r.text for r in resp.results if r.is_final]
+            utt.ended = True
+        except grpc.RpcError as exc:
+            utt.error = f"{exc.code().name}: {exc.details()}"
+        except Exception as exc:  # noqa: BLE001 - a healthy stream reports, never raises
+            utt.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
 
-    try:
-        await asyncio.wait_for(run(), timeout + len(pcm) / 2 / RATE)
-    except grpc.aio.AioRpcError as exc:
-        utt.error = f"{exc.code().name}: {exc.details()}"
-    except Exception as exc:  # noqa: BLE001
-        utt.error = f"{type(exc).__name__}: {exc}"
+    threading.Thread(target=run, name=f"grpc-utterance-{index}", daemon=True).start()
+    await asyncio.shield(finished)
     utt.seconds = time.perf_counter() - t_begin
     return utt
 
 
 async def utterance(protocol: str, target: Target, pcm: bytes, index: int = 0, *,
-                    realtime: bool = True) -> Utterance:
+                    realtime: bool = True, utt: Utterance | None = None) -> Utterance:
     if protocol == "grpc":
-        return await grpc_utterance(target, pcm, index, realtime=realtime)
-    return await ws_utterance(target, pcm, index, realtime=realtime)
+        return await grpc_utterance(target, pcm, index, realtime=realtime, utt=utt)
+    return await ws_utterance(target, pcm, index, realtime=realtime, utt=utt)
 
 
 async def solo_finals(target: Target, pool: list[bytes]) -> list[list[str]]:
@@ -380,6 +402,7 @@ class HealthyStreams:
         self.hold = hold or asyncio.Event()
         self.loop = loop
         self.done: list[Utterance] = []
+        self.current: dict[int, Utterance] = {}  # worker -> its utterance under way
         self._stop = asyncio.Event()
         self._tasks = [asyncio.ensure_future(self._worker(i, n)) for i in range(n)]
 
@@ -390,11 +413,24 @@ class HealthyStreams:
             while self.hold.is_set() and not self._stop.is_set():
                 await asyncio.sleep(0.02)
             idx = k % len(self.pool)
-            self.done.append(await utterance(self.protocols[i % len(self.protocols)],
-                                             self.target, self.pool[idx], idx))
+            protocol = self.protocols[i % len(self.protocols)]
+            self.current[i] = Utterance(protocol, idx)
+            self.done.append(await utterance(protocol, self.target, self.pool[idx], idx,
+                                             utt=self.current[i]))
             k += n
             if self._stop.is_set() or not self.loop:
                 return
+
+    async def admitted(self, timeout: float) -> bool:
+        """Wait until every worker's utterance under way has been taken by the server (or has
+        already ended); False when `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.current) == len(self._tasks) and all(
+                    u.admitted or u.seconds > 0 for u in self.current.values()):
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
     def intact(self, utt: Utterance) -> bool:
         return utt.ended and utt.error is None and utt.finals == self.solo[utt.index]

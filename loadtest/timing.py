@@ -152,10 +152,12 @@ async def paced(chunks: Iterable[bytes], log: SendLog, *, realtime: bool = True,
         yield data
 
 
-def paced_sync(chunks: Iterable[bytes], log: SendLog) -> Iterator[bytes]:
-    """`paced` for blocking clients (the locust users: gevent patches time.sleep)."""
+def paced_sync(chunks: Iterable[bytes], log: SendLog, *, realtime: bool = True) -> Iterator[bytes]:
+    """`paced` for blocking clients (the locust users: gevent patches time.sleep; the
+    harness's gRPC client thread)."""
     for data in chunks:
-        time.sleep(log.wait() or 0.0)
+        if realtime:
+            time.sleep(log.wait() or 0.0)
         log.frame(data)
         yield data
 
