@@ -32,7 +32,7 @@ from server.audio_in import BYTES_PER_SAMPLE
 from server.dispatch import DispatchConfig, Dispatcher, Overloaded, StreamError
 from server.metrics import Metrics
 from server.resume import ResumeError, ResumeLedger, Tokens, new_token
-from server.session import EndpointConfig, Event, Final, Limits, Session, SessionConfig
+from server.session import EndpointConfig, Event, Final, Limits, Session, SessionConfig, SessionError
 from server.workers import Slots, http_get_unix
 
 log = logging.getLogger("chorus.stream")
@@ -370,11 +370,13 @@ class App:
 
     def open(self, config: SessionConfig, *, resumable: bool = False,
              owner: asyncio.Event | None = None) -> Stream:
-        """A new stream; Overloaded when at capacity or draining, AudioError on a bad config.
-        `resumable` (and resume_window_s > 0): it gets a resume token; `owner`: the event
-        the owning adapter watches, set when another connection resumes the stream."""
+        """A new stream; Overloaded when at capacity, SessionError server_shutdown when
+        draining, AudioError on a bad config. `resumable` (and resume_window_s > 0): it gets a
+        resume token; `owner`: the event the owning adapter watches, set when another
+        connection resumes the stream."""
         if self.draining:
-            raise Overloaded("server is shutting down; retry on another instance")
+            raise SessionError("server_shutdown", "the server is shutting down: start the "
+                                                  "stream on another instance")
         session = Session(self.bundle, config, fbank=self.fbank,  # validates first
                           deferred_features=True)
         if self.slots is not None and not self.slots.take():

@@ -638,6 +638,21 @@ def test_drain_closes_detached_streams_at_once(bundle, speech) -> None:
         assert "shutting down" in e.value.details()
 
 
+def test_a_stream_opened_while_draining_is_told_the_server_is_shutting_down(bundle) -> None:
+    """A start that reaches the server after the drain began (its message read before the
+    drain was noticed) gets server_shutdown (gRPC UNAVAILABLE, WebSocket close 1001) like
+    every other call during the drain, not overloaded (RESOURCE_EXHAUSTED / 1013)."""
+    import asyncio
+
+    from server.session import SessionConfig, SessionError
+
+    with running_server(bundle) as app:
+        asyncio.run_coroutine_threadsafe(app.drain(), app.loop).result(10)
+        with pytest.raises(SessionError) as e:
+            app.open(SessionConfig())
+        assert e.value.code == "server_shutdown" and "shutting down" in str(e.value)
+
+
 def test_a_resume_dropped_while_the_stream_settles_leaves_one_task_advancing_it(bundle, speech) -> None:
     """A stream detached with its audio still queued settles (computes it) in the background,
     slowly here (each model step takes 30 ms). A resume whose connection drops while it waits
