@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.audio import load_audio
-from models.bundle import load
+from models.bundle import Bundle, load
 from models.streaming import StreamingTranscriber, transcribe
 from training.config import load_config
 from training.data.synth.corpus import SynthConfig, synthesize_corpus
@@ -174,6 +174,25 @@ def test_average_last_scores_the_mean_of_the_last_checkpoints_and_keeps_the_best
     with pytest.raises(ValueError, match="optim.average_last must be >= 0"):
         train(load_config(None, [*overrides(tiny_corpus, tmp_path / "run3", 2),
                                  "optim.average_last=-1"]), progress=False)
+
+
+def test_freeze_encoder_steps_train_the_head_alone_first(tiny_corpus, tmp_path) -> None:
+    """optim.freeze_encoder_steps=N: a warm-started encoder keeps its weights exactly through
+    N steps while the head learns; with fewer frozen steps than the run has, it learns too."""
+    base = train(load_config(None, overrides(tiny_corpus, tmp_path / "base", 20)), progress=False)
+
+    def run(name: str, frozen: int) -> Bundle:
+        return load(train(load_config(None, [*overrides(tiny_corpus, tmp_path / name, 10),
+                                             f"init_from={base}", "init_scope=encoder",
+                                             f"optim.freeze_encoder_steps={frozen}"]),
+                          progress=False))
+
+    start, frozen, thawed = load(base), run("frozen", 10), run("thawed", 5)
+    enc0 = start.model.encoder.state_dict()
+    assert all(torch.equal(v, enc0[k]) for k, v in frozen.model.encoder.state_dict().items())
+    assert not all(torch.equal(v, enc0[k]) for k, v in thawed.model.encoder.state_dict().items())
+    head0 = start.model.head.state_dict()
+    assert not all(torch.equal(v, head0[k]) for k, v in frozen.model.head.state_dict().items())
 
 
 def test_two_corpora_with_the_same_cut_ids_are_refused_by_name(tiny_corpus, tmp_path) -> None:
