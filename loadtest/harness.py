@@ -251,6 +251,7 @@ class Utterance:
     close_code: int | None = None  # WebSocket: the server's close code
     seconds: float = 0.0
     admitted: bool = False  # the server took the stream: `ready` (WebSocket), a response (gRPC)
+    finished: bool = False  # the utterance's client returned (set by HealthyStreams)
 
 
 async def ws_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime: bool = True,
@@ -338,6 +339,7 @@ async def grpc_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime
     t_begin = time.perf_counter()
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[None] = loop.create_future()
+    call: list[Any] = []  # the call, for a cancel from the event loop
 
     def requests() -> Any:
         yield pb.StreamingRecognizeRequest(streaming_config=pcm_config(pb))
@@ -351,6 +353,7 @@ async def grpc_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime
                 responses = pb_grpc.AsrStub(ch).StreamingRecognize(
                     requests(), metadata=target.grpc_metadata(),
                     timeout=timeout + len(pcm) / 2 / RATE)
+                call.append(responses)
                 for resp in responses:
                     utt.admitted = True
                     utt.finals += [r.text for r in resp.results if r.is_final]
@@ -360,10 +363,18 @@ async def grpc_utterance(target: Target, pcm: bytes, index: int = 0, *, realtime
         except Exception as exc:  # noqa: BLE001 - a healthy stream reports, never raises
             utt.error = f"{type(exc).__name__}: {exc}"
         finally:
-            loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            try:
+                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            except RuntimeError:  # the loop is closed: nobody waits for this utterance
+                pass
 
     threading.Thread(target=run, name=f"grpc-utterance-{index}", daemon=True).start()
-    await asyncio.shield(finished)
+    try:
+        await asyncio.shield(finished)
+    except asyncio.CancelledError:  # the caller gave up: the call ends too
+        if call:
+            call[0].cancel()
+        raise
     utt.seconds = time.perf_counter() - t_begin
     return utt
 
@@ -417,6 +428,7 @@ class HealthyStreams:
             self.current[i] = Utterance(protocol, idx)
             self.done.append(await utterance(protocol, self.target, self.pool[idx], idx,
                                              utt=self.current[i]))
+            self.current[i].finished = True
             k += n
             if self._stop.is_set() or not self.loop:
                 return
@@ -427,7 +439,7 @@ class HealthyStreams:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.current) == len(self._tasks) and all(
-                    u.admitted or u.seconds > 0 for u in self.current.values()):
+                    u.admitted or u.finished for u in self.current.values()):
                 return True
             await asyncio.sleep(0.01)
         return False

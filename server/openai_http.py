@@ -201,6 +201,8 @@ async def transcribe(app: App, req: TranscriptionRequest) -> tuple[str, str]:
     except Overloaded as exc:
         raise ApiError(503, str(exc), code="overloaded", kind="server_error") from None
     except SessionError as exc:
+        if exc.code == "server_shutdown":  # draining: retry on another instance
+            raise ApiError(503, str(exc), code=exc.code, kind="server_error") from None
         raise ApiError(400, str(exc), param="file", code=exc.code) from None
     except StreamError as exc:
         raise ApiError(500, str(exc), code="internal", kind="server_error") from None

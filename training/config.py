@@ -138,10 +138,11 @@ class OptimConfig:
     # validation checkpoints and, at the end, score their mean weights on dev; the bundle
     # gets whichever of best checkpoint / final weights / average has the lowest dev WER.
     average_last: int = 0
-    # The first N steps train the head alone on the frozen encoder (no gradient, dropout off),
-    # then everything trains: linear probing before fine-tuning, so that a new head on a
-    # trained encoder (e.g. subword units after init_scope=encoder) learns before its random
-    # start can pull the encoder away; the frozen steps cost a forward pass only.
+    # The first N steps train the head alone on the frozen encoder (and front end: no
+    # gradient, dropout off), then everything trains: linear probing before fine-tuning, so
+    # that a new head on a trained encoder (e.g. subword units after init_scope=encoder)
+    # learns before its random start can pull the encoder away; the frozen steps cost a
+    # forward pass only. The encoder's AdamW moments start at the thaw.
     freeze_encoder_steps: int = 0
 
 

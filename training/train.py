@@ -139,6 +139,14 @@ def make_datamodule(cfg: TrainConfig, tok: CharTokenizer, feats: FbankConfig,
     return DataModule()
 
 
+def strategy(cfg: TrainConfig) -> str:
+    """Lightning's strategy: DDP over several processes; frozen encoder steps leave the
+    encoder's parameters out of the loss, which DDP must be told to expect."""
+    if cfg.devices * cfg.num_nodes <= 1:
+        return "auto"
+    return "ddp_find_unused_parameters_true" if cfg.optim.freeze_encoder_steps > 0 else "ddp"
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train; export the best checkpoint (by dev WER) as a bundle under out_dir/bundle."""
     import lightning as L
@@ -208,7 +216,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         max_steps=cfg.optim.max_steps if budget <= 0 else -1,
         max_time=datetime.timedelta(minutes=budget) if budget > 0 else None,
         accelerator=cfg.accelerator, devices=cfg.devices,
-        num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
+        num_nodes=cfg.num_nodes, strategy=strategy(cfg),
         precision=cfg.precision,  # type: ignore[arg-type]  # a str validated by Lightning
         gradient_clip_val=cfg.optim.grad_clip,
         val_check_interval=cfg.optim.val_every_steps,

@@ -140,6 +140,22 @@ def test_errors_in_openai_shape(server, client, wav_path, tmp_path) -> None:  # 
         assert client.audio.transcriptions.create(model="chorus", file=f).text
 
 
+def test_a_transcription_while_draining_is_a_503_to_retry_elsewhere(bundle, wav_path) -> None:  # noqa: F811
+    """After SIGTERM's drain began, POST /v1/audio/transcriptions gets 503 server_shutdown with
+    Retry-After (the client retries on another instance), not a 400 blaming the file."""
+    import asyncio
+
+    with running_server(bundle, http_port=free_port()) as app:
+        asyncio.run_coroutine_threadsafe(app.drain(), app.loop).result(10)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{app.cfg.http_port}/v1", api_key="none",
+                          max_retries=0, timeout=60)
+        with open(wav_path, "rb") as f, pytest.raises(openai.APIStatusError) as e:
+            c.audio.transcriptions.create(model="chorus", file=f)
+    assert e.value.status_code == 503, e.value.body
+    assert e.value.body["code"] == "server_shutdown" and e.value.body["type"] == "server_error"
+    assert e.value.response.headers.get("retry-after") == "1"
+
+
 # ---- parsing and rendering, without I/O ----------------------------------------------------------
 
 def test_form_parsing_and_rendering() -> None:

@@ -639,9 +639,9 @@ def test_drain_closes_detached_streams_at_once(bundle, speech) -> None:
 
 
 def test_a_stream_opened_while_draining_is_told_the_server_is_shutting_down(bundle) -> None:
-    """A start that reaches the server after the drain began (its message read before the
-    drain was noticed) gets server_shutdown (gRPC UNAVAILABLE, WebSocket close 1001) like
-    every other call during the drain, not overloaded (RESOURCE_EXHAUSTED / 1013)."""
+    """App.open after the drain began (a start read before the drain was noticed) raises
+    SessionError server_shutdown, the code every adapter reports for the drain (gRPC
+    UNAVAILABLE, WebSocket close 1001), not Overloaded (RESOURCE_EXHAUSTED / 1013)."""
     import asyncio
 
     from server.session import SessionConfig, SessionError
