@@ -89,13 +89,11 @@ class CtcModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         n = len(batch["texts"])
-        if self.global_step < self.optim.freeze_encoder_steps:  # the head learns alone
-            with torch.no_grad():
-                self.model.encoder.eval()
-                enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=True)
-                self.model.encoder.train()
-        else:
+        frozen = self.global_step < self.optim.freeze_encoder_steps  # the head learns alone
+        self.model.encoder.train(not frozen)
+        with torch.set_grad_enabled(not frozen):
             enc, out_lengths = self.encode(batch["features"], batch["lengths"], augment=True)
+        self.model.encoder.train()
         loss, _, _ = self.head_loss(enc, out_lengths, batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
         if self.adversary is not None:
