@@ -35,6 +35,8 @@ class CtcModule(L.LightningModule):
                  adversary: VoiceAdversary | None = None):
         super().__init__()
         self.model = AcousticModel(model_cfg)
+        # training-only weights saved beside the bundle for continuations (training.extras)
+        self.bundle_extras: tuple[str, ...] = ()
         # trainable PCEN: batches carry mel energies; SpecAugment runs here, after PCEN
         self.frontend = frontend
         self.spec = spec_augment

@@ -1,7 +1,8 @@
 """Lightning module for RNN-T training: same encoder, optimiser and schedule as CTC
 (CtcModule). loss="full": the transducer loss (training.losses.rnnt) over the joiner's
 (B, T', U+1, V). loss="pruned": the pruned loss (training.losses.pruned_rnnt) with a simple
-linear joiner whose two projections live here, not in the bundle (decoding never uses them).
+linear joiner whose two projections live here, not in the bundle's model (decoding never uses
+them): they are saved beside it (training.extras) so a continuation starts them trained.
 The dev loss is always the full loss, so runs with either loss compare."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RnntModule(CtcModule):
             j, v = self.transducer.cfg.joiner_dim, tokenizer.vocab_size
             self.simple_am = nn.Linear(j, v)  # (B, T', J) -> (B, T', V)
             self.simple_lm = nn.Linear(j, v)  # (B, U+1, J) -> (B, U+1, V)
+            self.bundle_extras = ("simple_am.", "simple_lm.")
 
     @property
     def transducer(self) -> TransducerHead:

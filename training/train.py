@@ -32,6 +32,7 @@ from models.features import FbankConfig
 from models.tokenizer import CharTokenizer
 from training.config import TrainConfig
 from training.data.manifests import check_distinct_ids
+from training.extras import load_extras, save_extras
 from training.frontend import FRONTENDS, TrainablePcen, serving_features
 
 if TYPE_CHECKING:
@@ -267,6 +268,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     path = save(out / "bundle", module.model.cpu(),
                 features=serving_features(feats, module.frontend), tokenizer=tok,
                 decoding=DecodingDefaults(chunk_frames=cfg.chunk_frames), provenance=provenance)
+    save_extras(path, module)
     (out / "summary.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return path
 
@@ -512,6 +514,7 @@ def warm_start(module: Any, bundle_dir: str, scope: str = "all") -> list[dict[st
             raise ValueError(f"init_from {bundle_dir}: its model {bundle.model.cfg} differs from "
                              f"the config's {module.model.cfg}")
         module.model.load_state_dict(state)
+        load_extras(bundle_dir, module)  # e.g. the pruned RNN-T loss's simple joiner
     prov = dict(bundle.provenance)
     earlier = prov.pop("history", [])
     prov.pop("config", None)

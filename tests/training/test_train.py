@@ -409,6 +409,33 @@ def test_rnnt_trains_and_streams(tiny_corpus, tmp_path, predictor: str, loss: st
         assert whole.finalize().text == offline.text
 
 
+def test_a_pruned_rnnt_continuation_starts_its_simple_joiner_where_the_run_ended(
+        tiny_corpus, tmp_path) -> None:
+    """The pruned loss's simple joiner (not in the bundle's model: decoding never uses it) is
+    saved beside the bundle, and init_from loads it: the continuation's simple_am / simple_lm
+    equal the run's last checkpoint's, not a fresh initialisation. A CTC bundle writes none."""
+    from training.extras import EXTRAS
+    from training.train import make_module, make_tokenizer, warm_start
+
+    extra = ["head.type=rnnt", "head.pred_dim=64", "head.joiner_dim=64",
+             "head.rnnt_loss=pruned", "head.prune_range=4"]
+    cfg = load_config(None, [*overrides(tiny_corpus, tmp_path / "p", 30), *extra])
+    path = train(cfg, progress=False)
+    assert (path / EXTRAS).is_file()
+    (ckpt,) = (tmp_path / "p/checkpoints").glob("*.ckpt")  # step 30: the bundle's weights
+    ran = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    cont = load_config(None, [*overrides(tiny_corpus, tmp_path / "c", 5), *extra,
+                              f"init_from={path}"])
+    module = make_module(cont, make_tokenizer(cont))
+    fresh = {k: v.clone() for k, v in module.state_dict().items() if k.startswith("simple_")}
+    warm_start(module, str(path), "all")
+    for k, v in fresh.items():
+        assert torch.equal(module.state_dict()[k], ran[k]), k
+        assert not torch.equal(v, ran[k]), k
+    ctc = train(load_config(None, overrides(tiny_corpus, tmp_path / "ctc", 5)), progress=False)
+    assert not (ctc / EXTRAS).exists()
+
+
 @pytest.mark.parametrize("head", ["ctc", "rnnt"])
 def test_subword_units_train_stream_and_warm_start(tiny_corpus, tmp_path, head: str) -> None:
     """head.units=subword: sentencepiece units from the train text; the bundle carries them
