@@ -43,6 +43,8 @@ class DecodingDefaults:
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # per word outside the LM vocabulary
     lexicon: bool = False  # beam + LM: only words of the LM's vocabulary (hard constraint)
+    lm_lookahead: bool = False  # beam + n-gram: partial words pay their unigram mass (LmConfig)
+    ilm_weight: float = 0.0  # RNN-T beam + LM: internal-LM subtraction weight (LmConfig)
     # beam only: a neural LM directory (models/lm/neural.py) inside the bundle that rescores
     # each final's n-best (models/decoding/rescore.py); None: no rescoring
     rescore_lm: str | None = None
@@ -168,7 +170,8 @@ def load_lm(root: Path, decoding: DecodingDefaults) -> LmFusion | None:
         raise BundleError(f"bundle.json: decoding.lm {which}: {exc}") from exc
     try:
         cfg = LmConfig(decoding.lm_weight, decoding.word_bonus, decoding.oov_penalty,
-                       decoding.lexicon)
+                       decoding.lexicon, decoding.lm_lookahead, decoding.ilm_weight)
+        return LmFusion(lm, cfg)
     except ValueError as exc:
-        raise BundleError(f"bundle.json: decoding.lm_weight / oov_penalty: {exc}") from exc
-    return LmFusion(lm, cfg)
+        raise BundleError(f"bundle.json: decoding (lm_weight, oov_penalty, ilm_weight, "
+                          f"lm_lookahead): {exc}") from exc

@@ -167,6 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--oov-penalty", type=float, default=None, help="per out-of-vocabulary word")
     ev.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
                     help="beam + LM: only words of the LM's vocabulary (default: the bundle's)")
+    ev.add_argument("--lm-lookahead", action=argparse.BooleanOptionalAction, default=None,
+                    help="beam + n-gram: partial words pay the unigram mass of their "
+                         "completions, not a lump at the space (default: the bundle's)")
+    ev.add_argument("--ilm-weight", type=float, default=None,
+                    help="RNN-T beam + LM: subtract the transducer's internal LM at this weight "
+                         "(default: the bundle's)")
     ev.add_argument("--rescore-lm", type=Path, default=None,
                     help="beam: rescore each final's n-best with this neural LM (chorus lm train)")
     ev.add_argument("--rescore-weight", type=float, default=0.3,
@@ -434,6 +440,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           if args.lm_mix_weights else None,
                           lm_weight=args.lm_weight, word_bonus=args.word_bonus,
                           oov_penalty=args.oov_penalty, lexicon=args.lexicon,
+                          lm_lookahead=args.lm_lookahead, ilm_weight=args.ilm_weight,
                           rescore=_rescorer(args), progress=not args.no_progress,
                           voices=args.voices, int8=args.int8)
     except (BundleError, FileNotFoundError, ValueError) as exc:

@@ -7,6 +7,12 @@ Without the OOV penalty the beam learns to glue words into one unknown "word" (o
 costs less than three real words), which dev decoding showed.
 A partial word that is not the start of any vocabulary word already pays the <unk> price, so
 misspelled prefixes fall out of the beam early instead of at their space (the lexicon check).
+With `lookahead=True` a partial word that is the start of vocabulary words pays, until its
+space, alpha * ln of the unigram probability mass of the words it starts (0 for no letter,
+the word's unigram at its last): the LM's price arrives a letter at a time instead of in one
+lump at the space, so a hypothesis in the middle of a word no longer outranks one that has
+just paid for a whole word (the look-ahead of Hori et al. 2018's word-LM decoding, with a
+unigram estimate; the lump made the RNN-T beam + LM delete words at small beams).
 With `lexicon=True` the vocabulary is a hard constraint instead (words through the prefix set
 of the LM's vocabulary, as a lexicon-constrained decoder like Kaldi's or flashlight's would):
 a prefix that leaves it is impossible (rank -inf) and the beams drop it.
@@ -32,13 +38,18 @@ class LmConfig:
     word_bonus: float = 1.0  # beta, per word
     oov_penalty: float = 10.0  # subtracted per word outside the LM's vocabulary (natural log)
     lexicon: bool = False  # only words of the LM's vocabulary (a hard constraint, not a penalty)
+    lookahead: bool = False  # partial words pay alpha * ln(unigram mass of their completions)
+    # RNN-T only: the weight its internal LM's log probability is subtracted at (models.decoding
+    # .rnnt; a CTC model has no internal LM, and its beam ignores this)
+    ilm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # a negative weight would reward unlikely words, a negative penalty unknown ones; the
         # beam's bound on a prefix's score (models.decoding.ctc_beam) also rests on both
-        if not self.weight >= 0 or not self.oov_penalty >= 0:
-            raise ValueError(f"LM weight and oov_penalty must be >= 0, got weight {self.weight}, "
-                             f"oov_penalty {self.oov_penalty}")
+        if not self.weight >= 0 or not self.oov_penalty >= 0 or not self.ilm_weight >= 0:
+            raise ValueError(f"LM weight, oov_penalty and ilm_weight must be >= 0, got weight "
+                             f"{self.weight}, oov_penalty {self.oov_penalty}, ilm_weight "
+                             f"{self.ilm_weight}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class LmFusion:
         self.start = LmState()
         self.unk_price = (NEG_INF if self.cfg.lexicon else
                           self.cfg.weight * lm.unk_logprob - self.cfg.oov_penalty)
+        self.look = _lookahead(lm, self.cfg.weight) if self.cfg.lookahead else {}
 
     def _word(self, state: LmState) -> tuple[tuple[str, ...], float]:
         word = state.partial
@@ -77,7 +89,8 @@ class LmFusion:
             ctx, score = self._word(state)
             return LmState(ctx, "", score, 0.0)
         partial = state.partial + char
-        penalty = 0.0 if partial in self.lm.prefixes else self.unk_price
+        penalty = (self.look.get(partial, 0.0) if partial in self.lm.prefixes
+                   else self.unk_price)
         return LmState(state.context, partial, state.score, penalty)
 
     def word_contexts(self, states: Iterable[LmState | None]) -> set[tuple[str, ...]]:
@@ -94,6 +107,23 @@ class LmFusion:
         """Fusion score of the prefix as a finished utterance: last word and </s> scored."""
         ctx, score = (self._word(state) if state.partial else (state.context, state.score))
         return score + self.cfg.weight * self.lm.logprob(ctx, EOS)
+
+
+def _lookahead(lm: WordLM, weight: float) -> dict[str, float]:
+    """Every vocabulary prefix -> weight * ln(sum of the unigram probabilities of the words it
+    starts) (<= 0). Unigrams need a context-free `logprob(())`: an n-gram's; a neural LM's
+    next-word distribution depends on its context, so it is refused by name."""
+    import math
+
+    if lm.batched:
+        raise ValueError("LM lookahead needs an n-gram LM (unigram probabilities); this LM is "
+                         "neural: decode without lookahead")
+    mass: dict[str, float] = {}
+    for w in lm.vocab:
+        p = math.exp(lm.logprob((), w))
+        for i in range(1, len(w) + 1):
+            mass[w[:i]] = mass.get(w[:i], 0.0) + p
+    return {k: weight * min(math.log(v), 0.0) if v > 0 else NEG_INF for k, v in mass.items()}
 
 
 def prefetch_shared(work: list[tuple[LmFusion | None, list[LmState | None]]],

@@ -14,6 +14,10 @@ blank per frame), which loses words a character model emits two or three to a fr
 fine-tuned template models of the cold-fusion study: 18.6 % WER against greedy's 14.7; with
 4 symbols, 11.8). Like the CTC beam, it can fuse a word LM and bias hotwords (both per
 character of a token); they change the ranking, not the hypotheses' acoustic scores.
+With an LM whose `ilm_weight` is above 0, each emitted token's internal-LM log probability
+(the joiner on a zero encoder output, renormalised over the non-blank tokens: Meng et al. 2021's
+ILM estimation) is subtracted at that weight, so the external LM does not fight the predictor's
+own prior; the beam keeps it per hypothesis beside the acoustic score.
 """
 
 from __future__ import annotations
@@ -106,17 +110,31 @@ def greedy_batch(decoders: list[RnntGreedyDecoder], encs: list[torch.Tensor]) ->
 
 
 class _Hyp:
-    __slots__ = ("tokens", "logp", "emissions", "pred", "state", "ctx", "lm")
+    __slots__ = ("tokens", "logp", "emissions", "pred", "state", "ctx", "lm", "ilm")
 
     def __init__(self, tokens: tuple[int, ...], logp: float, emissions: list[Emission],
-                 pred: torch.Tensor, state: PredState, ctx: Context, lm: LmState | None):
+                 pred: torch.Tensor, state: PredState, ctx: Context, lm: LmState | None,
+                 ilm: float = 0.0):
         self.tokens = tokens
         self.logp = logp  # acoustic (RNN-T) log probability, all merged alignments
+        self.ilm = ilm  # internal-LM log probability of `tokens` (0 without ILM subtraction)
         self.emissions = emissions
         self.pred = pred  # (1, J) predictor output after `tokens`
         self.state = state
         self.ctx = ctx  # hotword matching state
         self.lm = lm  # LM state (None without an LM)
+
+
+# an extension: (parent, token, acoustic log p, emission prob, internal-LM log p of the tokens)
+Grow = tuple[_Hyp, int, float, float, float]
+
+
+def _internal_lm(head: TransducerHead, preds: torch.Tensor, blank: int) -> torch.Tensor:
+    """preds (H, J) -> the internal LM's log-probs (H, V): the joiner on a zero encoder output
+    (the encoder projection's bias), renormalised over the non-blank tokens (blank: -inf)."""
+    lp = head.join(head.enc_proj.bias.expand_as(preds), preds).clone()  # (H, V)
+    lp[:, blank] = float("-inf")
+    return lp - torch.logsumexp(lp, dim=-1, keepdim=True)
 
 
 def _merge(into: dict[tuple[int, ...], _Hyp], h: _Hyp) -> None:
@@ -138,6 +156,7 @@ class RnntBeamDecoder:
         self.max_symbols = max_symbols  # tokens a hypothesis may emit per frame, as greedy's
         self.hotwords = hotwords
         self.lm = lm
+        self.ilm_weight = lm.cfg.ilm_weight if lm is not None else 0.0
         self.scoring = PrefixBias(tokenizer, hotwords, lm)
         self.head = head
         self.tok = tokenizer
@@ -153,36 +172,42 @@ class RnntBeamDecoder:
                                         state)
         self.hyps = [_Hyp((), 0.0, [], pred, state, *self.scoring.start())]
 
-    @staticmethod
-    def _rank(h: _Hyp) -> float:
-        return h.logp + PrefixBias.bias(h.ctx, h.lm)
+    def _rank(self, h: _Hyp) -> float:
+        return h.logp + PrefixBias.bias(h.ctx, h.lm) - self.ilm_weight * h.ilm
 
     def _final(self, h: _Hyp) -> float:
-        return h.logp + self.scoring.final(h.ctx, h.lm)
+        return h.logp + self.scoring.final(h.ctx, h.lm) - self.ilm_weight * h.ilm
 
     def update(self, enc: torch.Tensor) -> None:
         """enc (T', J): the next frames of this stream."""
         beam_batch([self], [enc])
 
     def _round(self, active: list[_Hyp], lp: torch.Tensor, stay: dict[tuple[int, ...], _Hyp],
-               last: bool) -> list[tuple[_Hyp, int, float, float]]:
+               last: bool, ilm: torch.Tensor | None = None) -> list[Grow]:
         """One emission round of a frame. `lp` (H, V): the joiner's log-probs for the `active`
-        hypotheses. Each one's blank moves it past the frame, into `stay` (merged by token
-        sequence); the best `beam_size` one-token extensions (parent, token, log p, prob) are
+        hypotheses (`ilm` (H, V): their internal-LM log-probs, with ILM subtraction). Each
+        one's blank moves it past the frame, into `stay` (merged by token sequence); the best
+        `beam_size` one-token extensions (parent, token, log p, prob, internal-LM log p) are
         returned. Unless this is the `last` round, an extension must still end the frame with
         a blank (or more tokens), so those already ranked below the beam_size-th hypothesis
         past the frame are dropped: they can only lose probability."""
         blank = self.tok.blank_id
-        grow: list[tuple[_Hyp, int, float, float]] = []
+        grow: list[Grow] = []
+        w = self.ilm_weight
         for i, h in enumerate(active):
             _merge(stay, _Hyp(h.tokens, h.logp + float(lp[i, blank]), h.emissions, h.pred,
-                              h.state, h.ctx, h.lm))
-            top_lp, top_id = lp[i].topk(min(self.beam_size + 1, lp.shape[1]))
-            for v, k in zip(top_lp.tolist(), top_id.tolist(), strict=True):
+                              h.state, h.ctx, h.lm, h.ilm))
+            # ILM subtraction re-ranks the candidate tokens: choose them by the corrected score
+            score = lp[i] - w * ilm[i] if ilm is not None and w else lp[i]
+            _, top_id = score.topk(min(self.beam_size + 1, lp.shape[1]))
+            for k in top_id.tolist():
                 if k != blank:
-                    grow.append((h, k, h.logp + v, math.exp(v)))
-        def rank(g: tuple[_Hyp, int, float, float]) -> float:  # as its parent's bias ranks it
-            return g[2] + PrefixBias.bias(g[0].ctx, g[0].lm)
+                    v = float(lp[i, k])
+                    grow.append((h, k, h.logp + v, math.exp(v),
+                                 h.ilm + (float(ilm[i, k]) if ilm is not None and w else 0.0)))
+
+        def rank(g: Grow) -> float:  # as its parent's bias ranks it
+            return g[2] + PrefixBias.bias(g[0].ctx, g[0].lm) - w * g[4]
 
         grow = sorted(grow, key=rank, reverse=True)[: self.beam_size]
         if not last and len(stay) >= self.beam_size:
@@ -190,20 +215,20 @@ class RnntBeamDecoder:
             grow = [g for g in grow if rank(g) > floor]
         return grow
 
-    def _word_endings(self, grow: list[tuple[_Hyp, int, float, float]]) -> list[LmState | None]:
+    def _word_endings(self, grow: list[Grow]) -> list[LmState | None]:
         """LM states whose partial words the extensions end (tokens spelling a space)."""
         enders = self.scoring.word_enders
-        return [h.lm for h, k, _, _ in grow if k in enders]
+        return [g[0].lm for g in grow if g[1] in enders]
 
-    def _extended(self, frame: int, grow: list[tuple[_Hyp, int, float, float]],
+    def _extended(self, frame: int, grow: list[Grow],
                   preds: torch.Tensor, state: PredState | None) -> list[_Hyp]:
         """The extensions as hypotheses: `preds` (G, J) / `state`: the predictor after each."""
         out = []
-        for j, (h, k, logp, prob) in enumerate(grow):
+        for j, (h, k, logp, prob, ilm) in enumerate(grow):
             assert state is not None
             ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
             out.append(_Hyp((*h.tokens, k), logp, [*h.emissions, (k, frame, prob)],
-                            preds[j : j + 1], _slice(state, j), ctx, lm_state))
+                            preds[j : j + 1], _slice(state, j), ctx, lm_state, ilm))
         return out
 
     def _select(self, stay: dict[tuple[int, ...], _Hyp]) -> None:
@@ -266,16 +291,19 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
             frames = torch.cat([encs[i][t : t + 1].expand(n, -1)
                                 for i, n in zip(rows, sizes, strict=True)])  # (sum H, J)
             lps = head.join(frames, preds).split(sizes)  # (H_i, V) each
+            ilms: Sequence[torch.Tensor | None] = [None] * len(rows)
+            if any(decoders[i].ilm_weight for i in rows):
+                ilms = _internal_lm(head, preds, decoders[0].tok.blank_id).split(sizes)
             grows = {i: decoders[i]._round(active[i], lp, stay[i],
-                                           last=r == decoders[i].max_symbols - 1)
-                     for i, lp in zip(rows, lps, strict=True)}
+                                           last=r == decoders[i].max_symbols - 1, ilm=ilm)
+                     for i, lp, ilm in zip(rows, lps, ilms, strict=True)}
             _prefetch([(decoders[i].lm, decoders[i]._word_endings(grows[i]))
                        for i in rows if batched[i]])
             every = [g for i in rows for g in grows[i]]
             new_preds, new_state = torch.empty(0), None
             if every:
-                tokens = torch.tensor([k for _, k, _, _ in every])
-                new_preds, new_state = head.predict(tokens, _cat([h.state for h, _, _, _ in every]))
+                tokens = torch.tensor([g[1] for g in every])
+                new_preds, new_state = head.predict(tokens, _cat([g[0].state for g in every]))
             at = 0
             for i in live:
                 grow = grows.get(i, [])

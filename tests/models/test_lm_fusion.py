@@ -115,7 +115,8 @@ def test_bundle_carries_its_lm(tmp_path, lm: ArpaLM) -> None:
         load(root)
     meta["decoding"].update(lm="lm/words.arpa.gz", lm_weight=-0.2)
     (root / "bundle.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="decoding.lm_weight / oov_penalty: LM weight"):
+    with pytest.raises(BundleError, match="decoding .*: LM weight, oov_penalty and ilm_weight "
+                                          "must be >= 0, got weight -0.2"):
         load(root)
 
 
@@ -196,8 +197,61 @@ def test_bounded_expansion_keeps_the_beam_of_building_every_extension(
     assert bounded.finalize().text == every.finalize().text
 
 
-@pytest.mark.parametrize(("weight", "penalty"), [(-0.1, 10.0), (0.5, -1.0), (math.nan, 10.0)])
-def test_negative_lm_weight_or_oov_penalty_is_refused_by_name(weight: float,
-                                                             penalty: float) -> None:
-    with pytest.raises(ValueError, match="LM weight and oov_penalty must be >= 0"):
-        LmConfig(weight, 1.0, penalty)
+@pytest.mark.parametrize(("weight", "penalty", "ilm"),
+                         [(-0.1, 10.0, 0.0), (0.5, -1.0, 0.0), (math.nan, 10.0, 0.0),
+                          (0.5, 10.0, -0.2)])
+def test_negative_lm_weight_oov_penalty_or_ilm_weight_is_refused_by_name(
+        weight: float, penalty: float, ilm: float) -> None:
+    with pytest.raises(ValueError, match="LM weight, oov_penalty and ilm_weight must be >= 0, "
+                                         f"got weight {weight}, oov_penalty {penalty}, "
+                                         f"ilm_weight {ilm}"):
+        LmConfig(weight, 1.0, penalty, ilm_weight=ilm)
+
+
+def test_lookahead_charges_partial_words_their_unigram_mass(lm: ArpaLM) -> None:
+    """lookahead=True: a partial word that starts vocabulary words ranks at weight * ln(the
+    unigram mass of those words), a letter at a time; its space swaps that estimate for the
+    word's real (context) score, as without lookahead; a prefix of no word still pays <unk>."""
+    plain = LmFusion(lm, LmConfig(0.5, 1.0))
+    look = LmFusion(lm, LmConfig(0.5, 1.0, lookahead=True))
+
+    def mass(prefix: str) -> float:
+        return 0.5 * math.log(sum(math.exp(lm.logprob((), w)) for w in lm.vocab
+                                  if w.startswith(prefix)))
+
+    a, b = plain.start, look.start
+    for ch, prefix in zip("ma", ["m", "ma"], strict=True):
+        a, b = plain.extend(a, ch), look.extend(b, ch)
+        assert a.rank == 0.0 and b.rank == pytest.approx(mass(prefix))
+    assert mass("m") > mass("ma")  # "m" starts "mat" and "my", "ma" only "mat"
+    a, b = plain.extend(a, "t"), look.extend(b, "t")
+    assert b.rank == pytest.approx(0.5 * lm.logprob((), "mat")) == pytest.approx(mass("ma"))
+    a, b = plain.extend(a, " "), look.extend(b, " ")
+    assert b == a and b.rank == a.score  # the word's real score, nothing provisional left
+    x, y = plain.extend(a, "q"), look.extend(b, "q")  # no vocabulary word starts with "q"
+    assert y.rank == x.rank == a.score + plain.unk_price
+
+
+def test_lookahead_needs_an_n_gram_and_travels_in_the_bundle(lm: ArpaLM, tmp_path) -> None:
+    """A neural LM has no context-free unigrams: lookahead is refused by name. In a bundle,
+    decoding.lm_lookahead turns it on; a negative decoding.ilm_weight is refused by field."""
+    from models.lm.neural import NeuralLm, NeuralLmConfig, NeuralWordLM
+
+    vocab = ["<unk>", "<s>", "</s>", "cat", "mat"]
+    neural = NeuralWordLM(NeuralLm(NeuralLmConfig(type="lstm", vocab=vocab, embed=4,
+                                                  hidden=4)).eval())
+    with pytest.raises(ValueError, match="lookahead needs an n-gram"):
+        LmFusion(neural, LmConfig(0.5, 1.0, lookahead=True))
+    path = save(tmp_path / "b", make_model(), features=FbankConfig(),
+                tokenizer=CharTokenizer(), decoding=DecodingDefaults(decoder="beam"))
+    lm.save(path / "lm.arpa")
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["decoding"].update(lm="lm.arpa", lm_lookahead=True)
+    (path / "bundle.json").write_text(json.dumps(meta))
+    fusion = load(path).lm
+    assert fusion is not None and fusion.cfg.lookahead and fusion.look["ca"] < 0
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["decoding"]["ilm_weight"] = -1.0
+    (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="ilm_weight"):
+        load(path)

@@ -62,6 +62,34 @@ def test_beam_of_one_is_greedy_with_one_symbol_per_frame(predictor: str) -> None
         assert b.finalize() == g.finalize()
 
 
+def pred_after(h: TransducerHead, prefix: tuple[int, ...]) -> torch.Tensor:
+    """The predictor's output after the start symbol and `prefix`, teacher-forced."""
+    state = h.init_pred_state(1)
+    out, state = h.predict(torch.tensor([0]), state)
+    for k in prefix:
+        out, state = h.predict(torch.tensor([k]), state)
+    return out
+
+
+def path_sum(h: TransducerHead, enc: torch.Tensor, ids: tuple[int, ...], max_symbols: int
+             ) -> float:
+    """log-sum over the alignments of `ids` to the frames `enc` in which each frame emits
+    j <= max_symbols tokens and then a blank, except after its max_symbols-th token."""
+    total = []
+    for split in itertools.product(range(max_symbols + 1), repeat=enc.shape[0]):
+        if sum(split) != len(ids):
+            continue
+        lp, u = 0.0, 0
+        for t, j in enumerate(split):
+            for _ in range(j):
+                lp += float(h.join(enc[t : t + 1], pred_after(h, ids[:u]))[0, ids[u]])
+                u += 1
+            if j < max_symbols:
+                lp += float(h.join(enc[t : t + 1], pred_after(h, ids[:u]))[0, 0])
+        total.append(lp)
+    return float(torch.logsumexp(torch.tensor(total), 0))
+
+
 @pytest.mark.parametrize("max_symbols", [1, 2, 3])
 def test_beam_scores_are_path_log_probs(max_symbols: int) -> None:
     """With nothing pruned, every hypothesis's score = the log-sum over its alignments in
@@ -73,35 +101,47 @@ def test_beam_scores_are_path_log_probs(max_symbols: int) -> None:
     b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=5000, max_symbols=max_symbols)
     b.update(enc)
 
-    def pred_after(prefix: tuple[int, ...]) -> torch.Tensor:
-        state = h.init_pred_state(1)
-        out, state = h.predict(torch.tensor([0]), state)
-        for k in prefix:
-            out, state = h.predict(torch.tensor([k]), state)
-        return out
-
-    def path_sum(ids: tuple[int, ...]) -> float:
-        total = []
-        for split in itertools.product(range(max_symbols + 1), repeat=3):  # tokens per frame
-            if sum(split) != len(ids):
-                continue
-            lp, u = 0.0, 0
-            for t, j in enumerate(split):
-                for _ in range(j):
-                    lp += float(h.join(enc[t : t + 1], pred_after(ids[:u]))[0, ids[u]])
-                    u += 1
-                if j < max_symbols:
-                    lp += float(h.join(enc[t : t + 1], pred_after(ids[:u]))[0, 0])
-            total.append(lp)
-        return float(torch.logsumexp(torch.tensor(total), 0))
-
     nbest = b.nbest()
     # the best hypotheses of 0, 1 and 2 letters (letters only: a text is its tokens)
     picks = [next(x for x in nbest if len(x[0]) == n and x[0].isalpha() or not n and not x[0])
              for n in (0, 1, 2)]
     for text, score in picks:
         ids = tuple(TOK.encode(text)) if text else ()
-        assert score == pytest.approx(path_sum(ids), abs=1e-4), text
+        assert score == pytest.approx(path_sum(h, enc, ids, max_symbols), abs=1e-4), text
+
+
+@torch.no_grad()
+def test_ilm_subtraction_scores_each_hypothesis_less_its_internal_lm() -> None:
+    """With an LM's ilm_weight w (and the LM itself at zero weight), every hypothesis scores
+    its path log-sum minus w x the internal LM's log probability of its tokens: for each token,
+    the joiner on a zero encoder output (enc_proj's bias) after the tokens before it,
+    renormalised over the non-blank tokens; at w = 0 the scores are the plain ones."""
+    from models.decoding import LmConfig, LmFusion
+    from models.lm.arpa import ArpaLM
+    from training.lm.ngram import estimate
+
+    h, enc = head(seed=5), frames(2, 1)  # <= 2 tokens: all 813 sequences fit the beam
+    lm = ArpaLM(estimate([["ab"]] * 3, 2))
+
+    def internal(ids: tuple[int, ...]) -> float:
+        total = 0.0
+        for u, k in enumerate(ids):
+            logits = h.out(torch.tanh(h.enc_proj.bias + pred_after(h, ids[:u])))[0]
+            total += float(torch.log_softmax(logits[1:], -1)[k - 1])  # blank is id 0
+        return total
+
+    def nbest(w: float) -> list[tuple[str, float]]:
+        b = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=5000, max_symbols=1,
+                            lm=LmFusion(lm, LmConfig(0.0, 0.0, 0.0, ilm_weight=w)))
+        b.update(enc)
+        return b.nbest()
+
+    scored = dict(nbest(0.7))
+    for text, score in nbest(0.0)[:6]:
+        ids = tuple(TOK.encode(text))
+        assert score == pytest.approx(path_sum(h, enc, ids, 1), abs=1e-4), text
+        assert scored[text] == pytest.approx(score - 0.7 * internal(ids), abs=1e-4), text
+    assert internal(tuple(TOK.encode("ab"))) < 0
 
 
 def test_make_decoder_for_rnnt() -> None:

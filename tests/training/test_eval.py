@@ -78,6 +78,31 @@ def test_eval_cli_with_peer(tmp_path) -> None:
     assert "| voice in training |" in (tmp_path / "r.md").read_text()
 
 
+def test_eval_cli_passes_lm_lookahead_and_ilm_weight_to_the_fusion(tmp_path) -> None:
+    """--lm-lookahead and --ilm-weight reach the decoder's LmFusion: the result records them,
+    and lookahead changes nothing it must not (same utterances, a finite WER)."""
+    from models.lm.arpa import ArpaLM
+    from tests.models.test_cli import tiny_bundle
+    from training.data.synth.corpus import SynthConfig, synthesize_corpus
+    from training.lm.ngram import estimate
+
+    synthesize_corpus(SynthConfig(out=tmp_path / "c", hours=0.003, seed=3, jobs=1,
+                                  engines=("flite",),
+                                  split_weights={"train": 0.0, "dev": 0.0, "test": 1.0}),
+                      progress=False)
+    ArpaLM(estimate([["turn", "on", "the", "light"]] * 3, 2)).save(tmp_path / "lm.arpa")
+    bundle = tiny_bundle(tmp_path / "b")
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "eval", "--bundle", str(bundle), "--manifest",
+         str(tmp_path / "c/cuts_test.jsonl.gz"), "--decoder", "beam", "--lm",
+         str(tmp_path / "lm.arpa"), "--lm-lookahead", "--ilm-weight", "0.2", "--no-progress",
+         "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["lm"]["lookahead"] is True and r["lm"]["ilm_weight"] == 0.2
+    assert r["utterances"] >= 1 and r["systems"]["chorus"]["overall"]["wer"] >= 0
+
+
 def test_load_manifest_labels_voices_heard_in_training(tmp_path) -> None:
     """Dev mixes training voices with dev-held-out ones: each utterance is labelled by the
     corpus's voices.json (or an explicit one); a missing or malformed file is named."""

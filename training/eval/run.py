@@ -178,7 +178,9 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
              lm: list[str] | None = None, lm_mix_weights: list[float] | None = None,
              lm_weight: float | None = None,
              word_bonus: float | None = None, oov_penalty: float | None = None,
-             lexicon: bool | None = None, rescore: Any = None,
+             lexicon: bool | None = None, lm_lookahead: bool | None = None,
+             ilm_weight: float | None = None,
+             rescore: Any = None,
              progress: bool = True, voices: str | Path | None = None,
              int8: bool = False) -> dict[str, Any]:
     """`lm`: ARPA files to fuse instead of the bundle's (several: interpolated with
@@ -196,7 +198,8 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         bundle = dataclasses.replace(bundle, model=quantize_int8(bundle.model))  # type: ignore[arg-type]
     decoder = decoder or bundle.decoding.decoder
     beam_size = beam_size or bundle.decoding.beam_size
-    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon, lm_mix_weights)
+    fusion = lm_override(bundle, lm, lm_weight, word_bonus, oov_penalty, lexicon, lm_mix_weights,
+                         lm_lookahead, ilm_weight)
     utts = load_manifest(manifest, limit, voices)
     audio_s = sum(u.duration for u in utts)
     texts: dict[str, list[str]] = {}
@@ -224,7 +227,8 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
         "beam_size": beam_size if decoder == "beam" else None,
         "lm": ({"order": fusion.lm.order, "weight": fusion.cfg.weight,
                 "word_bonus": fusion.cfg.word_bonus, "oov_penalty": fusion.cfg.oov_penalty,
-                "lexicon": fusion.cfg.lexicon,
+                "lexicon": fusion.cfg.lexicon, "lookahead": fusion.cfg.lookahead,
+                "ilm_weight": fusion.cfg.ilm_weight,
                 "source": lm or [bundle.decoding.lm, *bundle.decoding.lm_mix],
                 "mix_weights": lm_mix_weights or list(bundle.decoding.lm_mix_weights) or None}
                if fusion is not None and decoder == "beam" else None),
@@ -241,7 +245,8 @@ def evaluate(bundle_path: str | Path | None, manifest: str | Path, *, decoder: s
 
 def lm_override(bundle: Any, lm: list[str] | str | None, weight: float | None,
                 bonus: float | None, oov: float | None = None, lexicon: bool | None = None,
-                mix_weights: list[float] | None = None) -> Any:
+                mix_weights: list[float] | None = None, lookahead: bool | None = None,
+                ilm_weight: float | None = None) -> Any:
     """The LmFusion to decode with: the bundle's, other ARPA files' (mixed), or none."""
     from models.decoding import LmConfig, LmFusion
     from models.lm.mixture import load_lms
@@ -257,7 +262,9 @@ def lm_override(bundle: Any, lm: list[str] | str | None, weight: float | None,
     return LmFusion(model, LmConfig(cfg.weight if weight is None else weight,
                                     cfg.word_bonus if bonus is None else bonus,
                                     cfg.oov_penalty if oov is None else oov,
-                                    cfg.lexicon if lexicon is None else lexicon))
+                                    cfg.lexicon if lexicon is None else lexicon,
+                                    cfg.lookahead if lookahead is None else lookahead,
+                                    cfg.ilm_weight if ilm_weight is None else ilm_weight))
 
 
 def report_markdown(result: dict[str, Any]) -> str:

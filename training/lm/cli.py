@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bonuses", default="0,1,2,3", help="comma-separated betas")
     t.add_argument("--oov-penalties", default="10", help="comma-separated OOV penalties")
     t.add_argument("--beam-size", type=int, default=8)
+    t.add_argument("--lookahead", action="store_true",
+                   help="partial words pay the unigram mass of their completions (LmConfig)")
+    t.add_argument("--ilm-weights", default="0",
+                   help="comma-separated internal-LM subtraction weights (RNN-T bundles)")
     t.add_argument("--limit", type=int, default=300)
     t.add_argument("--json", type=Path, default=None)
     t.add_argument("--no-progress", action="store_true")
@@ -252,6 +256,8 @@ def run_tune(args: argparse.Namespace) -> int:
         row = {"decoder": name, "weight": fusion.cfg.weight if fusion else None,
                "word_bonus": fusion.cfg.word_bonus if fusion else None,
                "oov_penalty": fusion.cfg.oov_penalty if fusion else None,
+               "lookahead": fusion.cfg.lookahead if fusion else None,
+               "ilm_weight": fusion.cfg.ilm_weight if fusion else None,
                "wer": round(r.wer, 4), "cer": round(r.cer, 4), "decode_cpu_s": round(cpu, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -261,7 +267,9 @@ def run_tune(args: argparse.Namespace) -> int:
     for w in _floats(args.weights, "--weights"):
         for b in _floats(args.bonuses, "--bonuses"):
             for o in _floats(args.oov_penalties, "--oov-penalties"):
-                score("beam+lm", LmFusion(lm, LmConfig(w, b, o)), "beam")
+                for i in _floats(args.ilm_weights, "--ilm-weights"):
+                    score("beam+lm", LmFusion(lm, LmConfig(w, b, o, lookahead=args.lookahead,
+                                                           ilm_weight=i)), "beam")
     best = min((r for r in rows if r["decoder"] == "beam+lm"), key=lambda r: (r["wer"], r["cer"]))
     print(f"chorus lm tune: best weight {best['weight']} bonus {best['word_bonus']} OOV penalty "
           f"{best['oov_penalty']}: WER "
