@@ -73,13 +73,14 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def copy_bundle_except_weights(src: Path, dest: Path) -> None:
     """Copy a bundle's files into `dest` (made) but its weights and any exported ONNX /
-    TensorRT files (they would hold other weights): the decoding side (LM, rescorer, tokens)
+    TensorRT files nor training extras (they would hold other weights): the decoding side (LM, rescorer, tokens)
     and bundle.json, for a bundle of new weights of the same tokens and features."""
     from models.bundle import WEIGHTS
+    from training.extras import EXTRAS
 
     dest.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
-        if item.name == WEIGHTS or item.suffix in (".onnx", ".plan", ".engine"):
+        if item.name in (WEIGHTS, EXTRAS) or item.suffix in (".onnx", ".plan", ".engine"):
             continue
         target = dest / item.name
         if item.is_dir():
@@ -105,10 +106,12 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path,
     everything else (decoding defaults, LM, rescorer) is the first bundle's.
     Bundles may differ in dropout and lookahead: every row convolution is grown to the longest
     lookahead first (`grow_lookahead`: zero taps, the same function), and the soup has it.
-    Any exported ONNX / TensorRT files are not copied: they would hold other weights."""
+    Any exported ONNX / TensorRT files are not copied: they would hold other weights. Training
+    extras (training.extras) are averaged when every bundle has them, else left out."""
     from safetensors.torch import load_file, save_file
 
     from models.bundle import BUNDLE_JSON, TOKENS, WEIGHTS, load
+    from training.extras import EXTRAS
     from training.train import grow_lookahead
 
     if len(bundles) < 2:
@@ -132,6 +135,10 @@ def average_bundles(bundles: Sequence[str | Path], out: str | Path,
         raise ValueError(f"average: --out {dest} is one of the inputs")
     copy_bundle_except_weights(first.path, dest)  # decoding side: LM, rescorer, tokens
     save_file(mean, str(dest / WEIGHTS))
+    extras = [b.path / EXTRAS for b in loaded]
+    if all(p.is_file() for p in extras):  # training-only weights, averaged the same way
+        save_file(average_state_dicts([load_file(str(p)) for p in extras],
+                                      [str(p) for p in extras], mix), str(dest / EXTRAS))
     meta: dict[str, Any] = json.loads((first.path / BUNDLE_JSON).read_text())
     meta["model"]["encoder"]["lookahead"] = tau
     prov = dict(meta.get("provenance", {}))

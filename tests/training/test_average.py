@@ -48,6 +48,26 @@ def _bundle(path: Path, seed: int, d_model: int = 32) -> Path:
                 provenance={"recipe": f"seed{seed}", "steps": seed})
 
 
+def test_a_soup_averages_training_extras_only_when_every_member_has_them(tmp_path) -> None:
+    """training_extras.safetensors (the pruned RNN-T loss's simple joiner) is averaged like
+    the weights when every member has it; when one lacks it, the soup has none (the first
+    member's copy would pair its joiner with other weights)."""
+    from safetensors.torch import save_file
+
+    from training.extras import EXTRAS
+
+    a, b, c = (_bundle(tmp_path / n, s) for n, s in (("a", 1), ("b", 2), ("c", 3)))
+    ea = {"simple_am.weight": torch.randn(3, 4), "simple_lm.bias": torch.randn(3)}
+    eb = {k: torch.randn_like(v) for k, v in ea.items()}
+    save_file(ea, str(a / EXTRAS))
+    save_file(eb, str(b / EXTRAS))
+    both = load_file(str(average_bundles([a, b], tmp_path / "ab") / EXTRAS))
+    for k, v in both.items():
+        assert torch.allclose(v, (ea[k] + eb[k]) / 2, atol=1e-7), k
+    assert set(both) == set(ea)
+    assert not (average_bundles([a, c], tmp_path / "ac") / EXTRAS).exists()
+
+
 def test_averaged_bundle_holds_the_mean_weights_and_loads(tmp_path) -> None:
     a, b = _bundle(tmp_path / "a", 1), _bundle(tmp_path / "b", 2)
     (a / "encoder.onnx").write_bytes(b"stale export of a's weights")
