@@ -72,9 +72,10 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def copy_bundle_except_weights(src: Path, dest: Path) -> None:
-    """Copy a bundle's files into `dest` (made) but its weights and any exported ONNX /
-    TensorRT files nor training extras (they would hold other weights): the decoding side (LM, rescorer, tokens)
-    and bundle.json, for a bundle of new weights of the same tokens and features."""
+    """Copy a bundle's files into `dest` (made) but its weights, training extras and any
+    exported ONNX / TensorRT files (they would hold other weights): the decoding side (LM,
+    rescorer, tokens) and bundle.json, for a bundle of new weights of the same tokens and
+    features."""
     from models.bundle import WEIGHTS
     from training.extras import EXTRAS
 
