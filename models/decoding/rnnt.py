@@ -192,27 +192,33 @@ class RnntBeamDecoder:
         a blank (or more tokens), so those already ranked below the beam_size-th hypothesis
         past the frame are dropped: they can only lose probability."""
         blank = self.tok.blank_id
-        grow: list[Grow] = []
-        w = self.ilm_weight
-        for i, h in enumerate(active):
-            _merge(stay, _Hyp(h.tokens, h.logp + float(lp[i, blank]), h.emissions, h.pred,
-                              h.state, h.ctx, h.lm, h.ilm))
-            # ILM subtraction re-ranks the candidate tokens: choose them by the corrected score
-            score = lp[i] - w * ilm[i] if ilm is not None and w else lp[i]
-            _, top_id = score.topk(min(self.beam_size + 1, lp.shape[1]))
-            for k in top_id.tolist():
-                if k != blank:
-                    v = float(lp[i, k])
-                    grow.append((h, k, h.logp + v, math.exp(v),
-                                 h.ilm + (float(ilm[i, k]) if ilm is not None and w else 0.0)))
-
-        def rank(g: Grow) -> float:  # as its parent's bias ranks it
-            return g[2] + PrefixBias.bias(g[0].ctx, g[0].lm) - w * g[4]
-
-        grow = sorted(grow, key=rank, reverse=True)[: self.beam_size]
+        w = self.ilm_weight if ilm is not None else 0.0
+        for h, b in zip(active, lp[:, blank].tolist(), strict=True):
+            _merge(stay, _Hyp(h.tokens, h.logp + b, h.emissions, h.pred, h.state, h.ctx, h.lm,
+                              h.ilm))
+        # every one-token extension's rank, (H, V), in float64 as the scores are kept: the
+        # parent's acoustic score and bias (LM, hotwords, less w x its internal LM) plus the
+        # token's log p (less w x its internal-LM log p); the best beam_size of all at once
+        parent = torch.tensor([h.logp + PrefixBias.bias(h.ctx, h.lm) - w * h.ilm
+                               for h in active], dtype=torch.float64)
+        ranks = lp.double() + parent[:, None]
+        if w:
+            assert ilm is not None
+            ranks -= w * ilm.double()
+        ranks[:, blank] = NEG_INF
+        top, flat = ranks.flatten().topk(min(self.beam_size, ranks.numel()))
         if not last and len(stay) >= self.beam_size:
             floor = sorted((self._rank(h) for h in stay.values()), reverse=True)[self.beam_size - 1]
-            grow = [g for g in grow if rank(g) > floor]
+            keep = int((top > floor).sum())
+            top, flat = top[:keep], flat[:keep]
+        n_tokens = lp.shape[1]
+        grow: list[Grow] = []
+        for r, f in zip(top.tolist(), flat.tolist(), strict=True):
+            if r == NEG_INF:
+                break
+            i, k = divmod(f, n_tokens)
+            h, v = active[i], float(lp[i, k])
+            grow.append((h, k, h.logp + v, math.exp(v), h.ilm + (float(ilm[i, k]) if w else 0.0)))
         return grow
 
     def _word_endings(self, grow: list[Grow]) -> list[LmState | None]:
