@@ -171,6 +171,22 @@ class RnntBeamDecoder:
         pred, state = self.head.predict(torch.full((1,), self.tok.blank_id, dtype=torch.long),
                                         state)
         self.hyps = [_Hyp((), 0.0, [], pred, state, *self.scoring.start())]
+        # the predictor after a token sequence, this frame's and the last frame's: a
+        # hypothesis that left a frame by its blank proposes the same extensions again, and the
+        # predictor (an LSTM) is most of a beam's cost. Two frames' worth: memory stays small.
+        self._preds: dict[tuple[int, ...], tuple[torch.Tensor, PredState]] = {}
+        self._preds_before: dict[tuple[int, ...], tuple[torch.Tensor, PredState]] = {}
+
+    def _next_frame(self) -> None:
+        self._preds_before, self._preds = self._preds, {}
+
+    def _cached(self, tokens: tuple[int, ...]) -> tuple[torch.Tensor, PredState] | None:
+        hit = self._preds.get(tokens)
+        if hit is None:
+            hit = self._preds_before.get(tokens)
+            if hit is not None:
+                self._preds[tokens] = hit
+        return hit
 
     def _rank(self, h: _Hyp) -> float:
         return h.logp + PrefixBias.bias(h.ctx, h.lm) - self.ilm_weight * h.ilm
@@ -226,15 +242,17 @@ class RnntBeamDecoder:
         enders = self.scoring.word_enders
         return [g[0].lm for g in grow if g[1] in enders]
 
-    def _extended(self, frame: int, grow: list[Grow],
-                  preds: torch.Tensor, state: PredState | None) -> list[_Hyp]:
-        """The extensions as hypotheses: `preds` (G, J) / `state`: the predictor after each."""
+    def _extended(self, frame: int, grow: list[Grow]) -> list[_Hyp]:
+        """The extensions as hypotheses, their predictor outputs from the cache (filled by
+        `beam_batch` for this round's extensions)."""
         out = []
-        for j, (h, k, logp, prob, ilm) in enumerate(grow):
-            assert state is not None
+        for h, k, logp, prob, ilm in grow:
+            tokens = (*h.tokens, k)
+            cached = self._cached(tokens)
+            assert cached is not None
             ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
-            out.append(_Hyp((*h.tokens, k), logp, [*h.emissions, (k, frame, prob)],
-                            preds[j : j + 1], _slice(state, j), ctx, lm_state, ilm))
+            out.append(_Hyp(tokens, logp, [*h.emissions, (k, frame, prob)], *cached, ctx,
+                            lm_state, ilm))
         return out
 
     def _select(self, stay: dict[tuple[int, ...], _Hyp]) -> None:
@@ -286,6 +304,8 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
     batched = [d.lm is not None and d.lm.lm.batched for d in decoders]
     for t in range(max(lengths)):
         live = [i for i, n in enumerate(lengths) if t < n]
+        for i in live:
+            decoders[i]._next_frame()
         stay: dict[int, dict[tuple[int, ...], _Hyp]] = {i: {} for i in live}
         active = {i: decoders[i].hyps for i in live}
         for r in range(max(decoders[i].max_symbols for i in live)):
@@ -305,20 +325,21 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
                      for i, lp, ilm in zip(rows, lps, ilms, strict=True)}
             _prefetch([(decoders[i].lm, decoders[i]._word_endings(grows[i]))
                        for i in rows if batched[i]])
-            every = [g for i in rows for g in grows[i]]
-            new_preds, new_state = torch.empty(0), None
-            if every:
-                tokens = torch.tensor([g[1] for g in every])
-                new_preds, new_state = head.predict(tokens, _cat([g[0].state for g in every]))
-            at = 0
+            # one predictor call for every extension whose token sequence is not cached
+            todo: dict[tuple[int, tuple[int, ...]], Grow] = {}
+            for i in rows:
+                for g in grows[i]:
+                    key = (*g[0].tokens, g[1])
+                    if decoders[i]._cached(key) is None:
+                        todo[(i, key)] = g
+            if todo:
+                tokens = torch.tensor([g[1] for g in todo.values()])
+                new_preds, new_state = head.predict(tokens,
+                                                    _cat([g[0].state for g in todo.values()]))
+                for n, (i, key) in enumerate(todo):
+                    decoders[i]._preds[key] = (new_preds[n : n + 1], _slice(new_state, n))
             for i in live:
-                grow = grows.get(i, [])
-                n = len(grow)
-                part = (None if new_state is None or not n else
-                        {k: v.narrow(batch_dim(k), at, n) for k, v in new_state.items()})
-                new = decoders[i]._extended(decoders[i].frames + t, grow, new_preds[at : at + n],
-                                            part)
-                at += n
+                new = decoders[i]._extended(decoders[i].frames + t, grows.get(i, []))
                 if r == decoders[i].max_symbols - 1:  # the last token allowed leaves the frame
                     for h in new:
                         _merge(stay[i], h)
