@@ -208,18 +208,17 @@ class RnntBeamDecoder:
         a blank (or more tokens), so those already ranked below the beam_size-th hypothesis
         past the frame are dropped: they can only lose probability."""
         blank = self.tok.blank_id
-        w = self.ilm_weight if ilm is not None else 0.0
+        w = self.ilm_weight
+        assert ilm is not None or not w  # beam_batch computes it whenever a weight asks
         for h, b in zip(active, lp[:, blank].tolist(), strict=True):
             _merge(stay, _Hyp(h.tokens, h.logp + b, h.emissions, h.pred, h.state, h.ctx, h.lm,
                               h.ilm))
         # every one-token extension's rank, (H, V), in float64 as the scores are kept: the
-        # parent's acoustic score and bias (LM, hotwords, less w x its internal LM) plus the
-        # token's log p (less w x its internal-LM log p); the best beam_size of all at once
-        parent = torch.tensor([h.logp + PrefixBias.bias(h.ctx, h.lm) - w * h.ilm
-                               for h in active], dtype=torch.float64)
+        # parent's rank (`_rank`) plus the token's log p (less w x its internal-LM log p);
+        # the best beam_size of all at once
+        parent = torch.tensor([self._rank(h) for h in active], dtype=torch.float64)
         ranks = lp.double() + parent[:, None]
-        if w:
-            assert ilm is not None
+        if ilm is not None and w:
             ranks -= w * ilm.double()
         ranks[:, blank] = NEG_INF
         top, flat = ranks.flatten().topk(min(self.beam_size, ranks.numel()))
@@ -234,7 +233,8 @@ class RnntBeamDecoder:
                 break
             i, k = divmod(f, n_tokens)
             h, v = active[i], float(lp[i, k])
-            grow.append((h, k, h.logp + v, math.exp(v), h.ilm + (float(ilm[i, k]) if w else 0.0)))
+            grow.append((h, k, h.logp + v, math.exp(v),
+                         h.ilm + (float(ilm[i, k]) if ilm is not None and w else 0.0)))
         return grow
 
     def _word_endings(self, grow: list[Grow]) -> list[LmState | None]:
