@@ -22,6 +22,7 @@ own prior; the beam keeps it per hypothesis beside the acoustic score.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 
@@ -110,14 +111,15 @@ def greedy_batch(decoders: list[RnntGreedyDecoder], encs: list[torch.Tensor]) ->
 
 
 class _Hyp:
-    __slots__ = ("tokens", "logp", "emissions", "pred", "state", "ctx", "lm", "ilm")
+    __slots__ = ("tokens", "logp", "emissions", "pred", "state", "ctx", "lm", "ilm", "prior")
 
     def __init__(self, tokens: tuple[int, ...], logp: float, emissions: list[Emission],
                  pred: torch.Tensor, state: PredState, ctx: Context, lm: LmState | None,
-                 ilm: float = 0.0):
+                 ilm: float, prior: float):
         self.tokens = tokens
         self.logp = logp  # acoustic (RNN-T) log probability, all merged alignments
         self.ilm = ilm  # internal-LM log probability of `tokens` (0 without ILM subtraction)
+        self.prior = prior  # what the ranking adds to logp: hotword + LM bias - w x ilm
         self.emissions = emissions
         self.pred = pred  # (1, J) predictor output after `tokens`
         self.state = state
@@ -127,6 +129,9 @@ class _Hyp:
 
 # an extension: (parent, token, acoustic log p, emission prob, internal-LM log p of the tokens)
 Grow = tuple[_Hyp, int, float, float, float]
+# what a token sequence's hypothesis carries: predictor output (1, J) and state, hotword and
+# LM states, and their bias (PrefixBias.bias)
+_Entry = tuple[torch.Tensor, PredState, Context, LmState | None, float]
 
 
 def _internal_lm(head: TransducerHead, preds: torch.Tensor, blank: int) -> torch.Tensor:
@@ -170,17 +175,19 @@ class RnntBeamDecoder:
         state = self.head.init_pred_state(1)
         pred, state = self.head.predict(torch.full((1,), self.tok.blank_id, dtype=torch.long),
                                         state)
-        self.hyps = [_Hyp((), 0.0, [], pred, state, *self.scoring.start())]
-        # the predictor after a token sequence, this frame's and the last frame's: a
+        ctx, lm = self.scoring.start()
+        self.hyps = [_Hyp((), 0.0, [], pred, state, ctx, lm, 0.0, PrefixBias.bias(ctx, lm))]
+        # what a token sequence's hypothesis carries besides its scores (the predictor after
+        # it, its hotword and LM states and their bias), this frame's and the last frame's: a
         # hypothesis that left a frame by its blank proposes the same extensions again, and the
         # predictor (an LSTM) is most of a beam's cost. Two frames' worth: memory stays small.
-        self._preds: dict[tuple[int, ...], tuple[torch.Tensor, PredState]] = {}
-        self._preds_before: dict[tuple[int, ...], tuple[torch.Tensor, PredState]] = {}
+        self._preds: dict[tuple[int, ...], _Entry] = {}
+        self._preds_before: dict[tuple[int, ...], _Entry] = {}
 
     def _next_frame(self) -> None:
         self._preds_before, self._preds = self._preds, {}
 
-    def _cached(self, tokens: tuple[int, ...]) -> tuple[torch.Tensor, PredState] | None:
+    def _cached(self, tokens: tuple[int, ...]) -> _Entry | None:
         hit = self._preds.get(tokens)
         if hit is None:
             hit = self._preds_before.get(tokens)
@@ -188,8 +195,9 @@ class RnntBeamDecoder:
                 self._preds[tokens] = hit
         return hit
 
-    def _rank(self, h: _Hyp) -> float:
-        return h.logp + PrefixBias.bias(h.ctx, h.lm) - self.ilm_weight * h.ilm
+    @staticmethod
+    def _rank(h: _Hyp) -> float:
+        return h.logp + h.prior
 
     def _final(self, h: _Hyp) -> float:
         return h.logp + self.scoring.final(h.ctx, h.lm) - self.ilm_weight * h.ilm
@@ -211,8 +219,12 @@ class RnntBeamDecoder:
         w = self.ilm_weight
         assert ilm is not None or not w  # beam_batch computes it whenever a weight asks
         for h, b in zip(active, lp[:, blank].tolist(), strict=True):
-            _merge(stay, _Hyp(h.tokens, h.logp + b, h.emissions, h.pred, h.state, h.ctx, h.lm,
-                              h.ilm))
+            old = stay.get(h.tokens)  # _merge, without building a hypothesis to merge
+            if old is None:
+                stay[h.tokens] = _Hyp(h.tokens, h.logp + b, h.emissions, h.pred, h.state,
+                                      h.ctx, h.lm, h.ilm, h.prior)
+            else:
+                old.logp = logadd(old.logp, h.logp + b)
         # every one-token extension's rank, (H, V), in float64 as the scores are kept: the
         # parent's rank (`_rank`) plus the token's log p (less w x its internal-LM log p);
         # the best beam_size of all at once
@@ -223,7 +235,7 @@ class RnntBeamDecoder:
         ranks[:, blank] = NEG_INF
         top, flat = ranks.flatten().topk(min(self.beam_size, ranks.numel()))
         if not last and len(stay) >= self.beam_size:
-            floor = sorted((self._rank(h) for h in stay.values()), reverse=True)[self.beam_size - 1]
+            floor = heapq.nlargest(self.beam_size, map(self._rank, stay.values()))[-1]
             keep = int((top > floor).sum())
             top, flat = top[:keep], flat[:keep]
         n_tokens = lp.shape[1]
@@ -242,17 +254,23 @@ class RnntBeamDecoder:
         enders = self.scoring.word_enders
         return [g[0].lm for g in grow if g[1] in enders]
 
+    def _entry(self, h: _Hyp, k: int, pred: torch.Tensor, state: PredState) -> _Entry:
+        """What `h` extended by token `k` carries, given the predictor's output and state."""
+        ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
+        return pred, state, ctx, lm_state, PrefixBias.bias(ctx, lm_state)
+
     def _extended(self, frame: int, grow: list[Grow]) -> list[_Hyp]:
-        """The extensions as hypotheses, their predictor outputs from the cache (filled by
-        `beam_batch` for this round's extensions)."""
+        """The extensions as hypotheses, from the cache (filled by `beam_batch` for this
+        round's extensions)."""
         out = []
+        w = self.ilm_weight
         for h, k, logp, prob, ilm in grow:
             tokens = (*h.tokens, k)
             cached = self._cached(tokens)
             assert cached is not None
-            ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
-            out.append(_Hyp(tokens, logp, [*h.emissions, (k, frame, prob)], *cached, ctx,
-                            lm_state, ilm))
+            pred, state, ctx, lm_state, bias = cached
+            out.append(_Hyp(tokens, logp, [*h.emissions, (k, frame, prob)], pred, state, ctx,
+                            lm_state, ilm, bias - w * ilm))
         return out
 
     def _select(self, stay: dict[tuple[int, ...], _Hyp]) -> None:
@@ -336,8 +354,10 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
                 tokens = torch.tensor([g[1] for g in todo.values()])
                 new_preds, new_state = head.predict(tokens,
                                                     _cat([g[0].state for g in todo.values()]))
-                for n, (i, key) in enumerate(todo):
-                    decoders[i]._preds[key] = (new_preds[n : n + 1], _slice(new_state, n))
+                for n, ((i, key), g) in enumerate(todo.items()):
+                    decoders[i]._preds[key] = decoders[i]._entry(g[0], g[1],
+                                                                 new_preds[n : n + 1],
+                                                                 _slice(new_state, n))
             for i in live:
                 new = decoders[i]._extended(decoders[i].frames + t, grows.get(i, []))
                 if r == decoders[i].max_symbols - 1:  # the last token allowed leaves the frame

@@ -63,6 +63,12 @@ class TransducerConfig:
         return cfg
 
 
+def _decoding() -> bool:
+    """Inference outside an export trace: the predictor may take its table-driven LSTM step."""
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export())
+
+
 class TransducerHead(nn.Module):
     output_kind = "encoder"
 
@@ -85,6 +91,8 @@ class TransducerHead(nn.Module):
         pred_out = self.fusion.out_dim if self.fusion is not None else cfg.pred_dim
         self.pred_proj = nn.Linear(pred_out, cfg.joiner_dim)
         self.out = nn.Linear(cfg.joiner_dim, vocab_size)
+        self._gate_key: tuple[tuple[int, int], ...] | None = None  # see _lstm_step
+        self._gate_table = torch.empty(0)
 
     # ---- encoder side ---------------------------------------------------------------------
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,10 @@ class TransducerHead(nn.Module):
 
     def predict(self, tokens: torch.Tensor, state: PredState) -> tuple[torch.Tensor, PredState]:
         """tokens (B,) last emitted (blank = start) -> predictor output (B, J), new state."""
-        if self.rnn is not None:
+        if self.rnn is not None and _decoding():
+            h, c = self._lstm_step(tokens, state["h"][0], state["c"][0])  # (B, P) each
+            s, new = h, {"h": h.unsqueeze(0), "c": c.unsqueeze(0)}
+        elif self.rnn is not None:
             y, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), (state["h"], state["c"]))
             s, new = y[:, 0], {"h": h, "c": c}
         else:
@@ -117,6 +128,25 @@ class TransducerHead(nn.Module):
             fused, lm_state = self.fusion(s.unsqueeze(1), tokens.unsqueeze(1), state)
             s, new = fused[:, 0], {**new, **lm_state}  # (B, P + F)
         return self.pred_proj(s), new
+
+    def _lstm_step(self, tokens: torch.Tensor, h: torch.Tensor,
+                   c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LSTM step (decoding): tokens (B,), h, c (B, P) -> new h, c (B, P). The input
+        side of the gates depends on the token alone, so it is a (V, 4P) table (kept while the
+        weights are unchanged): half the matmul, and no `torch.lstm` call, whose fixed cost on
+        this CPU (0.5-1 ms) is several times a beam round's small batch's compute."""
+        rnn = self.rnn
+        assert rnn is not None
+        params = (self.embed.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._gate_key != key:
+            self._gate_table = torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, self.embed.weight,
+                                           rnn.weight_ih_l0.t())  # (V, 4P)
+            self._gate_key = key
+        gates = torch.addmm(self._gate_table[tokens], h, rnn.weight_hh_l0.t())  # (B, 4P)
+        i, f, g, o = gates.chunk(4, dim=1)  # torch.nn.LSTM's gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
     def predict_sequence(self, targets: torch.Tensor) -> torch.Tensor:
         """Training: targets (B, U) -> predictor outputs (B, U+1, J) for 0..U tokens seen."""

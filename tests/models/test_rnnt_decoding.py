@@ -243,3 +243,32 @@ def test_batched_greedy_equals_each_stream_alone() -> None:
         assert [(k, f) for k, f, _ in a.emissions] == [(k, f) for k, f, _ in b.emissions]
         assert [p for _, _, p in a.emissions] == pytest.approx([p for _, _, p in b.emissions],
                                                                abs=1e-5)
+
+
+def test_decoding_predictor_step_equals_the_lstm_and_follows_weight_updates() -> None:
+    """Under no_grad the LSTM predictor takes a table-driven step (models.nn.transducer
+    `_lstm_step`): it must give torch.nn.LSTM's outputs and states, and after an in-place
+    weight update (an optimizer step between validations) use the new weights, not a stale
+    table."""
+    h = head("lstm", seed=5)
+    tokens = torch.tensor([0, 3, 7, 28])
+    state = {"h": torch.randn(1, 4, 24), "c": torch.randn(1, 4, 24)}
+
+    def reference() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.enable_grad():  # grad on: predict takes the torch.nn.LSTM path
+            pred, new = h.predict(tokens, state)
+        return pred.detach(), {k: v.detach() for k, v in new.items()}
+
+    for _ in range(2):
+        with torch.no_grad():
+            pred, new = h.predict(tokens, state)
+        ref_pred, ref_new = reference()
+        torch.testing.assert_close(pred, ref_pred, rtol=1e-5, atol=1e-6)
+        for k in ("h", "c"):
+            assert new[k].shape == ref_new[k].shape == (1, 4, 24)
+            torch.testing.assert_close(new[k], ref_new[k], rtol=1e-5, atol=1e-6)
+        with torch.no_grad():  # an optimizer step: every input-side weight moves in place
+            for p in (h.embed.weight, h.rnn.weight_ih_l0, h.rnn.bias_ih_l0, h.rnn.bias_hh_l0):
+                p.add_(0.5)
+    assert not torch.allclose(pred, h.pred_proj(h.rnn(h.embed(tokens).unsqueeze(1),
+                                                      (state["h"], state["c"]))[0][:, 0]))
