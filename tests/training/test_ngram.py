@@ -78,5 +78,22 @@ def test_build_and_attach_commands(tmp_path, capsys) -> None:
     b = load(root)
     assert b.decoding.decoder == "beam" and b.decoding.lm == "lm/lm.arpa"
     assert b.lm is not None and b.lm.cfg.weight == 0.4 and b.lm.lm.vocab == lm.vocab
+    assert b.decoding.beam_size == 8 and not b.decoding.lm_lookahead  # untouched by default
+    # the rest of a tuned beam (chorus lm tune's grid): beam size, lookahead, ILM weight
+    assert main(["lm", "attach", "--bundle", str(root), "--lm", str(arpa), "--weight", "0.4",
+                 "--bonus", "1.5", "--beam-size", "16", "--lookahead", "--ilm-weight",
+                 "0.1"]) == 0
+    b = load(root)
+    assert (b.decoding.beam_size, b.decoding.lm_lookahead, b.decoding.ilm_weight) == (16, True,
+                                                                                     0.1)
+    assert b.lm is not None and b.lm.cfg.lookahead and b.lm.cfg.ilm_weight == 0.1
+    with pytest.raises(SystemExit, match="--beam-size: expected >= 1, got 0"):
+        main(["lm", "attach", "--bundle", str(root), "--lm", str(arpa), "--weight", "0.4",
+              "--bonus", "1.5", "--beam-size", "0"])
+    before = (root / "bundle.json").read_text()
+    with pytest.raises(SystemExit, match="ilm_weight must be >= 0"):
+        main(["lm", "attach", "--bundle", str(root), "--lm", str(arpa), "--weight", "0.4",
+              "--bonus", "1.5", "--ilm-weight", "-1"])
+    assert (root / "bundle.json").read_text() == before  # refused before writing
     with pytest.raises(SystemExit, match="file not found"):
         main(["lm", "build", "--out", str(arpa), "--no-corpus-text", "--text", "nope.txt"])

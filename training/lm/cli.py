@@ -124,6 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decode only words of the LM's vocabulary (a hard constraint)")
     a.add_argument("--decoder", choices=("greedy", "beam"), default=None,
                    help="also set the bundle's default decoder")
+    a.add_argument("--beam-size", type=int, default=None,
+                   help="also set the bundle's default beam size")
+    a.add_argument("--lookahead", action="store_true",
+                   help="partial words pay alpha x ln of their completions' unigram mass "
+                        "(an n-gram LM; chorus lm tune --lookahead)")
+    a.add_argument("--ilm-weight", type=float, default=0.0,
+                   help="RNN-T beam: subtract this weight x the internal LM's log p")
     a.set_defaults(func=run_attach)
 
 
@@ -377,6 +384,7 @@ def run_attach(args: argparse.Namespace) -> int:
     import shutil
 
     from models.bundle import BUNDLE_JSON, BundleError, load
+    from models.decoding.lm_fusion import LmConfig
 
     meta_path = args.bundle / BUNDLE_JSON
     if not meta_path.is_file():
@@ -385,6 +393,13 @@ def run_attach(args: argparse.Namespace) -> int:
         if not path.exists():
             raise SystemExit(f"--lm {path}: not found (an ARPA file or a neural LM directory)")
     weights = _floats(args.mix_weights, "--mix-weights")
+    if args.beam_size is not None and args.beam_size < 1:
+        raise SystemExit(f"--beam-size: expected >= 1, got {args.beam_size}")
+    try:  # refused before anything is written: a bundle that no longer loads helps no one
+        LmConfig(args.weight, args.bonus, args.oov_penalty, args.lexicon, args.lookahead,
+                 args.ilm_weight)
+    except ValueError as exc:
+        raise SystemExit(f"--weight / --oov-penalty / --ilm-weight: {exc}") from exc
     if len(args.lm) > 1 and len(weights) != len(args.lm):
         raise SystemExit(f"--mix-weights: one per --lm ({len(args.lm)}), got {weights}")
     (args.bundle / "lm").mkdir(exist_ok=True)
@@ -401,9 +416,12 @@ def run_attach(args: argparse.Namespace) -> int:
     dec.update({"lm": rels[0].as_posix(), "lm_mix": [r.as_posix() for r in rels[1:]],
                 "lm_mix_weights": weights if len(rels) > 1 else [],
                 "lm_weight": args.weight, "word_bonus": args.bonus,
-                "oov_penalty": args.oov_penalty, "lexicon": args.lexicon})
+                "oov_penalty": args.oov_penalty, "lexicon": args.lexicon,
+                "lm_lookahead": args.lookahead, "ilm_weight": args.ilm_weight})
     if args.decoder:
         dec["decoder"] = args.decoder
+    if args.beam_size is not None:
+        dec["beam_size"] = args.beam_size
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     try:
         load(args.bundle)
