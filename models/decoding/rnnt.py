@@ -37,8 +37,11 @@ from models.nn.transducer import PredState, TransducerHead, batch_dim
 from models.tokenizer import CharTokenizer
 
 
-def _slice(state: PredState, i: int) -> PredState:
-    return {k: v.narrow(batch_dim(k), i, 1) for k, v in state.items()}
+def _rows(state: PredState) -> list[PredState]:
+    """A batch's state as one state per row (views, each with its batch axis of 1)."""
+    keys = list(state)
+    parts = [state[k].split(1, dim=batch_dim(k)) for k in keys]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*parts, strict=True)]
 
 
 def _cat(states: list[PredState]) -> PredState:
@@ -101,10 +104,11 @@ def greedy_batch(decoders: list[RnntGreedyDecoder], encs: list[torch.Tensor]) ->
             tokens = torch.tensor([k for _, _, k in emit])
             state = _cat([decoders[i].state for _, i, _ in emit])
             new_pred, new_state = head.predict(tokens, state)
-            for n, (j, i, k) in enumerate(emit):
+            for (j, i, k), pred, row in zip(emit, new_pred.split(1), _rows(new_state),
+                                            strict=True):
                 d = decoders[i]
                 d.emissions.append((k, d.frames + t, math.exp(float(lp[j, k]))))
-                d.pred, d.state = new_pred[n : n + 1], _slice(new_state, n)
+                d.pred, d.state = pred, row
             active = [i for _, i, _ in emit]
     for d, n in zip(decoders, lengths, strict=True):
         d.frames += n
@@ -354,10 +358,9 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
                 tokens = torch.tensor([g[1] for g in todo.values()])
                 new_preds, new_state = head.predict(tokens,
                                                     _cat([g[0].state for g in todo.values()]))
-                for n, ((i, key), g) in enumerate(todo.items()):
-                    decoders[i]._preds[key] = decoders[i]._entry(g[0], g[1],
-                                                                 new_preds[n : n + 1],
-                                                                 _slice(new_state, n))
+                for ((i, key), g), pred, state in zip(todo.items(), new_preds.split(1),
+                                                       _rows(new_state), strict=True):
+                    decoders[i]._preds[key] = decoders[i]._entry(g[0], g[1], pred, state)
             for i in live:
                 new = decoders[i]._extended(decoders[i].frames + t, grows.get(i, []))
                 if r == decoders[i].max_symbols - 1:  # the last token allowed leaves the frame
