@@ -147,12 +147,22 @@ def _internal_lm(head: TransducerHead, preds: torch.Tensor, blank: int) -> torch
 
 
 def _merge(into: dict[tuple[int, ...], _Hyp], h: _Hyp) -> None:
-    """Add `h` to hypotheses keyed by token sequence; an equal sequence log-adds its score."""
+    """Add `h` to hypotheses keyed by token sequence; an equal sequence log-adds its score and
+    keeps the more probable alignment's emissions (word times)."""
     old = into.get(h.tokens)
     if old is None:
         into[h.tokens] = h
     else:
-        old.logp = logadd(old.logp, h.logp)
+        _absorb(old, h.logp, h.emissions)
+
+
+def _absorb(into: _Hyp, logp: float, emissions: list[Emission]) -> None:
+    """Log-add another alignment of `into`'s tokens; its emissions win if it is more probable
+    (a beam keeps unlikely paths that emitted a letter early, in silence: their times must
+    not reach the result)."""
+    if logp > into.logp:
+        into.emissions = emissions
+    into.logp = logadd(into.logp, logp)
 
 
 class RnntBeamDecoder:
@@ -228,7 +238,7 @@ class RnntBeamDecoder:
                 stay[h.tokens] = _Hyp(h.tokens, h.logp + b, h.emissions, h.pred, h.state,
                                       h.ctx, h.lm, h.ilm, h.prior)
             else:
-                old.logp = logadd(old.logp, h.logp + b)
+                _absorb(old, h.logp + b, h.emissions)
         # every one-token extension's rank, (H, V), in float64 as the scores are kept: the
         # parent's rank (`_rank`) plus the token's log p (less w x its internal-LM log p);
         # the best beam_size of all at once

@@ -272,3 +272,35 @@ def test_decoding_predictor_step_equals_the_lstm_and_follows_weight_updates() ->
                 p.add_(0.5)
     assert not torch.allclose(pred, h.pred_proj(h.rnn(h.embed(tokens).unsqueeze(1),
                                                       (state["h"], state["c"]))[0][:, 0]))
+
+
+def test_merged_hypotheses_keep_the_more_probable_paths_word_times() -> None:
+    """Two alignments of one token sequence merge (log-add); the word times (emissions) are the
+    more probable alignment's, whichever came first: a beam keeps unlikely paths that emitted a
+    letter early, in silence, and their times must not reach the result."""
+    from models.decoding.rnnt import _Hyp, _merge
+
+    h = head("lstm", seed=2)
+    dec = RnntBeamDecoder(h, TOK, frame_seconds=0.04, beam_size=4)
+    start = dec.hyps[0]
+    s = TOK.encode("s")[0]
+
+    def hyp(logp: float, frame: int) -> _Hyp:
+        return _Hyp((s,), logp, [(s, frame, 0.5)], start.pred, start.state, start.ctx,
+                    start.lm, 0.0, 0.0)
+
+    for first, second in ((hyp(-9.0, 0), hyp(-1.0, 40)), (hyp(-1.0, 40), hyp(-9.0, 0))):
+        into: dict = {}
+        _merge(into, first)
+        _merge(into, second)
+        (m,) = into.values()
+        assert m.emissions == [(s, 40, 0.5)]
+        assert m.logp == pytest.approx(float(torch.logaddexp(torch.tensor(-9.0),
+                                                             torch.tensor(-1.0))))
+    # the same inside a round: a hypothesis leaving the frame by its blank merges into one
+    # already past it
+    stay = {(s,): hyp(-9.0, 0)}
+    lp = torch.full((1, TOK.vocab_size), -50.0)
+    lp[0, TOK.blank_id] = 0.0
+    dec._round([hyp(-1.0, 40)], lp, stay, last=True)
+    assert stay[(s,)].emissions == [(s, 40, 0.5)]
