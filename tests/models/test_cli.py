@@ -127,7 +127,9 @@ def test_bench_model_beam_times_the_bundles_beam_and_lm_on_speech(tmp_path) -> N
 
     bundle = load(None)
     outs = speech_outputs(bundle)
-    assert len(outs) >= 10 and all(o.shape[1] == bundle.tokenizer.vocab_size for o in outs)
+    width = (bundle.tokenizer.vocab_size if bundle.model.output_kind == "log_probs"
+             else bundle.model.head.cfg.joiner_dim)  # CTC log-probs / RNN-T joiner-space frames
+    assert len(outs) >= 10 and all(o.shape[1] == width for o in outs)
     r = bench_model(bundle, BenchConfig(decoder="beam", repeats=2, batches=(1, 2, 4)))
     assert r["decoder"] == "beam" and r["per_stream_ms"] > 0 and len(r["sweep"]) >= 1
     assert r["beam_decode_ms"] > 0 and r["beam_decode_alone_ms"] > 0

@@ -35,7 +35,8 @@ def test_int8_replaces_recurrent_and_linear_layers_and_leaves_the_original() -> 
 @pytest.mark.parametrize("voice", [("espeak-ng", "en-us+m3"), ("flite", "slt")])
 def test_int8_streams_real_speech_close_to_fp32(tmp_path, voice) -> None:
     """Chunk by chunk through the torch backend, as the server runs it: the int8 model's
-    log-probabilities stay near fp32's and its greedy transcript is within a few words."""
+    token probabilities stay near fp32's (an RNN-T's: its joiner's over each frame, from the
+    start predictor state) and its greedy transcript is within a few words."""
     from models.audio import load_audio
 
     engine, name = voice
@@ -48,11 +49,22 @@ def test_int8_streams_real_speech_close_to_fp32(tmp_path, voice) -> None:
     ref, ref_text = stream_through(make_backend("torch", bundle), bundle, audio)
     got, got_text = stream_through(make_backend("torch", bundle, BackendConfig(int8=True)),
                                    bundle, audio)
-    diffs = np.concatenate([np.abs(np.exp(a) - np.exp(b)).ravel() for a, b in
+    diffs = np.concatenate([np.abs(_probs(bundle, a) - _probs(bundle, b)).ravel() for a, b in
                             zip(ref, got, strict=True)])
     assert 0 < diffs.max() < 0.3 and diffs.mean() < 0.003, (diffs.max(), diffs.mean())
     assert error_rates([ref_text], [got_text]).wer <= 0.2, (ref_text, got_text)
     assert error_rates([TEXT], [got_text]).wer <= error_rates([TEXT], [ref_text]).wer + 0.15
+
+
+@torch.no_grad()
+def _probs(bundle, out: np.ndarray) -> np.ndarray:
+    """A step's outputs (T', V) or (T', J) -> token probabilities (T', V)."""
+    if bundle.model.output_kind == "log_probs":
+        return np.exp(out)
+    head = bundle.model.head  # RNN-T: the joiner on each frame and the start predictor output
+    blank = torch.full((1,), bundle.tokenizer.blank_id, dtype=torch.long)
+    pred, _ = head.predict(blank, head.init_pred_state(1))  # (1, J)
+    return head.join(torch.from_numpy(out), pred).exp().numpy()
 
 
 def test_int8_refuses_other_backends_devices_and_models() -> None:
