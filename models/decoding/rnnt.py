@@ -253,14 +253,14 @@ class RnntBeamDecoder:
             keep = int((top > floor).sum())
             top, flat = top[:keep], flat[:keep]
         n_tokens = lp.shape[1]
+        values = lp.flatten()[flat].tolist()  # the chosen tokens' log p, one gather
+        ilms = ilm.flatten()[flat].tolist() if ilm is not None and w else [0.0] * len(values)
         grow: list[Grow] = []
-        for r, f in zip(top.tolist(), flat.tolist(), strict=True):
+        for r, f, v, u in zip(top.tolist(), flat.tolist(), values, ilms, strict=True):
             if r == NEG_INF:
                 break
-            i, k = divmod(f, n_tokens)
-            h, v = active[i], float(lp[i, k])
-            grow.append((h, k, h.logp + v, math.exp(v),
-                         h.ilm + (float(ilm[i, k]) if ilm is not None and w else 0.0)))
+            h = active[f // n_tokens]
+            grow.append((h, f % n_tokens, h.logp + v, math.exp(v), h.ilm + u))
         return grow
 
     def _word_endings(self, grow: list[Grow]) -> list[LmState | None]:
