@@ -273,16 +273,14 @@ class RnntBeamDecoder:
         ctx, lm_state = self.scoring.extend(h.ctx, h.lm, k)
         return pred, state, ctx, lm_state, PrefixBias.bias(ctx, lm_state)
 
-    def _extended(self, frame: int, grow: list[Grow]) -> list[_Hyp]:
-        """The extensions as hypotheses, from the cache (filled by `beam_batch` for this
-        round's extensions)."""
+    def _extended(self, frame: int, grow: list[Grow],
+                  keys: list[tuple[int, ...]]) -> list[_Hyp]:
+        """The extensions (token sequences `keys`) as hypotheses, from this frame's cache
+        (filled by `beam_batch` for this round's extensions)."""
         out = []
         w = self.ilm_weight
-        for h, k, logp, prob, ilm in grow:
-            tokens = (*h.tokens, k)
-            cached = self._cached(tokens)
-            assert cached is not None
-            pred, state, ctx, lm_state, bias = cached
+        for (h, k, logp, prob, ilm), tokens in zip(grow, keys, strict=True):
+            pred, state, ctx, lm_state, bias = self._preds[tokens]
             out.append(_Hyp(tokens, logp, [*h.emissions, (k, frame, prob)], pred, state, ctx,
                             lm_state, ilm, bias - w * ilm))
         return out
@@ -358,11 +356,11 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
             _prefetch([(decoders[i].lm, decoders[i]._word_endings(grows[i]))
                        for i in rows if batched[i]])
             # one predictor call for every extension whose token sequence is not cached
+            keys = {i: [(*g[0].tokens, g[1]) for g in grows[i]] for i in rows}
             todo: dict[tuple[int, tuple[int, ...]], Grow] = {}
             for i in rows:
-                for g in grows[i]:
-                    key = (*g[0].tokens, g[1])
-                    if decoders[i]._cached(key) is None:
+                for g, key in zip(grows[i], keys[i], strict=True):
+                    if decoders[i]._cached(key) is None:  # a hit is now in this frame's cache
                         todo[(i, key)] = g
             if todo:
                 tokens = torch.tensor([g[1] for g in todo.values()])
@@ -372,7 +370,8 @@ def beam_batch(decoders: Sequence[RnntBeamDecoder], encs: Sequence[torch.Tensor]
                                                        _rows(new_state), strict=True):
                     decoders[i]._preds[key] = decoders[i]._entry(g[0], g[1], pred, state)
             for i in live:
-                new = decoders[i]._extended(decoders[i].frames + t, grows.get(i, []))
+                new = decoders[i]._extended(decoders[i].frames + t, grows.get(i, []),
+                                            keys.get(i, []))
                 if r == decoders[i].max_symbols - 1:  # the last token allowed leaves the frame
                     for h in new:
                         _merge(stay[i], h)
