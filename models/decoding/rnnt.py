@@ -7,7 +7,8 @@ torchaudio ship theirs in native code tied to their own model classes).
 Both take the encoder's joiner-space frames (T', J) per `update` and keep per-stream predictor
 state. The beam search is time-synchronous (as Saon et al. 2020's, with greedy's symbol rule):
 within a frame a hypothesis emits up to `max_symbols` tokens in rounds and leaves the frame
-with a blank, or right after its last allowed token; equal token sequences merge (log-add);
+with a blank, or right after its last allowed token; equal token sequences merge (log-add,
+keeping the more probable alignment's word times);
 the `beam_size` best past the frame survive; each round's predictor outputs are computed in
 one batch. With max_symbols=1 it is the modified beam search of k2 / icefall (a token or a
 blank per frame), which loses words a character model emits two or three to a frame (the
