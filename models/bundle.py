@@ -25,6 +25,8 @@ BUNDLE_JSON = "bundle.json"
 WEIGHTS = "model.safetensors"
 TOKENS = "tokens.txt"
 DEFAULT_BUNDLE = Path(__file__).parent / "pretrained" / "default"
+# the CTC model shipped as the default until session 26: CTC-only tools and experiments use it
+CTC_BUNDLE = Path(__file__).parent / "pretrained" / "ctc"
 
 
 class BundleError(ValueError):

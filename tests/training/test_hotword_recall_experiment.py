@@ -1,4 +1,4 @@
-"""The oracle-hotword command end to end with the shipped model on a tiny synthetic split:
+"""The oracle-hotword command end to end with the CTC model (its default bundle) on a tiny synthetic split:
 every (floor, boost) row is scored, and naming the reference words as hotwords finds more of
 them than decoding without."""
 
@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+
+import pytest
 
 from tests.training.test_train import tiny_corpus  # noqa: F401 (fixture)
 from training.experiments.hotword_recall import main
@@ -26,3 +28,13 @@ def test_oracle_hotwords_raise_recall(tiny_corpus, tmp_path) -> None:  # noqa: F
     assert boosted > plain or plain == boosted == 1.0
     assert rows[(1e-4, 0.0)] == {**rows[(1e-3, 0.0)], "hotword_token_floor": 1e-4}  # no hotwords
     assert "| 0.0001 | 4 |" in out.with_suffix(".md").read_text()
+
+
+def test_an_rnnt_bundle_is_refused_by_name(tiny_corpus, tmp_path) -> None:  # noqa: F811
+    """The token floors are the CTC prefix beam's: an RNN-T bundle gets a clear refusal."""
+    from tests.models.test_cli import tiny_bundle
+
+    rnnt = tiny_bundle(tmp_path / "rnnt", head="rnnt")
+    with pytest.raises(SystemExit, match="a rnnt bundle; hotword floors are the CTC prefix"):
+        main(["--bundle", str(rnnt), "--manifest", str(tiny_corpus / "cuts_train.jsonl.gz"),
+              "--out", str(tmp_path / "o"), "--no-progress"])

@@ -1,4 +1,4 @@
-"""The robust-encoder comparison command end to end on a tiny corpus: the shipped reference
+"""The robust-encoder comparison command end to end on a tiny corpus: the CTC model's reference
 row and trained rows (corrupted views; + L1 + GAN) scored on the clean set and every corrupted
 copy, rows merged across calls."""
 

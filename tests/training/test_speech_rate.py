@@ -32,9 +32,10 @@ def test_stretch_changes_duration_and_keeps_pitch() -> None:
 
 
 def test_tempo_one_is_greedy_eval_and_slower_speech_gets_more_frames(tmp_path) -> None:
-    """On synthesized held-out speech with the shipped bundle: the tempo-1 hypotheses are
+    """On synthesized held-out speech with the CTC bundle (the command's default): the tempo-1 hypotheses are
     exactly `evaluate(decoder="greedy")`'s, tempo 0.8 gives 1.25x the output frames, and the
     density table covers every utterance by engine."""
+    from models.bundle import CTC_BUNDLE
     from training.data.synth.corpus import SynthConfig, synthesize_corpus
     from training.eval.run import evaluate
 
@@ -46,7 +47,7 @@ def test_tempo_one_is_greedy_eval_and_slower_speech_gets_more_frames(tmp_path) -
     assert main(["--manifest", str(manifest), "--tempo", "1.0,0.8", "--no-progress",
                  "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]) == 0
     r = json.loads((tmp_path / "r.json").read_text())
-    ref = evaluate(None, manifest, decoder="greedy", progress=False)
+    ref = evaluate(CTC_BUNDLE, manifest, decoder="greedy", progress=False)
     assert r["tempos"]["1.0"]["hypotheses"] == [h["chorus"] for h in ref["hypotheses"]]
     assert r["tempos"]["1.0"]["overall"]["wer"] == ref["systems"]["chorus"]["overall"]["wer"]
     ratio = r["tempos"]["0.8"]["output_frames"] / r["tempos"]["1.0"]["output_frames"]

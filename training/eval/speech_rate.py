@@ -157,7 +157,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.eval.speech_rate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default=None, help="bundle directory (default: the shipped one)")
+    ap.add_argument("--bundle", default="models/pretrained/ctc",
+                    help="a CTC bundle (default: models/pretrained/ctc)")
     ap.add_argument("--manifest", required=True, type=Path)
     ap.add_argument("--tempo", default="1.0,0.85",
                     help="comma-separated tempo factors (< 1 slower; 1.0 adds the density table)")

@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.eval.run import forward_all, load_manifest
 
     bundle = load(args.bundle)
+    if bundle.model.output_kind != "log_probs":
+        raise SystemExit(f"--bundle {args.bundle}: a {bundle.model.cfg.head} bundle; hotword "
+                         "floors are the CTC prefix beam's: give a CTC bundle "
+                         "(models/pretrained/ctc)")
     utts = [u for u in load_manifest(args.manifest) if args.domain in ("*", u.domain)]
     if not utts:
         raise SystemExit(f"{args.manifest}: no utterances of domain {args.domain!r}")
@@ -77,7 +81,8 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bundle", default="models/pretrained/default")
+    p.add_argument("--bundle", default="models/pretrained/ctc", help="a CTC bundle (the CTC "
+                   "prefix beam's token floor is what this measures)")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--domain", default="words", help="a text domain, or * for every utterance")
     p.add_argument("--floors", default="1e-4,1e-3", help="comma-separated token floors (probs)")

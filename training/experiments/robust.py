@@ -6,7 +6,8 @@ held-out split and every corrupted copy of it (`chorus data corrupt`); JSON + ma
         --minutes 30 --only aug,l1 --out docs/results/robust
 
 Variants (each also takes the --override list; `shipped` trains nothing: the reference row):
-- shipped: models/pretrained/default as it is;
+- shipped: the CTC model (models/pretrained/ctc, the shipped default until session 26) as it
+  is (the variants are CTC recipes continued from it);
 - cont: the shipped recipe's own augmentation continued for the same minutes (what more
   training alone buys);
 - aug: corrupted views from the corruption library (training.data.views) instead;
@@ -30,7 +31,7 @@ from typing import Any
 
 from training.experiments import encoder_overrides, locked_table, write_report
 
-SHIPPED = Path("models/pretrained/default")
+SHIPPED = Path("models/pretrained/ctc")  # the CTC recipes' start (and its LM, weight, bonus)
 L1, GAN = "robust.l1_weight=2.0", "robust.gan_weight=0.3"
 CRITIC = ["robust.critic_steps=3", "robust.critic_frames=1024"]
 VARIANTS: dict[str, list[str]] = {
