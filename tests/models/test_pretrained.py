@@ -80,9 +80,9 @@ def test_quality_on_held_out_speech(bundle, test_split) -> None:
 
 def test_ctc_bundle_keeps_its_quality_on_held_out_speech(test_split) -> None:
     """models/pretrained/ctc (the session-23 CTC default, kept for CTC-only tools and for
-    capacity-bound serving: its beam costs about a third of the default's), decoding as it
-    ships (beam 32 + the 3-gram at 0.6 / 2): measured 0.2553 / 0.1278 on these 52 utterances
-    (2026-12-07), bounds as above."""
+    capacity-bound serving: its beam carries twice the default's streams per core), decoding
+    as it ships (beam 32 + the 3-gram at 0.6 / 2): measured 0.2553 / 0.1278 on these 52
+    utterances (2026-12-07); bounds about two points above, as the default's."""
     from models.bundle import CTC_BUNDLE
     from training.eval.metrics import error_rates
     from training.eval.run import load_manifest, transcribe_ours

@@ -157,8 +157,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.eval.speech_rate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="models/pretrained/ctc",
-                    help="a CTC bundle (default: models/pretrained/ctc)")
+    ap.add_argument("--bundle", default=None,
+                    help="a CTC bundle (default: models/pretrained/ctc, the shipped CTC model)")
     ap.add_argument("--manifest", required=True, type=Path)
     ap.add_argument("--tempo", default="1.0,0.85",
                     help="comma-separated tempo factors (< 1 slower; 1.0 adds the density table)")
@@ -173,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--tempo: comma-separated numbers, e.g. 1.0,0.85; got {args.tempo!r}")
     if not tempos:
         ap.error("--tempo: at least one factor")
-    result = measure(args.bundle, args.manifest, tempos, args.limit, not args.no_progress)
+    from models.bundle import CTC_BUNDLE
+
+    result = measure(args.bundle or CTC_BUNDLE, args.manifest, tempos, args.limit,
+                     not args.no_progress)
     text = markdown(result)
     print(text)
     if args.json:

@@ -22,11 +22,12 @@ from training.experiments import write_report
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from models.bundle import load
+    from models.bundle import CTC_BUNDLE, load
     from models.decoding import BeamConfig, CtcPrefixBeamDecoder, Hotwords
     from training.eval.metrics import error_rates
     from training.eval.run import forward_all, load_manifest
 
+    args.bundle = args.bundle or CTC_BUNDLE
     bundle = load(args.bundle)
     if bundle.model.output_kind != "log_probs":
         raise SystemExit(f"--bundle {args.bundle}: a {bundle.model.cfg.head} bundle; hotword "
@@ -81,8 +82,8 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bundle", default="models/pretrained/ctc", help="a CTC bundle (the CTC "
-                   "prefix beam's token floor is what this measures)")
+    p.add_argument("--bundle", default=None, help="a CTC bundle (default: models/pretrained/"
+                   "ctc; the CTC prefix beam's token floor is what this measures)")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--domain", default="words", help="a text domain, or * for every utterance")
     p.add_argument("--floors", default="1e-4,1e-3", help="comma-separated token floors (probs)")
