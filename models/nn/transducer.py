@@ -133,8 +133,8 @@ class TransducerHead(nn.Module):
                    c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One LSTM step (decoding): tokens (B,), h, c (B, P) -> new h, c (B, P). The input
         side of the gates depends on the token alone, so it is a (V, 4P) table (kept while the
-        weights are unchanged): half the matmul, and no `torch.lstm` call, whose fixed cost on
-        this CPU (0.5-1 ms) is several times a beam round's small batch's compute."""
+        weights are unchanged): half the matmul, and no `torch.lstm` call, whose fixed cost per
+        call outweighs a beam round's small batch's compute (docs/RESULTS.md, session 26)."""
         rnn = self.rnn
         assert rnn is not None
         params = (self.embed.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
